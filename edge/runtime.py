@@ -324,12 +324,6 @@ class Model:
             bound[spec.key] = (int(d["index"]), spec)
         return bound
 
-    @property
-    def input_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Input shape per key, as currently allocated."""
-        return {k: tuple(int(s) for s in self.interpreter.get_input_details()[0]["shape"])
-                if len(self._in) == 1 else spec.shape for k, (_, spec) in self._in.items()}
-
     def resize_batch(self, batch: int) -> None:
         """Reallocates every input for a batch of ``batch`` (>= 1) along axis 0."""
         if batch < 1:

@@ -32,7 +32,7 @@ def _check(name: str, a: npt.NDArray[Any], shape: tuple[int | None, ...], dtype:
 
 
 def _n(*arrays: npt.NDArray[Any]) -> int:
-    ns = {a.shape[0] for a in arrays}
+    ns = {int(a.shape[0]) for a in arrays}
     if len(ns) != 1:
         raise ValueError(f"fields disagree on the number of people: {sorted(ns)}")
     return ns.pop()
@@ -120,6 +120,9 @@ class Poses2D:
         world: (n, 33, 3) float32, metres, origin between the hips, the model's world landmarks
             (x right, y down, z away from the camera, as MediaPipe defines them).
         regions: (n, 5) float32, the region each crop was cut from, px and rad.
+        next_regions: (n, 5) float32, px and rad: the region to crop in the next frame, derived
+            from the model's auxiliary landmarks 33 (centre) and 34 (size and rotation) as
+            MediaPipe's pose_landmarks_to_roi graph does (what a tracker propagates).
     """
 
     keypoints: F32
@@ -128,6 +131,7 @@ class Poses2D:
     presence: F32
     world: F32
     regions: F32
+    next_regions: F32
 
     def __post_init__(self) -> None:
         _check("Poses2D.keypoints", self.keypoints, (None, 33, 2), np.float32)
@@ -136,9 +140,11 @@ class Poses2D:
         _check("Poses2D.presence", self.presence, (None,), np.float32)
         _check("Poses2D.world", self.world, (None, 33, 3), np.float32)
         _check("Poses2D.regions", self.regions, (None, 5), np.float32)
-        _n(self.keypoints, self.depth, self.visibility, self.presence, self.world, self.regions)
+        _check("Poses2D.next_regions", self.next_regions, (None, 5), np.float32)
+        _n(self.keypoints, self.depth, self.visibility, self.presence, self.world, self.regions,
+           self.next_regions)
         _frozen(self.keypoints, self.depth, self.visibility, self.presence, self.world,
-                self.regions)
+                self.regions, self.next_regions)
 
     def __len__(self) -> int:
         return int(self.presence.shape[0])
@@ -148,10 +154,12 @@ class Poses2D:
         """No people."""
         z = np.zeros
         return cls(z((0, 33, 2), np.float32), z((0, 33), np.float32), z((0, 33), np.float32),
-                   z((0,), np.float32), z((0, 33, 3), np.float32), z((0, 5), np.float32))
+                   z((0,), np.float32), z((0, 33, 3), np.float32), z((0, 5), np.float32),
+                   z((0, 5), np.float32))
 
     def __getitem__(self, idx: npt.NDArray[np.bool_] | npt.NDArray[np.intp] | slice) -> Poses2D:
         """Selects people by boolean mask, index array or slice (returns a new object)."""
         return Poses2D(self.keypoints[idx].copy(), self.depth[idx].copy(),
                        self.visibility[idx].copy(), self.presence[idx].copy(),
-                       self.world[idx].copy(), self.regions[idx].copy())
+                       self.world[idx].copy(), self.regions[idx].copy(),
+                       self.next_regions[idx].copy())

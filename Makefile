@@ -1,0 +1,38 @@
+# edge-pose: `make demo` sets a fresh machine up and runs the demo; `make test` runs every check.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test lint typecheck pytest models clean lock
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/edge-pose demo
+
+lint: setup
+	$(BIN)/ruff check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+pytest: setup
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache out
+
+# Regenerates requirements.lock (exact versions and sha256 of every wheel, for every platform).
+lock:
+	uv pip compile pyproject.toml --extra dev --extra mqtt --generate-hashes --universal \
+	  --python-version 3.11 -c constraints.txt -o requirements.lock -q
