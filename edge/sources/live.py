@@ -1,0 +1,211 @@
+"""Live sources: V4L2 cameras, RTSP/HTTP streams and the Raspberry Pi camera.
+
+A capture thread reads as fast as the device delivers and keeps only the newest frame (older
+ones are counted as dropped), so the pipeline always works on what the camera sees now. When the
+device fails to open or stops delivering, the thread reconnects with exponential backoff
+(``reconnect_initial_s`` doubling up to ``reconnect_max_s``) until the source is closed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from edge.sources.base import SourceError
+from edge.types import Frame
+
+logger = logging.getLogger(__name__)
+
+
+class Grabber(Protocol):
+    """One opened device: returns BGR frames until it fails."""
+
+    def grab(self) -> npt.NDArray[np.uint8] | None:
+        """The next image (H, W, 3) uint8 BGR, or None when the device failed."""
+        ...
+
+    def close(self) -> None:
+        """Releases the device."""
+        ...
+
+
+class _CvGrabber:
+    def __init__(self, target: int | str, width: int | None, height: int | None,
+                 fps: float | None) -> None:
+        self._cap = (cv2.VideoCapture(target, cv2.CAP_V4L2) if isinstance(target, int)
+                     else cv2.VideoCapture(target))
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise OSError(f"cannot open {target!r}")
+        if width:
+            self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+        if height:
+            self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        if fps:
+            self._cap.set(cv2.CAP_PROP_FPS, fps)
+        # Keep the driver's queue short: a stale frame is worse than a dropped one.
+        self._cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+
+    def grab(self) -> npt.NDArray[np.uint8] | None:
+        ok, image = self._cap.read()
+        if not ok or image is None or image.ndim != 3:
+            return None
+        return np.ascontiguousarray(image, dtype=np.uint8)
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class _PiGrabber:
+    def __init__(self, module: Any, camera: int, width: int | None, height: int | None) -> None:
+        self._cam = module.Picamera2(camera)
+        size = (width or 1280, height or 720)
+        # "RGB888" in libcamera's naming is B,G,R byte order in memory: what OpenCV calls BGR.
+        self._cam.configure(self._cam.create_video_configuration(
+            main={"size": size, "format": "RGB888"}, buffer_count=2))
+        self._cam.start()
+
+    def grab(self) -> npt.NDArray[np.uint8] | None:
+        try:
+            image = self._cam.capture_array("main")
+        except Exception:  # libcamera raises many kinds; all mean "no frame"
+            logger.exception("picamera2 capture failed")
+            return None
+        return np.ascontiguousarray(image[..., :3], dtype=np.uint8)
+
+    def close(self) -> None:
+        self._cam.stop()
+        self._cam.close()
+
+
+class LiveSource:
+    """Newest-frame-only source over a device that may fail and come back."""
+
+    live = True
+    frame_count: int | None = None
+
+    def __init__(self, name: str, opener: Callable[[], Grabber], fps: float | None = None,
+                 reconnect_initial_s: float = 0.5, reconnect_max_s: float = 30.0) -> None:
+        self.name = name
+        self.fps = fps
+        self._opener = opener
+        self._backoff0 = reconnect_initial_s
+        self._backoff_max = reconnect_max_s
+        self._cond = threading.Condition()
+        self._latest: Frame | None = None
+        self._captured = 0
+        self._delivered = 0
+        self._stop = threading.Event()
+        self.connected = threading.Event()
+        self.reconnects = 0
+        self.last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name=f"capture:{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def dropped(self) -> int:
+        """Frames captured but replaced by a newer one before anyone read them."""
+        with self._cond:
+            pending = 1 if self._latest is not None else 0
+            return self._captured - self._delivered - pending
+
+    def _run(self) -> None:
+        backoff = self._backoff0
+        index = 0
+        while not self._stop.is_set():
+            try:
+                grabber = self._opener()
+            except Exception as e:  # any failure to open means "retry later"
+                self.last_error = f"{type(e).__name__}: {e}"
+                logger.warning("source %s: cannot open (%s); retrying in %.1f s", self.name,
+                               self.last_error, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self._backoff_max)
+                continue
+            self.connected.set()
+            logger.info("source %s: connected", self.name)
+            try:
+                while not self._stop.is_set():
+                    image = grabber.grab()
+                    if image is None:
+                        self.last_error = "the device stopped delivering frames"
+                        break
+                    backoff = self._backoff0
+                    frame = Frame(image, index, time.monotonic_ns(), time.time())
+                    index += 1
+                    with self._cond:
+                        self._latest = frame
+                        self._captured += 1
+                        self._cond.notify_all()
+            finally:
+                grabber.close()
+                self.connected.clear()
+            if not self._stop.is_set():
+                self.reconnects += 1
+                logger.warning("source %s: lost (%s); reconnecting in %.1f s", self.name,
+                               self.last_error, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self._backoff_max)
+
+    def read(self, timeout: float | None = None) -> Frame:
+        """The newest frame not yet read; waits for one.
+
+        Raises:
+            SourceError: No new frame within ``timeout`` seconds, or the source is closed.
+        """
+        with self._cond:
+            ok = self._cond.wait_for(lambda: self._latest is not None or self._stop.is_set(),
+                                     timeout)
+            if self._stop.is_set():
+                raise SourceError(f"source {self.name}: closed")
+            if not ok or self._latest is None:
+                why = f" (last error: {self.last_error})" if self.last_error else ""
+                raise SourceError(f"source {self.name}: no frame for {timeout} s{why}")
+            frame, self._latest = self._latest, None
+            self._delivered += 1
+            return frame
+
+    def close(self) -> None:
+        """Stops the capture thread and releases the device."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=5.0)
+
+
+def open_camera(index: int, width: int | None = None, height: int | None = None,
+                fps: float | None = None, **backoff: float) -> LiveSource:
+    """A V4L2 camera by index (``/dev/video<index>``)."""
+    return LiveSource(f"camera:{index}", lambda: _CvGrabber(index, width, height, fps), fps,
+                      **backoff)
+
+
+def open_url(url: str, **backoff: float) -> LiveSource:
+    """An RTSP or HTTP(S) video stream, read by OpenCV's FFmpeg back-end."""
+    return LiveSource(url, lambda: _CvGrabber(url, None, None, None), None, **backoff)
+
+
+def open_picamera2(camera: int = 0, width: int | None = None, height: int | None = None,
+                   fps: float | None = None, **backoff: float) -> LiveSource:
+    """The Raspberry Pi camera through picamera2 (imported only here).
+
+    Raises:
+        SourceError: When picamera2 is not importable, with how to install it.
+    """
+    try:
+        module = importlib.import_module("picamera2")
+    except ImportError as e:
+        raise SourceError(
+            f"picamera2 is not available ({e}). On Raspberry Pi OS: `sudo apt install "
+            "python3-picamera2` and create the venv with --system-site-packages "
+            "(deploy/install.sh does both); it does not exist off the Pi") from None
+    return LiveSource(f"picamera2:{camera}", lambda: _PiGrabber(module, camera, width, height),
+                      fps, **backoff)

@@ -1,0 +1,54 @@
+"""Choosing a source from a URI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge.sources.base import Source, SourceError
+from edge.sources.files import IMAGE_SUFFIXES, ImageFolderSource, VideoFileSource
+from edge.sources.live import open_camera, open_picamera2, open_url
+
+#: The bundled demo clip (Sports2D, BSD-3-Clause; see edge/assets/README.md).
+DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "sports2d_demo.mp4"
+
+
+def open_source(uri: str, *, width: int | None = None, height: int | None = None,
+                fps: float | None = None, loop: bool = False, reconnect_initial_s: float = 0.5,
+                reconnect_max_s: float = 30.0) -> Source:
+    """Opens the source a URI names.
+
+    Args:
+        uri: ``demo`` (the bundled clip), a video file, an image, a folder of images, a camera
+            index (``0``), an ``rtsp://`` / ``http(s)://`` URL, or ``picamera2[:N]``.
+        width: Requested capture width, px (cameras).
+        height: Requested capture height, px (cameras).
+        fps: Requested capture rate, Hz (cameras).
+        loop: Restart a video file at its end.
+        reconnect_initial_s: First reconnect delay of live sources, s.
+        reconnect_max_s: Largest reconnect delay, s.
+
+    Returns:
+        The open source.
+
+    Raises:
+        SourceError: When the URI names nothing usable.
+    """
+    backoff = {"reconnect_initial_s": reconnect_initial_s, "reconnect_max_s": reconnect_max_s}
+    if uri == "demo":
+        return VideoFileSource(DEMO_CLIP, loop=loop)
+    if uri.isdigit():
+        return open_camera(int(uri), width, height, fps, **backoff)
+    if uri == "picamera2" or uri.startswith("picamera2:"):
+        _, _, idx = uri.partition(":")
+        if idx and not idx.isdigit():
+            raise SourceError(f"source {uri!r}: expected picamera2 or picamera2:<index>")
+        return open_picamera2(int(idx or 0), width, height, fps, **backoff)
+    if uri.startswith(("rtsp://", "rtsps://", "http://", "https://")):
+        return open_url(uri, **backoff)
+    path = Path(uri)
+    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageFolderSource(path)
+    if not path.exists():
+        raise SourceError(f"source {uri!r}: no such file, and not a camera index, URL or "
+                          "picamera2")
+    return VideoFileSource(path, loop=loop)
