@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.skeleton import BLAZEPOSE_NAMES, COCO17_FROM_BLAZEPOSE, COCO17_NAMES
-from edge.types import Frame, Poses2D
+from edge.types import Frame, Poses2D, Poses3D
 
 SCHEMA_VERSION = 1
 AXES_3D = "x right, y down, z away from the camera; metres; origin midway between the hips"
@@ -65,9 +65,9 @@ def _joint_view(joints: JointSet) -> tuple[npt.NDArray[np.intp], tuple[str, ...]
 
 def build_annotation(frame: Frame, *, device_id: str, models: dict[str, str],
                      track_ids: npt.NDArray[np.int64], poses: Poses2D,
-                     joints_3d: npt.NDArray[np.float32], names_3d: tuple[str, ...],
-                     timings: StageTimings, joints: JointSet = "blazepose33",
-                     min_visibility: float = 0.0) -> Annotation:
+                     poses_3d: Poses3D, timings: StageTimings | None,
+                     joints: JointSet = "blazepose33", min_visibility: float = 0.0
+                     ) -> Annotation:
     """Builds the annotation of one frame.
 
     Args:
@@ -76,9 +76,9 @@ def build_annotation(frame: Frame, *, device_id: str, models: dict[str, str],
         models: Model names per stage: ``detector``, ``pose2d``, ``pose3d``.
         track_ids: (n,) int64 track ids, one per person.
         poses: The n people's 2D poses (frame pixels).
-        joints_3d: (n, J, 3) float32, metres, root-relative, axes as :data:`AXES_3D`.
-        names_3d: The J joint names of ``joints_3d`` (BlazePose names).
-        timings: Stage timings of this frame.
+        poses_3d: The n people's 3D joints (metres, root-relative, axes as :data:`AXES_3D`).
+        timings: Stage timings of this frame; None leaves ``timings_ms`` out (every-frame mode,
+            so that reruns give identical output).
         joints: Joint names to publish: BlazePose's 33 or the COCO-17 view.
         min_visibility: Joints with a lower visibility are published as null.
 
@@ -91,10 +91,9 @@ def build_annotation(frame: Frame, *, device_id: str, models: dict[str, str],
     n = len(poses)
     if track_ids.shape != (n,):
         raise ValueError(f"track_ids must have shape ({n},), got {track_ids.shape}")
-    if joints_3d.ndim != 3 or joints_3d.shape[0] != n or joints_3d.shape[2] != 3:
-        raise ValueError(f"joints_3d must have shape ({n}, J, 3), got {joints_3d.shape}")
-    if joints_3d.shape[1] != len(names_3d):
-        raise ValueError(f"names_3d has {len(names_3d)} names for {joints_3d.shape[1]} joints")
+    if len(poses_3d) != n:
+        raise ValueError(f"poses_3d has {len(poses_3d)} people, poses {n}")
+    joints_3d, names_3d = poses_3d.joints, poses_3d.names
     if set(models) != {"detector", "pose2d", "pose3d"}:
         raise ValueError(f"models must name detector, pose2d and pose3d, got {sorted(models)}")
     h, w = frame.image.shape[:2]
@@ -142,12 +141,13 @@ def build_annotation(frame: Frame, *, device_id: str, models: dict[str, str],
         "device_id": device_id,
         "image": {"width": int(w), "height": int(h)},
         "models": {k: models[k] for k in ("detector", "pose2d", "pose3d")},
-        "timings_ms": {"detect": ms(timings.detect), "pose2d": ms(timings.pose2d),
-                       "pose3d": ms(timings.pose3d), "track": ms(timings.track),
-                       "total": ms(timings.total)},
         "joints": joints,
         "axes_3d": AXES_3D,
         "persons": persons,
     }
+    if timings is not None:
+        payload["timings_ms"] = {"detect": ms(timings.detect), "pose2d": ms(timings.pose2d),
+                                 "pose3d": ms(timings.pose3d), "track": ms(timings.track),
+                                 "total": ms(timings.total)}
     return Annotation(frame_id=int(frame.frame_id), ts=float(frame.ts), n_persons=n,
                       payload=payload)

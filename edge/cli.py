@@ -1,6 +1,9 @@
 """The ``edge-pose`` command line.
 
 Subcommands:
+    run             run the pipeline on a source; write annotations.jsonl and annotated.mp4
+    demo            ``run`` on the bundled demo clip, every frame
+    validate-config check a TOML config and print every error with its key path
     models list     print the model manifest (key, file, precision, size, latency)
     models verify   check every model file against its sha256 and load it
 """
@@ -8,13 +11,20 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, TextIO
 
 from edge import __version__
+from edge.config import Config, ConfigError, load_config
 from edge.runtime import ModelError, load_manifest, load_model, runtime_name, verify_file
+from edge.sinks import JsonlSink, Sink, SinkError, StdoutSink, VideoSink
+from edge.sources import SourceError, open_source
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +70,175 @@ def _models_verify(models_dir: Path | None) -> int:
     return 1 if failed else 0
 
 
+class Progress:
+    """A one-line progress bar on a terminal (files only: their length is known)."""
+
+    def __init__(self, total: int | None, stream: TextIO | None = None) -> None:
+        self.total = total
+        self.stream = stream if stream is not None else sys.stderr
+        self._last = -1
+
+    def __call__(self, done: int) -> None:
+        """Shows ``done`` frames processed."""
+        if not self.total or not self.stream.isatty():
+            return
+        pct = min(100, 100 * done // self.total)
+        if pct == self._last and done != self.total:
+            return
+        self._last = pct
+        bar = "#" * (pct * 30 // 100)
+        self.stream.write(f"\r[{bar:<30}] {done}/{self.total} frames")
+        if done >= self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def format_report(summary: dict[str, Any]) -> str:
+    """The end-of-run table: frames, people, and per-stage ms and fps against budget."""
+    lines = [
+        f"frames processed {summary['frames_processed']} (read {summary['frames_read']}, "
+        f"dropped {summary['frames_dropped']}, overrun ticks {summary['ticks_overrun']}) in "
+        f"{summary['wall_s']:.1f} s = {summary['fps'] or 0:.1f} fps",
+        f"people: {summary['person_frames']} person-frames, at most {summary['max_persons']} "
+        "at once",
+        f"{'stage':<8} {'runs':>6} {'mean ms':>8} {'p90 ms':>8} {'fps':>8} {'budget':>7} "
+        f"{'x budget':>8} {'in budget':>9}",
+    ]
+    for name, st in summary["stages"].items():
+        if not st["runs"]:
+            lines.append(f"{name:<8} {0:>6}")
+            continue
+        budget = st["budget_fps"]
+        ratio = f"{st['fps'] / budget:8.2f}" if budget and st["fps"] else f"{'':>8}"
+        within = f"{100 * st['within_budget']:8.1f}%" if budget else f"{'':>9}"
+        lines.append(f"{name:<8} {st['runs']:>6} {st['mean_ms']:>8.2f} {st['p90_ms']:>8.2f} "
+                     f"{st['fps'] or 0:>8.1f} {budget or '':>7} {ratio} {within}")
+    return "\n".join(lines)
+
+
+def _run_config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config) if args.config else Config()
+    updates: dict[str, dict[str, Any]] = {}
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            updates.setdefault(section, {})[key] = value
+
+    put("source", "uri", args.source)
+    put("tracking", "max_persons", args.max_persons)
+    put("models", "landmark", args.model)
+    put("models", "precision", args.precision)
+    put("models", "threads", args.threads)
+    put("scheduler", "mode", args.mode)
+    put("output", "dir", args.out)
+    data = config.model_dump()
+    for section, values in updates.items():
+        data[section].update(values)
+    return Config.model_validate(data)
+
+
+def run(config: Config, *, progress: bool = True, stream: TextIO | None = None) -> int:
+    """Runs the pipeline as ``config`` says, writes the outputs, prints the report.
+
+    Returns:
+        0 on success, 1 when the source broke mid-way (what was processed is kept).
+    """
+    from edge.pipeline import build_pipeline
+    from edge.scheduler import RunStats, run_every_frame, run_realtime
+
+    out = stream if stream is not None else sys.stdout
+    every_frame = config.scheduler.mode == "every-frame"
+    pipeline = build_pipeline(config, timings=not every_frame)
+    sc = config.scheduler
+    source = open_source(config.source.uri, width=config.source.width,
+                         height=config.source.height, fps=config.source.fps,
+                         loop=config.source.loop,
+                         reconnect_initial_s=config.source.reconnect_initial_s,
+                         reconnect_max_s=config.source.reconnect_max_s)
+    out_dir = config.output.dir or Path("out")
+    sinks: list[Sink] = []
+    stats = RunStats.with_budgets(sc.budget_detector_fps, sc.budget_pose2d_fps,
+                                  sc.budget_pose3d_fps)
+    code = 0
+    try:
+        if config.output.jsonl:
+            sinks.append(JsonlSink(out_dir / "annotations.jsonl"))
+        if config.output.video:
+            sinks.append(VideoSink(out_dir / "annotated.mp4", source.fps or sc.rate_hz))
+        if config.output.stdout:
+            sinks.append(StdoutSink())
+        bar = Progress(source.frame_count if not source.live and progress else None)
+        stop = threading.Event()
+        try:
+            if every_frame:
+                run_every_frame(source, pipeline.core, pipeline.detect, sinks, stats,
+                                detector_every=sc.detector_every, stop=stop, progress=bar)
+            else:
+                run_realtime(source, pipeline.core, pipeline.detect, sinks, stats,
+                             rate_hz=sc.rate_hz, detector_hz=sc.detector_hz, stop=stop)
+        except KeyboardInterrupt:
+            stats.error = "interrupted"
+        except (SourceError, SinkError) as e:
+            stats.error = str(e)
+            code = 1
+    finally:
+        for sink in sinks:
+            sink.close()
+        source.close()
+    summary = stats.summary()
+    summary["models"] = pipeline.core.models
+    summary["source"] = source.name
+    summary["mode"] = config.scheduler.mode
+    summary["threads"] = config.models.threads
+    summary["tracker"] = dataclasses.asdict(pipeline.core.tracker.stats)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "stats.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(format_report(summary), file=out)
+    written = ", ".join(str(s.path) for s in sinks if hasattr(s, "path"))
+    print(f"wrote {written}, {out_dir / 'stats.json'}", file=out)
+    if stats.error:
+        print(f"edge-pose: stopped early: {stats.error}; the annotations of the "
+              f"{stats.frames_processed} frames processed are kept", file=sys.stderr)
+    return code
+
+
+def _validate_config(path: Path) -> int:
+    try:
+        load_config(path)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 1
+    print(f"{path}: ok")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``edge-pose``."""
     p = argparse.ArgumentParser(prog="edge-pose", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"edge-pose {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     sub = p.add_subparsers(dest="command", required=True)
+    for name in ("run", "demo"):
+        pr = sub.add_parser(name, help="run the pipeline on a source" if name == "run" else
+                            "run the pipeline on the bundled demo clip (every frame)")
+        if name == "run":
+            pr.add_argument("--source", help="video, image, folder, camera index, URL, "
+                            "picamera2 or demo (default: the config's)")
+        pr.add_argument("--config", type=Path, help="TOML config file")
+        pr.add_argument("--out", type=Path, help="output folder (default: out/)")
+        pr.add_argument("--max-persons", type=int)
+        pr.add_argument("--model", choices=["lite", "full", "heavy"])
+        pr.add_argument("--precision", choices=["int8", "float"])
+        pr.add_argument("--threads", type=int, help="interpreter threads per model")
+        mode = pr.add_mutually_exclusive_group()
+        mode.add_argument("--realtime", dest="mode", action="store_const", const="realtime",
+                          help="fixed-rate ticks on the newest frame, detector in its thread")
+        mode.add_argument("--every-frame", dest="mode", action="store_const",
+                          const="every-frame", help="every frame, detector every k frames "
+                          "(reproducible)")
+        pr.add_argument("--no-progress", action="store_true")
+    pv = sub.add_parser("validate-config", help="check a TOML config file")
+    pv.add_argument("file", type=Path)
     pm = sub.add_parser("models", help="list or verify the shipped models")
     pm.add_argument("action", choices=["list", "verify"])
     pm.add_argument("--models-dir", type=Path, default=None,
@@ -79,11 +252,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.WARNING - 10 * min(int(args.verbose), 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.command in ("run", "demo"):
+            if args.command == "demo":
+                args.source = "demo"
+                args.mode = args.mode or "every-frame"
+                args.out = args.out or Path("out/demo")
+            return run(_run_config(args), progress=not args.no_progress)
+        if args.command == "validate-config":
+            return _validate_config(args.file)
         if args.command == "models":
             if args.action == "list":
                 return _models_list(args.models_dir)
             return _models_verify(args.models_dir)
-    except ModelError as e:
+    except (ModelError, ConfigError, SourceError, SinkError) as e:
         print(f"edge-pose: {e}", file=sys.stderr)
         return 2
     return 2  # pragma: no cover - argparse rejects unknown commands

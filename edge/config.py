@@ -82,23 +82,32 @@ class SchedulerConfig(_Section):
 
 
 class TrackingConfig(_Section):
-    """Tracking of people between detector runs."""
+    """Tracking of people between detector runs (see ``edge.track.TrackerConfig``)."""
 
     max_persons: int = Field(default=4, ge=1, le=32)
-    presence_threshold: Probability = 0.5
-    match_iou: Probability = 0.3
-    merge_iou: Probability = 0.6
+    min_presence: Probability = 0.5
+    match_iou: Annotated[float, Field(gt=0, le=1)] = 0.5
+    match_center_dist: PositiveFloat = 0.15
+    merge_iou: Annotated[float, Field(gt=0, le=1)] = 0.5
+    merge_similarity: Annotated[float, Field(gt=0, le=1)] = 0.5
+    similarity_kappa: PositiveFloat = 0.1
     id_reuse_window_s: float = Field(default=5.0, ge=0)
+    max_detection_age_s: PositiveFloat = 1.0
+    confirm_ticks: int = Field(default=1, ge=0, le=30, description="ticks a new track must "
+                               "survive before it is published")
 
 
 class SmoothingConfig(_Section):
-    """One-Euro filter parameters (Casiez et al. 2012); ``enabled = false`` passes data through."""
+    """One-Euro filter parameters (Casiez et al. 2012); ``enabled = false`` passes data through.
+
+    ``beta`` is per unit of speed, so it differs between pixels (2D) and metres (3D).
+    """
 
     enabled: bool = True
     min_cutoff_2d: PositiveFloat = 1.0
     beta_2d: float = Field(default=0.05, ge=0)
     min_cutoff_3d: PositiveFloat = 1.0
-    beta_3d: float = Field(default=0.5, ge=0)
+    beta_3d: float = Field(default=20.0, ge=0)
     d_cutoff: PositiveFloat = 1.0
 
 

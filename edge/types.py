@@ -163,3 +163,46 @@ class Poses2D:
                        self.visibility[idx].copy(), self.presence[idx].copy(),
                        self.world[idx].copy(), self.regions[idx].copy(),
                        self.next_regions[idx].copy())
+
+
+@dataclass(frozen=True, eq=False)
+class Poses3D:
+    """Metric 3D joints of n people, root-relative.
+
+    Attributes:
+        joints: (n, J, 3) float32, metres, origin midway between the hips; x right, y down,
+            z away from the camera (MediaPipe's world-landmark axes).
+        names: The J joint names (BlazePose names, lower case), in ``joints`` order.
+    """
+
+    joints: F32
+    names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        _check("Poses3D.joints", self.joints, (None, len(self.names), 3), np.float32)
+        _frozen(self.joints)
+
+    def __len__(self) -> int:
+        return int(self.joints.shape[0])
+
+    @classmethod
+    def empty(cls, names: tuple[str, ...]) -> Poses3D:
+        """No people."""
+        return cls(np.zeros((0, len(names), 3), np.float32), names)
+
+
+@dataclass(frozen=True, eq=False)
+class DetectorResult:
+    """The detector's output for one frame, as handed from its thread to the core.
+
+    Attributes:
+        detections: What it found.
+        frame_id: The frame it ran on.
+        t_s: That frame's capture time, monotonic seconds.
+        ms: How long the detector took, ms.
+    """
+
+    detections: Detections
+    frame_id: int
+    t_s: float
+    ms: float

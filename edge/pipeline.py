@@ -1,0 +1,261 @@
+"""The stateful core: tracked regions -> 2D pose -> tracking -> 3D -> smoothing -> annotation.
+
+:class:`PoseCore` owns every piece of per-person state (tracker, One-Euro filters, the 3D stage)
+and is driven by one thread (see ``edge.scheduler``). The detector is not part of it: its
+results arrive as :class:`~edge.types.DetectorResult` whenever the detector has run.
+:func:`build_pipeline` assembles detector and core from a :class:`~edge.config.Config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from edge.annotation import Annotation, JointSet, StageTimings, build_annotation
+from edge.config import Config
+from edge.detect import DetectorConfig as DecodeConfig
+from edge.detect import PoseDetector
+from edge.pose2d import PoseLandmarker
+from edge.runtime import Manifest, load_manifest, load_model
+from edge.skeleton import BLAZEPOSE_NAMES, BlazePose
+from edge.smooth import OneEuroConfig, PoseSmoother
+from edge.track import Tracker, TrackerConfig, TrackEvent
+from edge.types import I64, DetectorResult, Frame, Poses2D, Poses3D
+
+logger = logging.getLogger(__name__)
+
+
+class Stage3D(Protocol):
+    """A 3D stage: 2D poses of the tracked people in, metric root-relative 3D joints out."""
+
+    name: str
+
+    def __call__(self, poses: Poses2D, ids: I64) -> Poses3D:
+        """Lifts ``poses`` (rows in the order of ``ids``)."""
+        ...
+
+    def reset(self) -> None:
+        """Forgets any per-track history."""
+        ...
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one call of :meth:`PoseCore.step` produced."""
+
+    annotation: Annotation
+    times_ms: dict[str, float]
+    events: tuple[TrackEvent, ...]
+
+
+class PoseCore:
+    """Per-frame processing of the tracked people.
+
+    Args:
+        landmarker: The 2D landmark stage.
+        lifter: The 3D stage.
+        tracker: The tracker (owned: reset with the core).
+        smoother: One-Euro smoothing of 2D and 3D keypoints, or None for raw output.
+        device_id: Published in every annotation.
+        models: Model names per stage (``detector``, ``pose2d``, ``pose3d``).
+        joints: Joint names to publish.
+        min_visibility: Joints below it are published as null.
+        timings: Whether annotations carry per-stage timings (False for reproducible output).
+        confirm_ticks: A new track is published only after its pose has been confirmed in
+            this many ticks after the first (0: publish at once). The detector can report one
+            person twice; the tracker merges such twins a tick later, and confirmation keeps
+            them out of the output meanwhile.
+    """
+
+    def __init__(self, landmarker: PoseLandmarker, lifter: Stage3D, tracker: Tracker,
+                 smoother: PoseSmoother | None, *, device_id: str, models: dict[str, str],
+                 joints: JointSet = "blazepose33", min_visibility: float = 0.0,
+                 timings: bool = True, confirm_ticks: int = 1) -> None:
+        if confirm_ticks < 0:
+            raise ValueError(f"confirm_ticks must be >= 0, got {confirm_ticks}")
+        self.confirm_ticks = confirm_ticks
+        self.landmarker = landmarker
+        self.lifter = lifter
+        self.tracker = tracker
+        self.smoother = smoother
+        self.device_id = device_id
+        self.models = dict(models)
+        self.joints: JointSet = joints
+        self.min_visibility = min_visibility
+        self.timings = timings
+        self.on_events: Callable[[tuple[TrackEvent, ...]], None] | None = None
+        self._last_t_ns: int | None = None
+
+    def reset(self) -> None:
+        """Forgets every track and filter; the next frame may have any timestamp."""
+        self.tracker.reset()
+        if self.smoother is not None:
+            self.smoother.reset()
+        self.lifter.reset()
+        self._last_t_ns = None
+
+    def step(self, frame: Frame, detected: DetectorResult | None) -> StepResult:
+        """Processes one frame.
+
+        Args:
+            frame: The frame; its ``t_capture_ns`` must be later than the previous frame's.
+            detected: Detector output that arrived since the last step (may be from an
+                earlier frame), or None.
+
+        Returns:
+            The annotation, stage times in ms, and the tracker's events.
+
+        Raises:
+            ValueError: When the frame's timestamp is not after the previous frame's.
+        """
+        if self._last_t_ns is not None and frame.t_capture_ns <= self._last_t_ns:
+            raise ValueError(f"frame {frame.frame_id}: capture time {frame.t_capture_ns} ns is "
+                             f"not after the previous frame's {self._last_t_ns} ns")
+        self._last_t_ns = frame.t_capture_ns
+        t = frame.t_capture_ns / 1e9
+        t_start = time.perf_counter()
+        events: list[TrackEvent] = []
+
+        if detected is not None:
+            events += self.tracker.add_detections(detected.detections, detected.t_s)
+        tracks = self.tracker.tracks()
+        t_track0 = time.perf_counter() - t_start
+
+        t0 = time.perf_counter()
+        poses = self.landmarker(frame.image, tracks.regions)
+        pose2d_ms = (time.perf_counter() - t0) * 1e3
+
+        t0 = time.perf_counter()
+        events += self.tracker.update(poses, t)
+        kept = self.tracker.tracks()
+        rows = {int(i): r for r, i in enumerate(tracks.ids)}
+        keep = np.array([rows[int(i)] for i in kept.ids if int(i) in rows], dtype=np.intp)
+        kept = kept[np.array([int(i) in rows for i in kept.ids], dtype=np.bool_)]
+        poses = poses[keep]
+        track_ms = (time.perf_counter() - t0) * 1e3 + t_track0 * 1e3
+
+        t0 = time.perf_counter()
+        poses_3d = self.lifter(poses, kept.ids)
+        pose3d_ms = (time.perf_counter() - t0) * 1e3
+
+        if self.smoother is not None and len(kept):
+            sm = self.smoother.update(kept.ids, t, poses.keypoints, poses_3d.joints,
+                                      starts=kept.first_seen)
+            poses = dataclasses.replace(poses, keypoints=sm.keypoints)
+            if sm.world is not None:
+                poses_3d = Poses3D(sm.world, poses_3d.names)
+        elif self.smoother is not None:
+            self.smoother.update(kept.ids, t, poses.keypoints, poses_3d.joints,
+                                 starts=kept.first_seen)
+
+        shown = kept.age > self.confirm_ticks
+        if not shown.all():
+            kept, poses, poses_3d = (kept[shown], poses[shown],
+                                     Poses3D(poses_3d.joints[shown], poses_3d.names))
+        total_ms = (time.perf_counter() - t_start) * 1e3
+        times = {"pose2d": pose2d_ms, "pose3d": pose3d_ms, "track": track_ms,
+                 "total": total_ms + (detected.ms if detected is not None else 0.0)}
+        if detected is not None:
+            times["detect"] = detected.ms
+        timings = (StageTimings(detect=None if detected is None else detected.ms,
+                                pose2d=pose2d_ms, pose3d=pose3d_ms, track=track_ms,
+                                total=times["total"]) if self.timings else None)
+        annotation = build_annotation(frame, device_id=self.device_id, models=self.models,
+                                      track_ids=kept.ids, poses=poses, poses_3d=poses_3d,
+                                      timings=timings, joints=self.joints,
+                                      min_visibility=self.min_visibility)
+        return StepResult(annotation, times, tuple(events))
+
+
+class WorldLandmarks3D:
+    """The 3D stage that publishes the landmark model's own world landmarks.
+
+    They are already metric; they are re-rooted exactly at the midpoint of the hips (MediaPipe
+    puts the origin only approximately there).
+    """
+
+    name = "world_landmarks"
+
+    def __init__(self) -> None:
+        self.names = BLAZEPOSE_NAMES
+
+    def __call__(self, poses: Poses2D, ids: I64) -> Poses3D:
+        """Returns (n, 33, 3) float32 metres, origin midway between the hips."""
+        w = poses.world
+        root = 0.5 * (w[:, BlazePose.LEFT_HIP] + w[:, BlazePose.RIGHT_HIP])
+        return Poses3D((w - root[:, None, :]).astype(np.float32), self.names)
+
+    def reset(self) -> None:
+        """Stateless."""
+
+
+@dataclass
+class Pipeline:
+    """A detector and a core built from one config, ready for a scheduler."""
+
+    config: Config
+    detector: PoseDetector
+    core: PoseCore
+    manifest: Manifest
+
+    def detect(self, frame: Frame) -> DetectorResult:
+        """Runs the detector on ``frame`` (timed)."""
+        t0 = time.perf_counter()
+        dets = self.detector(frame.image)
+        return DetectorResult(dets, frame.frame_id, frame.t_capture_ns / 1e9,
+                              (time.perf_counter() - t0) * 1e3)
+
+
+def _landmark_key(manifest: Manifest, variant: str, precision: str) -> str:
+    return manifest.find("landmark", variant, precision).key
+
+
+def build_pipeline(config: Config, *, timings: bool = True,
+                   manifest: Manifest | None = None) -> Pipeline:
+    """Loads the models a config asks for and assembles detector and core.
+
+    Args:
+        config: The validated configuration.
+        timings: Whether annotations carry timings (False in every-frame mode).
+        manifest: Models to use; the config's ``models.dir`` or the shipped ones when None.
+
+    Returns:
+        The pipeline.
+
+    Raises:
+        edge.runtime.ModelError: When a model is missing, damaged or not in the manifest.
+    """
+    mc = config.models
+    manifest = manifest if manifest is not None else load_manifest(mc.dir)
+    det_precision = mc.detector_precision or mc.precision
+    det_key = manifest.find("detector", None, det_precision).key
+    lm_key = _landmark_key(manifest, mc.landmark, mc.precision)
+    dc = config.detector
+    detector = PoseDetector(load_model(det_key, mc.threads, manifest),
+                            DecodeConfig(min_score=dc.min_score, nms_iou=dc.nms_iou,
+                                         roi_scale=dc.roi_scale))
+    landmarker = PoseLandmarker(load_model(lm_key, mc.threads, manifest))
+    lifter: Stage3D = WorldLandmarks3D()
+    tc = config.tracking
+    tracker = Tracker(TrackerConfig(
+        max_persons=tc.max_persons, min_presence=tc.min_presence, match_iou=tc.match_iou,
+        match_center_dist=tc.match_center_dist, merge_iou=tc.merge_iou,
+        merge_similarity=tc.merge_similarity, similarity_kappa=tc.similarity_kappa,
+        id_reuse_window_s=tc.id_reuse_window_s, max_detection_age_s=tc.max_detection_age_s))
+    sc = config.smoothing
+    smoother = (PoseSmoother(OneEuroConfig(sc.min_cutoff_2d, sc.beta_2d, sc.d_cutoff),
+                             OneEuroConfig(sc.min_cutoff_3d, sc.beta_3d, sc.d_cutoff))
+                if sc.enabled else None)
+    core = PoseCore(landmarker, lifter, tracker, smoother,
+                    device_id=config.annotation.device_id,
+                    models={"detector": det_key, "pose2d": lm_key, "pose3d": lifter.name},
+                    joints=config.annotation.joints,
+                    min_visibility=config.annotation.min_visibility, timings=timings,
+                    confirm_ticks=tc.confirm_ticks)
+    return Pipeline(config, detector, core, manifest)

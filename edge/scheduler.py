@@ -1,0 +1,320 @@
+"""Running the pipeline over a source: the fixed-rate realtime loop and the deterministic loop.
+
+Realtime (:func:`run_realtime`): a reader thread keeps only the newest frame of the source (a
+file is paced at its own frame rate, as a camera would deliver it); a detector thread runs the
+detector on the newest frame at ``detector_hz`` and posts its detections; the core loop ticks at
+``rate_hz``, takes the newest frame and the newest detections, runs the stateful core once and
+hands the annotation to the sinks. A tick that overruns is not queued behind: the next tick
+starts from the newest frame. Frames never processed are counted as dropped.
+
+Every-frame (:func:`run_every_frame`): every frame of a file, in order, with the detector on
+frames whose index is a multiple of ``detector_every``, in the core's thread: reruns give
+identical annotations.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge.annotation import Annotation
+from edge.pipeline import StepResult
+from edge.sinks.base import Sink
+from edge.sources.base import Source, SourceEnd
+from edge.types import DetectorResult, Frame
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("detect", "pose2d", "pose3d", "track", "total")
+
+
+class Core(Protocol):
+    """The stateful core: one frame (and maybe fresh detections) in, one annotation out."""
+
+    def step(self, frame: Frame, detected: DetectorResult | None) -> StepResult:
+        """Processes one frame."""
+        ...
+
+
+Detector = Callable[[Frame], DetectorResult]
+OnStep = Callable[[Frame, StepResult], None]
+
+
+@dataclass
+class StageStat:
+    """Timings of one stage against its budget.
+
+    Attributes:
+        name: Stage name.
+        budget_fps: Runs per second the design allows this stage (None: no budget).
+        window: Recent durations kept for percentiles, ms.
+    """
+
+    name: str
+    budget_fps: float | None = None
+    window: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
+    count: int = 0
+    total_ms: float = 0.0
+    within: int = 0
+
+    def record(self, ms: float) -> None:
+        """Adds one run of ``ms`` milliseconds."""
+        self.window.append(ms)
+        self.count += 1
+        self.total_ms += ms
+        if self.budget_fps is None or ms <= 1000.0 / self.budget_fps:
+            self.within += 1
+
+    def summary(self) -> dict[str, Any]:
+        """Count, mean/p50/p90 ms, implied fps, budget and share of runs within it."""
+        if not self.count:
+            return {"runs": 0, "mean_ms": None, "p50_ms": None, "p90_ms": None, "fps": None,
+                    "budget_fps": self.budget_fps, "within_budget": None}
+        w = np.asarray(self.window, np.float64)
+        mean = self.total_ms / self.count
+        return {"runs": self.count, "mean_ms": round(mean, 3),
+                "p50_ms": round(float(np.percentile(w, 50)), 3),
+                "p90_ms": round(float(np.percentile(w, 90)), 3),
+                "fps": round(1000.0 / mean, 2) if mean > 0 else None,
+                "budget_fps": self.budget_fps,
+                "within_budget": round(self.within / self.count, 4)}
+
+
+@dataclass
+class RunStats:
+    """What a run did: frames, people, drops, and per-stage timings."""
+
+    stages: dict[str, StageStat]
+    frames_read: int = 0
+    frames_processed: int = 0
+    frames_dropped: int = 0
+    ticks_overrun: int = 0
+    person_frames: int = 0
+    max_persons: int = 0
+    wall_s: float = 0.0
+    error: str | None = None
+
+    @classmethod
+    def with_budgets(cls, detector_fps: float, pose2d_fps: float, pose3d_fps: float) -> RunStats:
+        """Empty stats with the design's stage budgets (runs per second)."""
+        budgets = {"detect": detector_fps, "pose2d": pose2d_fps, "pose3d": pose3d_fps}
+        return cls({s: StageStat(s, budgets.get(s)) for s in STAGES})
+
+    def add(self, annotation: Annotation, times_ms: dict[str, float]) -> None:
+        """Accounts for one processed frame."""
+        self.frames_processed += 1
+        self.person_frames += annotation.n_persons
+        self.max_persons = max(self.max_persons, annotation.n_persons)
+        for k, v in times_ms.items():
+            if k in self.stages:
+                self.stages[k].record(v)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able summary."""
+        fps = self.frames_processed / self.wall_s if self.wall_s > 0 else None
+        return {"frames_read": self.frames_read, "frames_processed": self.frames_processed,
+                "frames_dropped": self.frames_dropped, "ticks_overrun": self.ticks_overrun,
+                "person_frames": self.person_frames, "max_persons": self.max_persons,
+                "wall_s": round(self.wall_s, 3),
+                "fps": None if fps is None else round(fps, 2), "error": self.error,
+                "stages": {k: s.summary() for k, s in self.stages.items()}}
+
+
+def _emit(sinks: Sequence[Sink], frame: Frame, annotation: Annotation) -> None:
+    for sink in sinks:
+        sink.write(frame, annotation)
+
+
+def run_every_frame(source: Source, core: Core, detector: Detector, sinks: Sequence[Sink],
+                    stats: RunStats, *, detector_every: int = 6,
+                    stop: threading.Event | None = None,
+                    progress: Callable[[int], None] | None = None,
+                    on_step: OnStep | None = None) -> RunStats:
+    """Processes every frame of ``source`` in order (deterministic).
+
+    The detector runs on frames whose index is a multiple of ``detector_every``. Errors of the
+    source (a truncated file) propagate after the frames before them were written to the sinks.
+
+    Args:
+        source: A finite source.
+        core: The stateful core.
+        detector: Runs the person detector on a frame.
+        sinks: Where annotations go.
+        stats: Accumulates timings (returned).
+        detector_every: Detector period in frames (>= 1).
+        stop: Set to end early.
+        progress: Called with the number of frames processed so far.
+        on_step: Called after each frame with its result (events, for instance).
+
+    Returns:
+        ``stats``.
+    """
+    if detector_every < 1:
+        raise ValueError(f"detector_every must be >= 1, got {detector_every}")
+    t0 = time.perf_counter()
+    try:
+        while stop is None or not stop.is_set():
+            try:
+                frame = source.read()
+            except SourceEnd:
+                break
+            stats.frames_read += 1
+            detected = detector(frame) if frame.frame_id % detector_every == 0 else None
+            result = core.step(frame, detected)
+            _emit(sinks, frame, result.annotation)
+            stats.add(result.annotation, result.times_ms)
+            if on_step is not None:
+                on_step(frame, result)
+            if progress is not None:
+                progress(stats.frames_processed)
+    finally:
+        stats.wall_s = time.perf_counter() - t0
+    return stats
+
+
+class _Newest:
+    """A one-slot mailbox: ``put`` replaces, ``take`` empties; counts replaced items."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: Any = None
+        self.replaced = 0
+
+    def put(self, item: Any) -> None:
+        with self._cond:
+            if self._item is not None:
+                self.replaced += 1
+            self._item = item
+            self._cond.notify_all()
+
+    def take(self, timeout: float | None = None) -> Any:
+        with self._cond:
+            if self._item is None and timeout:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+    def peek(self) -> Any:
+        with self._cond:
+            return self._item
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+
+def run_realtime(source: Source, core: Core, detector: Detector, sinks: Sequence[Sink],
+                 stats: RunStats, *, rate_hz: float = 30.0, detector_hz: float = 5.0,
+                 stop: threading.Event | None = None, read_timeout_s: float = 10.0,
+                 on_step: OnStep | None = None) -> RunStats:
+    """Runs the fixed-rate loop until the source ends or ``stop`` is set.
+
+    Args:
+        source: Any source; a file is paced at its frame rate.
+        core: The stateful core (called only from this thread).
+        detector: Runs the person detector on a frame (called from the detector thread).
+        sinks: Where annotations go (called from this thread).
+        stats: Accumulates timings (returned).
+        rate_hz: Core ticks per second.
+        detector_hz: Detector runs per second.
+        stop: Set to end the run; the current frame finishes first.
+        read_timeout_s: A live source silent this long is an error.
+        on_step: Called after each tick from the core loop with its result (events; a
+            watchdog ping).
+
+    Returns:
+        ``stats``; ``stats.error`` says why the run ended early, if it did.
+    """
+    if rate_hz <= 0 or detector_hz <= 0:
+        raise ValueError("rate_hz and detector_hz must be > 0")
+    stop = stop if stop is not None else threading.Event()
+    frames = _Newest()
+    posted = _Newest()
+    finished = threading.Event()
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        period = 1.0 / source.fps if (not source.live and source.fps) else 0.0
+        next_t = time.perf_counter()
+        try:
+            while not stop.is_set():
+                try:
+                    frame = source.read(timeout=read_timeout_s)
+                except SourceEnd:
+                    break
+                stats.frames_read += 1
+                frames.put(frame)
+                if period:
+                    next_t += period
+                    stop.wait(max(0.0, next_t - time.perf_counter()))
+        except BaseException as e:  # surfaced to the caller through `errors`
+            errors.append(e)
+        finally:
+            finished.set()
+            frames.wake()
+
+    def detect_loop() -> None:
+        period = 1.0 / detector_hz
+        next_t = time.perf_counter()
+        last_id = -1
+        try:
+            while not stop.is_set() and not finished.is_set():
+                frame = frames.peek() or last_frame[0]
+                if frame is not None and frame.frame_id != last_id:
+                    last_id = frame.frame_id
+                    posted.put(detector(frame))
+                next_t += period
+                now = time.perf_counter()
+                if next_t < now:
+                    next_t = now
+                stop.wait(next_t - now)
+        except BaseException as e:
+            errors.append(e)
+            stop.set()
+
+    last_frame: list[Frame | None] = [None]
+    threads = [threading.Thread(target=reader, name="reader", daemon=True),
+               threading.Thread(target=detect_loop, name="detector", daemon=True)]
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    period = 1.0 / rate_hz
+    next_tick = time.perf_counter()
+    try:
+        while not stop.is_set():
+            frame: Frame | None = frames.take(timeout=period)
+            if frame is None:
+                if finished.is_set():
+                    break
+                continue
+            last_frame[0] = frame
+            result = core.step(frame, posted.take())
+            _emit(sinks, frame, result.annotation)
+            stats.add(result.annotation, result.times_ms)
+            if on_step is not None:
+                on_step(frame, result)
+            next_tick += period
+            now = time.perf_counter()
+            if now > next_tick:
+                stats.ticks_overrun += 1
+                next_tick = now
+            else:
+                stop.wait(next_tick - now)
+    finally:
+        stop.set()
+        frames.wake()
+        for th in threads:
+            th.join(timeout=read_timeout_s + 5.0)
+        stats.wall_s = time.perf_counter() - t0
+        stats.frames_dropped = frames.replaced + source.dropped
+    if errors:
+        stats.error = f"{type(errors[0]).__name__}: {errors[0]}"
+        raise errors[0]
+    return stats

@@ -1,0 +1,605 @@
+"""Multi-person tracking: region propagation from poses, Hungarian matching of detections, ID pool.
+
+Top-down after fastpose: the detector runs in the background and only *finds* people; between its
+runs each person's next region comes from their own pose (``Poses2D.next_regions``). Pure math:
+numpy and scipy, no I/O, no clocks (timestamps are passed in, monotonic seconds).
+
+One tick of the scheduler::
+
+    tracks = tracker.tracks()                  # regions to crop (snapshot remembered)
+    poses = pose2d(frame, tracks.regions)      # rows in the order of tracks.ids
+    events = tracker.update(poses, t)          # drop / propagate / merge
+    ...
+    events = tracker.add_detections(dets, t_det)   # whenever the detector thread delivers
+
+Choices, and why (the thresholds themselves live in :class:`TrackerConfig`):
+
+* **Detections never move a track.** A matched detection only counts a hit; the region keeps
+  coming from the pose, which is newer and finer than the detector's. So a wrong match can at
+  worst hide a new person for one detector run, never make a track jump to someone else.
+* **Matching cost = 1 - IoU** of the axis-aligned boxes of the rotated regions, solved with
+  ``scipy.optimize.linear_sum_assignment``. Both sides always have a region (a track that has not
+  had a pose yet has none of the 33 landmarks, and the detector gives only 4 points), and
+  BlazePose's detector and landmark ROIs are built the same way (centre on the mid-hip, side from
+  the body's extent), so region IoU is the comparable quantity. Two *gates* must both pass:
+  IoU >= ``match_iou`` and the centre distance normalised by the region size <=
+  ``match_center_dist``. The second gate is what separates two people standing side by side:
+  BlazePose regions are squares about 2.5x the hip-to-head distance, so neighbours' regions
+  overlap with IoU ~0.6, but their centres (mid-hips) are >= ~0.2 of a side apart.
+* **Detections come from an older frame.** Each track keeps a short history of its regions;
+  a detection stamped ``t_det`` is compared with each track's region at ``t_det``, not with the
+  newest one, so fast movers are not mistaken for new people.
+* **Merging uses keypoints.** Region IoU alone would merge two people hugging. Two tracks are
+  merged when their regions overlap (IoU >= ``merge_iou``) *and* their landmarks agree (an
+  OKS-like similarity >= ``merge_similarity``); the older track keeps its ID.
+* **ID pool** (fastpose's "further improvement" 1): a lost ID is pushed on a stack with the time
+  and region where it was lost; a new track takes, within ``id_reuse_window_s``, the most
+  recently lost ID whose last region matches the detection (same gates), else the most recently
+  lost ID; after the window, a fresh ID from a per-tracker counter. IDs merged away are pooled
+  too: the usual cause is a person occluded by another, whose region then slid onto the other,
+  and who should get the ID back when seen again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from scipy.optimize import linear_sum_assignment
+
+from edge.types import F32, I64, Detections, Poses2D, _check, _frozen, _n
+
+log = logging.getLogger(__name__)
+
+F64 = npt.NDArray[np.float64]
+EventKind = Literal["entered", "left", "merged", "reassigned"]
+
+# Finite stand-in for "forbidden" in the assignment matrix (scipy rejects all-inf rows).
+_FORBIDDEN = 1e6
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Every threshold of the tracker.
+
+    Attributes:
+        max_persons: Most people tracked at once (slots); extra detections are counted, not
+            tracked.
+        min_presence: A track is dropped when its pose presence is below this, in [0, 1].
+        match_iou: Gate: a detection matches a track only if the IoU of their regions' boxes is
+            at least this, in (0, 1].
+        match_center_dist: Gate: ... and if their centres are at most this far apart, as a
+            fraction of the track region's size ``sqrt(w * h)``.
+        merge_iou: Two tracks are merge candidates when their regions' IoU is at least this.
+        merge_similarity: ... and merged when their keypoint similarity is at least this.
+        similarity_kappa: Keypoint similarity falloff: a joint pair ``d`` px apart scores
+            ``exp(-d^2 / (2 (kappa * s)^2))`` with ``s = sqrt(w * h)`` of the regions (like
+            COCO's OKS constant).
+        id_reuse_window_s: A lost ID may be reused for this many seconds after the loss.
+        max_detection_age_s: Detections older than the newest ``update`` by more than this are
+            ignored (counted as stale); also how long the region history is kept.
+    """
+
+    max_persons: int = 4
+    min_presence: float = 0.5
+    match_iou: float = 0.5
+    match_center_dist: float = 0.15
+    merge_iou: float = 0.5
+    merge_similarity: float = 0.5
+    similarity_kappa: float = 0.1
+    id_reuse_window_s: float = 5.0
+    max_detection_age_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_persons < 1:
+            raise ValueError(f"TrackerConfig.max_persons must be >= 1, got {self.max_persons}")
+        for name in ("min_presence", "merge_similarity"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"TrackerConfig.{name} must be in [0, 1], got {v}")
+        for name in ("match_iou", "merge_iou"):
+            v = getattr(self, name)
+            if not 0.0 < v <= 1.0:
+                raise ValueError(f"TrackerConfig.{name} must be in (0, 1], got {v}")
+        for name in ("match_center_dist", "similarity_kappa"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v > 0.0):
+                raise ValueError(f"TrackerConfig.{name} must be > 0, got {v}")
+        for name in ("id_reuse_window_s", "max_detection_age_s"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v >= 0.0):
+                raise ValueError(f"TrackerConfig.{name} must be >= 0 seconds, got {v}")
+
+
+@dataclass(frozen=True)
+class TrackEvent:
+    """Something that happened to a track, for the events topic.
+
+    Attributes:
+        kind: ``entered`` (new track, fresh ID), ``reassigned`` (new track re-using a recently
+            lost ID, usually the same person coming back), ``left`` (dropped: low presence or
+            invalid region), ``merged`` (duplicate of ``other_id``, dropped).
+        track_id: The track's ID.
+        t: Timestamp, monotonic seconds (of the detection for entered / reassigned, of the
+            update otherwise).
+        other_id: For ``merged``, the ID that was kept; else None.
+    """
+
+    kind: EventKind
+    track_id: int
+    t: float
+    other_id: int | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Tracks:
+    """The tracked people, one row each, in creation order.
+
+    Attributes:
+        ids: (n,) int64, unique track IDs (small integers from 1).
+        regions: (n, 5) float32, region to crop next: ``cx, cy, w, h`` px, rotation rad.
+        age: (n,) int64, ``update`` ticks since the track was created.
+        hits: (n,) int64, detections matched to the track (its creating detection counts).
+        first_seen: (n,) float64, monotonic seconds of the detection that created the track.
+        last_seen: (n,) float64, monotonic seconds of the last pose with enough presence (the
+            creating detection's time before any pose).
+    """
+
+    ids: I64
+    regions: F32
+    age: I64
+    hits: I64
+    first_seen: F64
+    last_seen: F64
+
+    def __post_init__(self) -> None:
+        _check("Tracks.ids", self.ids, (None,), np.int64)
+        _check("Tracks.regions", self.regions, (None, 5), np.float32)
+        _check("Tracks.age", self.age, (None,), np.int64)
+        _check("Tracks.hits", self.hits, (None,), np.int64)
+        _check("Tracks.first_seen", self.first_seen, (None,), np.float64)
+        _check("Tracks.last_seen", self.last_seen, (None,), np.float64)
+        _n(self.ids, self.regions, self.age, self.hits, self.first_seen, self.last_seen)
+        if np.unique(self.ids).shape[0] != self.ids.shape[0]:
+            raise ValueError(f"Tracks.ids must be unique, got {self.ids.tolist()}")
+        _frozen(self.ids, self.regions, self.age, self.hits, self.first_seen, self.last_seen)
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    @classmethod
+    def empty(cls) -> Tracks:
+        """No tracks."""
+        z = np.zeros
+        return cls(z((0,), np.int64), z((0, 5), np.float32), z((0,), np.int64),
+                   z((0,), np.int64), z((0,), np.float64), z((0,), np.float64))
+
+    def __getitem__(self, idx: npt.NDArray[np.bool_] | npt.NDArray[np.intp] | slice) -> Tracks:
+        """Selects tracks by boolean mask, index array or slice (returns a new object)."""
+        return Tracks(self.ids[idx].copy(), self.regions[idx].copy(), self.age[idx].copy(),
+                      self.hits[idx].copy(), self.first_seen[idx].copy(),
+                      self.last_seen[idx].copy())
+
+
+@dataclass(frozen=True)
+class TrackerStats:
+    """Counters since construction or ``reset()``.
+
+    Attributes:
+        entered: Tracks created with a fresh ID.
+        reassigned: Tracks created with a re-used ID.
+        left: Tracks dropped for low presence or an invalid region.
+        merged: Tracks dropped as duplicates of an older one (their IDs are pooled).
+        matched: Detections matched to an existing track (no new track).
+        slots_full: Unmatched detections not tracked because ``max_persons`` were tracked.
+        stale: ``add_detections`` calls ignored as older than ``max_detection_age_s``.
+        superseded: Unmatched detections of a person whose track was dropped *after* the
+            detection's frame (the pose said "gone" more recently than the detector said "here").
+    """
+
+    entered: int = 0
+    reassigned: int = 0
+    left: int = 0
+    merged: int = 0
+    matched: int = 0
+    slots_full: int = 0
+    stale: int = 0
+    superseded: int = 0
+
+
+def region_boxes(regions: F32) -> F32:
+    """Axis-aligned bounding boxes of rotated regions.
+
+    Args:
+        regions: (n, 5) float32, ``cx, cy, w, h`` px, rotation rad.
+
+    Returns:
+        (n, 4) float32, ``x1, y1, x2, y2`` px.
+    """
+    r = regions.astype(np.float64)
+    c, s = np.abs(np.cos(r[:, 4])), np.abs(np.sin(r[:, 4]))
+    hx = 0.5 * (r[:, 2] * c + r[:, 3] * s)
+    hy = 0.5 * (r[:, 2] * s + r[:, 3] * c)
+    out = np.stack([r[:, 0] - hx, r[:, 1] - hy, r[:, 0] + hx, r[:, 1] + hy], axis=1)
+    return out.astype(np.float32)
+
+
+def box_iou(a: F32, b: F32) -> F64:
+    """Pairwise intersection over union of axis-aligned boxes.
+
+    Args:
+        a: (n, 4) boxes ``x1, y1, x2, y2`` px.
+        b: (m, 4) boxes, same layout.
+
+    Returns:
+        (n, m) float64 in [0, 1]; 0 where a box is degenerate.
+    """
+    a64, b64 = a.astype(np.float64)[:, None, :], b.astype(np.float64)[None, :, :]
+    iw = np.clip(np.minimum(a64[..., 2], b64[..., 2]) - np.maximum(a64[..., 0], b64[..., 0]),
+                 0.0, None)
+    ih = np.clip(np.minimum(a64[..., 3], b64[..., 3]) - np.maximum(a64[..., 1], b64[..., 1]),
+                 0.0, None)
+    inter = iw * ih
+    area_a = np.clip(a64[..., 2] - a64[..., 0], 0, None) * np.clip(a64[..., 3] - a64[..., 1], 0,
+                                                                     None)
+    area_b = np.clip(b64[..., 2] - b64[..., 0], 0, None) * np.clip(b64[..., 3] - b64[..., 1], 0,
+                                                                     None)
+    union = area_a + area_b - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0.0, inter / union, 0.0)
+    return np.nan_to_num(iou, nan=0.0)
+
+
+def center_distance(a: F32, b: F32) -> F64:
+    """Pairwise distance of region centres, as a fraction of the size of ``b``'s regions.
+
+    Args:
+        a: (n, 5) regions px / rad.
+        b: (m, 5) regions px / rad; ``sqrt(w * h)`` of these normalises.
+
+    Returns:
+        (n, m) float64, dimensionless; inf where a ``b`` region has no area.
+    """
+    d = np.linalg.norm(a[:, None, :2].astype(np.float64) - b[None, :, :2].astype(np.float64),
+                       axis=2)
+    size = np.sqrt(np.clip(b[:, 2].astype(np.float64) * b[:, 3], 0.0, None))[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(size > 0.0, d / size, np.inf)
+    return np.nan_to_num(out, nan=np.inf)
+
+
+def keypoint_similarity(kp_a: F32, vis_a: F32, kp_b: F32, vis_b: F32, scale: float,
+                        kappa: float) -> float:
+    """OKS-like similarity of two poses of the same joint set.
+
+    Args:
+        kp_a: (J, 2) keypoints px.
+        vis_a: (J,) visibility in [0, 1].
+        kp_b: (J, 2) keypoints px.
+        vis_b: (J,) visibility in [0, 1].
+        scale: Person size px (``sqrt(w * h)`` of the region).
+        kappa: Falloff as a fraction of ``scale``.
+
+    Returns:
+        Visibility-weighted mean of ``exp(-d^2 / (2 (kappa * scale)^2))`` over joints, in [0, 1]
+        (uniform weights if no joint is visible in both; 0 if nothing is finite).
+    """
+    d2 = np.sum((kp_a.astype(np.float64) - kp_b.astype(np.float64)) ** 2, axis=1)
+    w = np.clip(np.nan_to_num(vis_a.astype(np.float64) * vis_b, nan=0.0), 0.0, 1.0)
+    ok = np.isfinite(d2)
+    if not ok.any() or scale <= 0.0:
+        return 0.0
+    w = np.where(ok, w, 0.0)
+    if w.sum() <= 1e-6:
+        w = ok.astype(np.float64)
+    k = np.exp(-np.where(ok, d2, 0.0) / (2.0 * (kappa * scale) ** 2))
+    return float(np.sum(w * k) / np.sum(w))
+
+
+def _valid_region(r: F32) -> bool:
+    return bool(np.all(np.isfinite(r)) and r[2] > 0.0 and r[3] > 0.0)
+
+
+@dataclass
+class _Track:
+    """Mutable per-track state, private to the tracker (published as :class:`Tracks`)."""
+
+    id: int
+    region: F32
+    first_seen: float
+    last_seen: float
+    age: int = 0
+    hits: int = 1
+    # (t, region) newest last, for comparing with detections from older frames.
+    history: list[tuple[float, F32]] = field(default_factory=list)
+    # The pose of the last update, for merging (None until the first pose).
+    keypoints: F32 | None = None
+    visibility: F32 | None = None
+
+    def region_at(self, t: float) -> F32:
+        """The region at time ``t``: the newest entry not after ``t``, else the oldest."""
+        for ti, r in reversed(self.history):
+            if ti <= t:
+                return r
+        return self.history[0][1] if self.history else self.region
+
+
+@dataclass(frozen=True)
+class _Lost:
+    """A pooled ID: when it was lost and its track's regions up to then."""
+
+    id: int
+    t: float
+    track: _Track
+
+
+class Tracker:
+    """Tracks up to ``max_persons`` people between detector runs (see the module docstring).
+
+    Not thread-safe: one thread (the scheduler's core) owns it.
+    """
+
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        """Creates an empty tracker.
+
+        Args:
+            config: Thresholds; defaults to ``TrackerConfig()``.
+        """
+        self.config = config if config is not None else TrackerConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forgets all tracks, the ID pool, the ID counter, the clocks and the counters."""
+        self._tracks: list[_Track] = []
+        self._pool: list[_Lost] = []  # a stack: most recently lost last
+        self._next_id = 1
+        self._t_update: float | None = None
+        self._t_detect: float | None = None
+        self._snapshot: list[int] | None = None
+        self._stats = TrackerStats()
+
+    @property
+    def stats(self) -> TrackerStats:
+        """Counters since construction or the last ``reset()``."""
+        return self._stats
+
+    def tracks(self) -> Tracks:
+        """The current tracks; remembers their IDs as the rows ``update`` will receive.
+
+        Returns:
+            A new :class:`Tracks` (rows in creation order).
+        """
+        self._snapshot = [tr.id for tr in self._tracks]
+        return self._publish()
+
+    def _publish(self) -> Tracks:
+        trs = self._tracks
+        regions = (np.stack([tr.region for tr in trs]).astype(np.float32) if trs
+                   else np.zeros((0, 5), np.float32))
+        return Tracks(np.array([tr.id for tr in trs], np.int64), regions,
+                      np.array([tr.age for tr in trs], np.int64),
+                      np.array([tr.hits for tr in trs], np.int64),
+                      np.array([tr.first_seen for tr in trs], np.float64),
+                      np.array([tr.last_seen for tr in trs], np.float64))
+
+    def _count(self, **inc: int) -> None:
+        self._stats = replace(self._stats, **{k: getattr(self._stats, k) + v
+                                              for k, v in inc.items()})
+
+    # ------------------------------------------------------------------ update (every tick)
+
+    def update(self, poses: Poses2D | None, t: float, ids: I64 | None = None
+               ) -> list[TrackEvent]:
+        """Applies one tick of 2D poses: drops absent people, propagates regions, merges twins.
+
+        Args:
+            poses: The poses of the regions of ``ids`` (row i belongs to ``ids[i]``), or None /
+                empty when no pose ran this tick (regions are then kept as they are).
+            t: Capture time of the frame the poses come from, monotonic seconds, not before the
+                previous ``update``.
+            ids: (n,) int64, the track of each pose row; default: the IDs of the last
+                ``tracks()`` call (the snapshot the poses were computed on). Rows whose track has
+                gone meanwhile are ignored; tracks created meanwhile are left untouched.
+
+        Returns:
+            Events in order: ``left`` (in track order), then ``merged``.
+
+        Raises:
+            ValueError: ``t`` is before the previous update's, or the number of pose rows does
+                not match ``ids``.
+        """
+        t = self._check_time(t, self._t_update, "update")
+        self._t_update = t
+        cfg = self.config
+        events: list[TrackEvent] = []
+        row_ids = self._row_ids(poses, ids)
+        by_id = {tr.id: tr for tr in self._tracks}
+        posed: set[int] = set()
+        dropped: set[int] = set()
+        if poses is not None and row_ids:
+            presence = poses.presence.astype(np.float64)
+            for row, tid in enumerate(row_ids):
+                tr = by_id.get(tid)
+                if tr is None:
+                    continue
+                nxt = poses.next_regions[row]
+                if not (presence[row] >= cfg.min_presence and _valid_region(nxt)):
+                    dropped.add(tid)
+                    continue
+                tr.region = nxt.copy()
+                tr.last_seen = t
+                tr.keypoints = poses.keypoints[row].copy()
+                tr.visibility = poses.visibility[row].copy()
+                posed.add(tid)
+        for tr in self._tracks:
+            if tr.id in dropped:
+                events.append(TrackEvent("left", tr.id, t))
+                self._pool.append(_Lost(tr.id, t, tr))
+        self._tracks = [tr for tr in self._tracks if tr.id not in dropped]
+        self._count(left=len(dropped))
+        events += self._merge(posed, t)
+        horizon = t - cfg.max_detection_age_s
+        for tr in self._tracks:
+            tr.age += 1
+            if tr.id in posed:
+                tr.history.append((t, tr.region))
+            # Keep the newest entry at or before the horizon: it is the region at that time.
+            while len(tr.history) > 1 and tr.history[1][0] <= horizon:
+                tr.history.pop(0)
+        self._pool = [p for p in self._pool if t - p.t <= cfg.id_reuse_window_s]
+        self._snapshot = None
+        return events
+
+    def _row_ids(self, poses: Poses2D | None, ids: I64 | None) -> list[int]:
+        if ids is not None:
+            _check("ids", ids, (None,), np.int64)
+            row_ids = [int(i) for i in ids]
+        elif self._snapshot is not None:
+            row_ids = list(self._snapshot)
+        else:
+            row_ids = [tr.id for tr in self._tracks]
+        if poses is None or len(poses) == 0:
+            return []
+        if len(poses) != len(row_ids):
+            raise ValueError(f"update: {len(poses)} pose rows for {len(row_ids)} tracks "
+                             f"{row_ids}; pass the poses of the regions from tracks()")
+        return row_ids
+
+    def _merge(self, posed: set[int], t: float) -> list[TrackEvent]:
+        """Drops tracks that duplicate an older one (both posed this tick)."""
+        cfg = self.config
+        cand = [tr for tr in self._tracks if tr.id in posed]  # creation order = oldest first
+        if len(cand) < 2:
+            return []
+        regions = np.stack([tr.region for tr in cand]).astype(np.float32)
+        iou = box_iou(region_boxes(regions), region_boxes(regions))
+        pairs: list[tuple[float, int, int]] = []
+        for i in range(len(cand)):
+            for j in range(i + 1, len(cand)):
+                if iou[i, j] < cfg.merge_iou:
+                    continue
+                a, b = cand[i], cand[j]
+                assert a.keypoints is not None and a.visibility is not None
+                assert b.keypoints is not None and b.visibility is not None
+                scale = float(np.sqrt(0.5 * (a.region[2] * a.region[3]
+                                             + b.region[2] * b.region[3])))
+                sim = keypoint_similarity(a.keypoints, a.visibility, b.keypoints, b.visibility,
+                                          scale, cfg.similarity_kappa)
+                if sim >= cfg.merge_similarity:
+                    pairs.append((sim, i, j))
+        gone: set[int] = set()
+        events: list[TrackEvent] = []
+        for _, i, j in sorted(pairs, key=lambda p: (-p[0], p[1], p[2])):
+            if i in gone or j in gone:
+                continue
+            gone.add(j)  # j was created after i: the older ID stays
+            events.append(TrackEvent("merged", cand[j].id, t, other_id=cand[i].id))
+            log.debug("track %d merged into %d at t=%.3f", cand[j].id, cand[i].id, t)
+        for j in sorted(gone):
+            self._pool.append(_Lost(cand[j].id, t, cand[j]))
+        gone_ids = {cand[j].id for j in gone}
+        self._tracks = [tr for tr in self._tracks if tr.id not in gone_ids]
+        self._count(merged=len(gone_ids))
+        return events
+
+    # ------------------------------------------------------------------ detections
+
+    def add_detections(self, detections: Detections | None, t: float) -> list[TrackEvent]:
+        """Matches detections to tracks; unmatched ones become new tracks while slots are free.
+
+        Args:
+            detections: The detector's output for the frame captured at ``t``, or None.
+            t: Capture time of the detector's frame, monotonic seconds; not before the previous
+                ``add_detections`` (it may be before the latest ``update``: the detector is
+                slower than the tick).
+
+        Returns:
+            ``entered`` / ``reassigned`` events, in decreasing detection score.
+
+        Raises:
+            ValueError: ``t`` is before the previous detections' time.
+        """
+        t = self._check_time(t, self._t_detect, "add_detections")
+        self._t_detect = t
+        cfg = self.config
+        if self._t_update is not None and t < self._t_update - cfg.max_detection_age_s:
+            self._count(stale=1)
+            log.debug("detections of t=%.3f ignored: older than %.3f s", t,
+                      cfg.max_detection_age_s)
+            return []
+        if detections is None or len(detections) == 0:
+            return []
+        det_regions = detections.regions
+        unmatched = set(range(len(detections)))
+        if self._tracks:
+            trk_regions = np.stack([tr.region_at(t) for tr in self._tracks]).astype(np.float32)
+            ok = self._gate(det_regions, trk_regions)
+            iou = box_iou(region_boxes(det_regions), region_boxes(trk_regions))
+            cost = np.where(ok, 1.0 - iou, _FORBIDDEN)
+            rows, cols = linear_sum_assignment(cost)
+            for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+                if ok[r, c]:
+                    unmatched.discard(r)
+                    self._tracks[c].hits += 1
+                    self._count(matched=1)
+        events: list[TrackEvent] = []
+        order = sorted(unmatched, key=lambda i: (-float(detections.scores[i]), i))
+        for i in order:
+            region = det_regions[i]
+            if not _valid_region(region):
+                continue
+            if self._superseded(region, t):
+                self._count(superseded=1)
+                continue
+            if len(self._tracks) >= cfg.max_persons:
+                self._count(slots_full=1)
+                log.debug("detection %d at t=%.3f not tracked: %d slots full", i, t,
+                          cfg.max_persons)
+                continue
+            tid, reused = self._take_id(region, t)
+            self._tracks.append(_Track(tid, region.copy(), first_seen=t, last_seen=t,
+                                       history=[(t, region.copy())]))
+            events.append(TrackEvent("reassigned" if reused else "entered", tid, t))
+            self._count(**{"reassigned" if reused else "entered": 1})
+        return events
+
+    def _gate(self, a: F32, b: F32) -> npt.NDArray[np.bool_]:
+        """(n, m) True where region a[i] may be the same person as region b[j]."""
+        iou = box_iou(region_boxes(a), region_boxes(b))
+        return (iou >= self.config.match_iou) & (
+            center_distance(a, b) <= self.config.match_center_dist)
+
+    def _superseded(self, region: F32, t: float) -> bool:
+        """True if a track that was at ``region`` at time ``t`` was dropped at or after ``t``."""
+        late = [p for p in self._pool if p.t >= t]
+        if not late:
+            return False
+        gate = self._gate(region[None],
+                          np.stack([p.track.region_at(t) for p in late]).astype(np.float32))
+        return bool(gate.any())
+
+    def _take_id(self, region: F32, t: float) -> tuple[int, bool]:
+        """Pops the ID for a new track at ``region``: (id, True if re-used)."""
+        self._pool = [p for p in self._pool if t - p.t <= self.config.id_reuse_window_s]
+        if self._pool:
+            gate = self._gate(region[None], np.stack([p.track.region_at(t) for p in self._pool]
+                                                     ).astype(np.float32))[0]
+            hits = np.flatnonzero(gate)
+            k = int(hits[-1]) if hits.size else len(self._pool) - 1  # most recent first
+            return self._pool.pop(k).id, True
+        tid = self._next_id
+        self._next_id += 1
+        return tid, False
+
+    @staticmethod
+    def _check_time(t: float, prev: float | None, what: str) -> float:
+        t = float(t)
+        if not np.isfinite(t):
+            raise ValueError(f"{what}: timestamp must be finite, got {t}")
+        if prev is not None and t < prev:
+            raise ValueError(f"{what}: timestamp {t} is before the previous one {prev}; "
+                             "timestamps must be monotonic seconds")
+        return t

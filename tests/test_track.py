@@ -1,0 +1,397 @@
+"""Tracker: synthetic people moving frame by frame, deterministic, no models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from edge.track import (
+    Tracker,
+    TrackerConfig,
+    TrackEvent,
+    Tracks,
+    box_iou,
+    keypoint_similarity,
+    region_boxes,
+)
+from edge.types import Detections, Poses2D
+
+FPS = 30.0
+SIZE = 200.0  # region side, px
+# A fixed body template: 33 points spread over the region, relative to its centre.
+_TEMPLATE = np.stack([np.linspace(-0.3, 0.3, 33), np.linspace(-0.4, 0.4, 33) ** 2 - 0.2],
+                     axis=1).astype(np.float32)
+
+
+def region(cx: float, cy: float = 300.0, size: float = SIZE) -> np.ndarray:
+    return np.array([cx, cy, size, size, 0.0], np.float32)
+
+
+def poses(centres: list[tuple[float, float]], presence: list[float],
+          size: float = SIZE) -> Poses2D:
+    """Poses of people at ``centres`` (px), next region centred on each."""
+    n = len(centres)
+    c = np.array(centres, np.float32).reshape(n, 2)
+    kp = (c[:, None, :] + _TEMPLATE[None] * size).astype(np.float32)
+    regs = np.array([region(x, y, size) for x, y in centres], np.float32).reshape(n, 5)
+    return Poses2D(kp, np.zeros((n, 33), np.float32), np.ones((n, 33), np.float32),
+                   np.array(presence, np.float32), np.zeros((n, 33, 3), np.float32), regs,
+                   regs.copy())
+
+
+def dets(centres: list[tuple[float, float]], scores: list[float] | None = None,
+         size: float = SIZE) -> Detections:
+    n = len(centres)
+    regs = np.array([region(x, y, size) for x, y in centres], np.float32).reshape(n, 5)
+    boxes = region_boxes(regs)
+    s = np.array(scores if scores is not None else [0.9] * n, np.float32)
+    return Detections(boxes, s, np.repeat(regs[:, None, :2], 4, axis=1).copy(), regs)
+
+
+def kinds(events: list[TrackEvent]) -> list[tuple[str, int]]:
+    return [(e.kind, e.track_id) for e in events]
+
+
+# ---------------------------------------------------------------- two people crossing
+
+
+@dataclass
+class Person:
+    name: str
+    x0: float
+    vx: float  # px per tick
+    occluded_by_gap: float | None = None  # hidden while |x - other.x| < this
+
+    def x(self, tick: int) -> float:
+        return self.x0 + self.vx * tick
+
+
+def _scene(tick: int, people: list[Person]) -> dict[str, tuple[float, bool]]:
+    """name -> (x, visible) at ``tick``."""
+    xs = {p.name: p.x(tick) for p in people}
+    out = {}
+    for p in people:
+        other = [xs[q.name] for q in people if q is not p]
+        hidden = p.occluded_by_gap is not None and any(abs(xs[p.name] - o) < p.occluded_by_gap
+                                                       for o in other)
+        out[p.name] = (xs[p.name], not hidden)
+    return out
+
+
+def _run_crossing(window_s: float, lock_on_occluder: bool = False, ticks: int = 100,
+                  det_every: int = 6, det_lag: int = 2
+                  ) -> tuple[Tracker, dict[int, set[str]], list[TrackEvent]]:
+    """A walks right, B walks left behind A (hidden when closer than 60 px).
+
+    The pose stage finds the person nearest to each region; when that one is hidden, it returns
+    a low presence, or (``lock_on_occluder``) the pose of the nearest visible person. The
+    detector sees the visible people of a frame ``det_lag`` ticks old.
+    """
+    people = [Person("A", 100.0, 8.0), Person("B", 900.0, -8.0, occluded_by_gap=60.0)]
+    tracker = Tracker(TrackerConfig(id_reuse_window_s=window_s))
+    seen: dict[int, set[str]] = {}
+    events: list[TrackEvent] = []
+    for tick in range(ticks):
+        t = tick / FPS
+        if tick % det_every == 0:
+            td = max(tick - det_lag, 0)
+            scene = _scene(td, people)
+            vis = [(n, x) for n, (x, v) in scene.items() if v]
+            events += tracker.add_detections(
+                dets([(x, 300.0) for _, x in vis], [0.9 - 0.1 * i for i in range(len(vis))]),
+                td / FPS)
+        tracks = tracker.tracks()
+        scene = _scene(tick, people)
+        centres, presence = [], []
+        for tid, reg in zip(tracks.ids.tolist(), tracks.regions, strict=True):
+            near = sorted(scene, key=lambda n: abs(scene[n][0] - float(reg[0])))
+            if lock_on_occluder:
+                near = [n for n in near if scene[n][1]]
+            name = near[0]
+            x, visible = scene[name]
+            if visible:
+                seen.setdefault(tid, set()).add(name)
+                centres.append((x, 300.0))
+                presence.append(0.95)
+            else:
+                centres.append((float(reg[0]), float(reg[1])))
+                presence.append(0.1)
+        events += tracker.update(poses(centres, presence), t)
+    return tracker, seen, events
+
+
+@pytest.mark.parametrize(("window_s", "lock", "b_returns_as"), [
+    (1.0, False, 2),   # B lost at occlusion, back within the window: same ID
+    (0.2, False, 3),   # back after the window: a fresh ID
+    (1.0, True, 2),    # B's region slid onto A: merged into A, ID pooled, given back to B
+    (0.2, True, 3),
+])
+def test_crossing_ids_never_swap_and_lost_id_reuse(window_s: float, lock: bool,
+                                                   b_returns_as: int) -> None:
+    tracker, seen, events = _run_crossing(window_s, lock_on_occluder=lock)
+    ks = kinds(events)
+    assert ks[:2] == [("entered", 1), ("entered", 2)]
+    lost = ("merged", 2) if lock else ("left", 2)
+    comeback = "reassigned" if b_returns_as == 2 else "entered"
+    assert ks[2:] == [lost, (comeback, b_returns_as)]
+    if lock:
+        assert events[2].other_id == 1
+        seen[2].discard("A")   # the tick of the duplicate, before the merge
+    # Every ID only ever followed one person.
+    assert seen == {1: {"A"}, 2: {"B"}} | ({3: {"B"}} if b_returns_as == 3 else {})
+    assert tracker.tracks().ids.tolist() == [1, b_returns_as]
+    # The detection of B from a frame before the loss did not bring B back early.
+    assert tracker.stats.superseded == 1 and tracker.stats.slots_full == 0
+
+
+# ---------------------------------------------------------------- slots, matching, merging
+
+
+@pytest.mark.parametrize(("max_persons", "n_people", "tracked", "full"),
+                         [(4, 3, 3, 0), (4, 6, 4, 2), (1, 3, 1, 2), (2, 2, 2, 0)])
+def test_max_persons_respected_and_counted(max_persons: int, n_people: int, tracked: int,
+                                           full: int) -> None:
+    tracker = Tracker(TrackerConfig(max_persons=max_persons))
+    centres = [(150.0 + 300.0 * i, 300.0) for i in range(n_people)]
+    scores = [0.9 - 0.05 * i for i in range(n_people)]
+    ev = tracker.add_detections(dets(centres, scores), 0.0)
+    assert kinds(ev) == [("entered", i + 1) for i in range(tracked)]
+    tr = tracker.tracks()
+    assert len(tr) == tracked
+    # The highest-scoring detections got the slots.
+    np.testing.assert_allclose(tr.regions[:, 0], [c[0] for c in centres[:tracked]])
+    assert tracker.stats.slots_full == full
+    # Again: the tracked people match, the rest is still counted, nothing duplicates.
+    assert tracker.add_detections(dets(centres, scores), 0.1) == []
+    assert len(tracker.tracks()) == tracked
+    assert tracker.stats.matched == tracked and tracker.stats.slots_full == 2 * full
+
+
+@pytest.mark.parametrize(("dx", "matched"), [
+    (0.0, True), (20.0, True),     # same person, a little motion
+    (45.0, False),                 # neighbour standing next to them (IoU 0.63, centres apart)
+    (400.0, False),                # far away
+])
+def test_match_gates(dx: float, matched: bool) -> None:
+    tracker = Tracker()
+    tracker.add_detections(dets([(400.0, 300.0)]), 0.0)
+    ev = tracker.add_detections(dets([(400.0 + dx, 300.0)]), 0.1)
+    assert (ev == []) is matched
+    assert len(tracker.tracks()) == (1 if matched else 2)
+    assert tracker.tracks().hits.tolist()[0] == (2 if matched else 1)
+
+
+def test_hungarian_assigns_each_detection_to_its_own_track() -> None:
+    tracker = Tracker()
+    tracker.add_detections(dets([(300.0, 300.0), (345.0, 300.0)]), 0.0)
+    # Order reversed and a small shift: both match, no new track.
+    assert tracker.add_detections(dets([(350.0, 300.0), (305.0, 300.0)]), 0.1) == []
+    assert tracker.tracks().hits.tolist() == [2, 2]
+
+
+def test_old_detection_is_compared_with_the_region_at_its_time() -> None:
+    tracker = Tracker()
+    tracker.add_detections(dets([(100.0, 300.0)]), 0.0)
+    for k in range(1, 11):  # runs right fast: 12 px per tick -> 120 px at t = 10 ticks
+        tracker.tracks()
+        tracker.update(poses([(100.0 + 12.0 * k, 300.0)], [0.9]), k / FPS)
+    # A detection of the frame at tick 2 (x = 124) arrives now: it is the same person.
+    assert tracker.add_detections(dets([(124.0, 300.0)]), 2 / FPS) == []
+    assert len(tracker.tracks()) == 1
+
+
+def test_duplicate_tracks_merge_into_the_older_id() -> None:
+    tracker = Tracker()
+    tracker.add_detections(dets([(300.0, 300.0)]), 0.0)
+    ev = tracker.add_detections(dets([(345.0, 300.0)]), 0.05)   # gated out: a second track
+    assert kinds(ev) == [("entered", 2)]
+    tracker.tracks()
+    # The pose model finds the same person in both regions.
+    ev = tracker.update(poses([(310.0, 300.0), (312.0, 300.0)], [0.9, 0.9]), 0.1)
+    assert ev == [TrackEvent("merged", 2, 0.1, other_id=1)]
+    assert tracker.tracks().ids.tolist() == [1]
+    assert tracker.stats.merged == 1
+
+
+def test_close_different_people_are_not_merged() -> None:
+    tracker = Tracker()
+    tracker.add_detections(dets([(300.0, 300.0), (360.0, 300.0)]), 0.0)
+    tracker.tracks()
+    assert tracker.update(poses([(300.0, 300.0), (360.0, 300.0)], [0.9, 0.9]), 0.1) == []
+    assert tracker.tracks().ids.tolist() == [1, 2]
+
+
+@pytest.mark.parametrize(("presence", "next_region_ok", "left"), [
+    ([0.9, 0.9], True, []), ([0.9, 0.3], True, [2]), ([0.2, 0.3], True, [1, 2]),
+    ([0.9, float("nan")], True, [2]), ([0.9, 0.9], False, [2]),
+])
+def test_presence_drop_emits_left_in_track_order(presence: list[float], next_region_ok: bool,
+                                                 left: list[int]) -> None:
+    tracker = Tracker()
+    tracker.add_detections(dets([(200.0, 300.0), (700.0, 300.0)]), 0.0)
+    tracker.tracks()
+    p = poses([(200.0, 300.0), (700.0, 300.0)], presence)
+    if not next_region_ok:
+        nr = p.next_regions.copy()
+        nr[1, 2] = 0.0
+        p = Poses2D(p.keypoints, p.depth, p.visibility, p.presence, p.world, p.regions, nr)
+    ev = tracker.update(p, 0.1)
+    assert ev == [TrackEvent("left", i, 0.1) for i in left]
+    assert tracker.tracks().ids.tolist() == [i for i in (1, 2) if i not in left]
+    assert tracker.stats.left == len(left)
+
+
+def test_id_pool_is_a_stack_with_a_spatial_preference() -> None:
+    tracker = Tracker()
+    tracker.add_detections(dets([(100.0, 300.0), (500.0, 300.0), (900.0, 300.0)]), 0.0)
+    tracker.tracks()
+    tracker.update(poses([(100.0, 300.0), (500.0, 300.0), (900.0, 300.0)], [0.1, 0.9, 0.9]),
+                   0.1)   # 1 lost first
+    tracker.tracks()
+    tracker.update(poses([(500.0, 300.0), (900.0, 300.0)], [0.1, 0.9]), 0.2)  # then 2
+    # Somebody where nobody was lost: the most recently lost ID.
+    assert kinds(tracker.add_detections(dets([(1500.0, 300.0)]), 0.3)) == [("reassigned", 2)]
+    # Somebody where 1 was lost: 1 (the only one left anyway); next: a fresh ID.
+    assert kinds(tracker.add_detections(dets([(100.0, 300.0)]), 0.4)) == [("reassigned", 1)]
+    assert kinds(tracker.add_detections(dets([(1200.0, 700.0)]), 0.5)) == [("entered", 4)]
+
+
+def test_spatial_preference_beats_recency() -> None:
+    tracker = Tracker()
+    tracker.add_detections(dets([(100.0, 300.0), (500.0, 300.0)]), 0.0)
+    tracker.tracks()
+    tracker.update(poses([(100.0, 300.0), (500.0, 300.0)], [0.1, 0.9]), 0.1)
+    tracker.tracks()
+    tracker.update(poses([(500.0, 300.0)], [0.1]), 0.2)
+    assert kinds(tracker.add_detections(dets([(105.0, 300.0)]), 0.3)) == [("reassigned", 1)]
+
+
+def test_detection_older_than_the_loss_does_not_resurrect() -> None:
+    tracker = Tracker()
+    tracker.add_detections(dets([(100.0, 300.0)]), 0.0)
+    tracker.tracks()
+    tracker.update(poses([(100.0, 300.0)], [0.1]), 0.5)   # gone at 0.5
+    assert tracker.add_detections(dets([(100.0, 300.0)]), 0.4) == []
+    assert tracker.stats.superseded == 1 and len(tracker.tracks()) == 0
+    assert kinds(tracker.add_detections(dets([(100.0, 300.0)]), 0.6)) == [("reassigned", 1)]
+
+
+def test_stale_detections_are_ignored_and_counted() -> None:
+    tracker = Tracker(TrackerConfig(max_detection_age_s=0.5))
+    tracker.update(None, 2.0)
+    assert tracker.add_detections(dets([(100.0, 300.0)]), 1.0) == []
+    assert tracker.stats.stale == 1 and len(tracker.tracks()) == 0
+
+
+def test_update_without_poses_keeps_tracks_and_ages_them() -> None:
+    tracker = Tracker()
+    assert tracker.update(None, 0.0) == []
+    assert tracker.update(Poses2D.empty(), 0.1) == []
+    tracker.add_detections(dets([(100.0, 300.0)]), 0.1)
+    before = tracker.tracks()
+    assert tracker.update(None, 0.2) == [] and tracker.update(Poses2D.empty(), 0.3) == []
+    after = tracker.tracks()
+    np.testing.assert_array_equal(after.regions, before.regions)
+    assert after.age.tolist() == [2] and after.last_seen.tolist() == [0.1]
+
+
+def test_tracks_created_between_snapshot_and_update_are_untouched() -> None:
+    tracker = Tracker()
+    tracker.add_detections(dets([(100.0, 300.0)]), 0.0)
+    snap = tracker.tracks()
+    tracker.add_detections(dets([(700.0, 300.0)]), 0.01)   # arrives mid-tick
+    ev = tracker.update(poses([(110.0, 300.0)], [0.9]), 0.03)   # one row: the snapshot's
+    assert ev == [] and snap.ids.tolist() == [1]
+    tr = tracker.tracks()
+    assert tr.ids.tolist() == [1, 2]
+    np.testing.assert_allclose(tr.regions[:, 0], [110.0, 700.0])
+
+
+def test_inputs_are_not_mutated_and_outputs_are_frozen() -> None:
+    tracker = Tracker()
+    d = dets([(100.0, 300.0)])
+    regs = d.regions.copy()
+    tracker.add_detections(d, 0.0)
+    snap = tracker.tracks()
+    p = poses([(120.0, 300.0)], [0.9])
+    tracker.update(p, 0.1)
+    np.testing.assert_array_equal(d.regions, regs)
+    assert snap.regions[0, 0] == 100.0   # the snapshot did not move with the track
+    with pytest.raises(ValueError):
+        snap.regions[0, 0] = 1.0
+
+
+def test_reset_and_per_tracker_ids() -> None:
+    a, b = Tracker(), Tracker()
+    a.add_detections(dets([(100.0, 300.0), (600.0, 300.0)]), 0.0)
+    assert kinds(b.add_detections(dets([(100.0, 300.0)]), 0.0)) == [("entered", 1)]
+    a.reset()
+    assert len(a.tracks()) == 0 and a.stats.entered == 0
+    assert kinds(a.add_detections(dets([(100.0, 300.0)]), 0.0)) == [("entered", 1)]
+
+
+@pytest.mark.parametrize("call", ["update", "add_detections"])
+def test_out_of_order_timestamps_raise(call: str) -> None:
+    tracker = Tracker()
+    getattr(tracker, call)(None, 1.0)
+    getattr(tracker, call)(None, 1.0)   # equal is fine
+    with pytest.raises(ValueError, match="before the previous"):
+        getattr(tracker, call)(None, 0.5)
+    with pytest.raises(ValueError, match="finite"):
+        getattr(tracker, call)(None, float("nan"))
+
+
+def test_pose_rows_must_match_the_snapshot() -> None:
+    tracker = Tracker()
+    tracker.add_detections(dets([(100.0, 300.0), (600.0, 300.0)]), 0.0)
+    tracker.tracks()
+    with pytest.raises(ValueError, match="1 pose rows for 2 tracks"):
+        tracker.update(poses([(100.0, 300.0)], [0.9]), 0.1)
+    # Explicit ids select the rows.
+    assert tracker.update(poses([(600.0, 300.0)], [0.1]), 0.1,
+                          ids=np.array([2], np.int64)) == [TrackEvent("left", 2, 0.1)]
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"max_persons": 0}, {"min_presence": 1.5}, {"match_iou": 0.0}, {"merge_iou": 1.1},
+    {"match_center_dist": 0.0}, {"similarity_kappa": -1.0}, {"id_reuse_window_s": -1.0},
+    {"max_detection_age_s": float("inf")}, {"merge_similarity": -0.1},
+])
+def test_bad_config_raises(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="TrackerConfig"):
+        TrackerConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_tracks_validation() -> None:
+    with pytest.raises(ValueError, match=r"Tracks.regions must have shape \(n, 5\)"):
+        Tracks(np.zeros(1, np.int64), np.zeros((1, 4), np.float32), np.zeros(1, np.int64),
+               np.zeros(1, np.int64), np.zeros(1), np.zeros(1))
+    with pytest.raises(ValueError, match="unique"):
+        Tracks(np.zeros(2, np.int64), np.zeros((2, 5), np.float32), np.zeros(2, np.int64),
+               np.zeros(2, np.int64), np.zeros(2), np.zeros(2))
+    assert len(Tracks.empty()) == 0
+
+
+@pytest.mark.parametrize(("rot", "w", "h"), [(0.0, 100.0, 50.0), (np.pi / 2, 50.0, 100.0),
+                                             (np.pi / 4, 100.0 / np.sqrt(2), 100.0 / np.sqrt(2))])
+def test_region_boxes(rot: float, w: float, h: float) -> None:
+    box = region_boxes(np.array([[0.0, 0.0, 100.0, 50.0, rot]], np.float32))[0]
+    if rot == np.pi / 4:
+        np.testing.assert_allclose(box, [-53.033, -53.033, 53.033, 53.033], atol=1e-3)
+    else:
+        np.testing.assert_allclose(box, [-w / 2, -h / 2, w / 2, h / 2], atol=1e-3)
+
+
+def test_box_iou_and_similarity() -> None:
+    a = np.array([[0, 0, 10, 10], [0, 0, 0, 0]], np.float32)
+    b = np.array([[5, 0, 15, 10], [0, 0, 10, 10]], np.float32)
+    np.testing.assert_allclose(box_iou(a, b), [[1 / 3, 1.0], [0.0, 0.0]])
+    kp = _TEMPLATE * 200.0
+    vis = np.ones(33, np.float32)
+    assert keypoint_similarity(kp, vis, kp, vis, 200.0, 0.1) == pytest.approx(1.0)
+    assert keypoint_similarity(kp, vis, kp + 60.0, vis, 200.0, 0.1) < 0.01
+    nan = kp.copy()
+    nan[:] = np.nan
+    assert keypoint_similarity(kp, vis, nan, vis, 200.0, 0.1) == 0.0
