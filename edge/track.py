@@ -50,6 +50,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.optimize import linear_sum_assignment
 
+from edge.skeleton import BLAZEPOSE_FLIP
 from edge.types import F32, I64, Detections, Poses2D, _check, _frozen, _n
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,8 @@ class TrackerConfig:
             at least this, in (0, 1].
         match_center_dist: Gate: ... and if their centres are at most this far apart, as a
             fraction of the track region's size ``sqrt(w * h)``.
-        merge_iou: Two tracks are merge candidates when their regions' IoU is at least this.
+        merge_iou: Two tracks are merge candidates when their regions' boxes overlap by at
+            least this (intersection over the smaller box).
         merge_similarity: ... and merged when their keypoint similarity is at least this.
         similarity_kappa: Keypoint similarity falloff: a joint pair ``d`` px apart scores
             ``exp(-d^2 / (2 (kappa * s)^2))`` with ``s = sqrt(w * h)`` of the regions (like
@@ -227,12 +229,14 @@ def region_boxes(regions: F32) -> F32:
     return out.astype(np.float32)
 
 
-def box_iou(a: F32, b: F32) -> F64:
-    """Pairwise intersection over union of axis-aligned boxes.
+def box_iou(a: F32, b: F32, *, over: Literal["union", "smaller"] = "union") -> F64:
+    """Pairwise overlap of axis-aligned boxes: intersection over union (or over the smaller).
 
     Args:
         a: (n, 4) boxes ``x1, y1, x2, y2`` px.
         b: (m, 4) boxes, same layout.
+        over: ``"union"`` for IoU; ``"smaller"`` for intersection over the smaller box's area
+            (1 when one box contains the other, whatever their sizes).
 
     Returns:
         (n, m) float64 in [0, 1]; 0 where a box is degenerate.
@@ -247,7 +251,7 @@ def box_iou(a: F32, b: F32) -> F64:
                                                                      None)
     area_b = np.clip(b64[..., 2] - b64[..., 0], 0, None) * np.clip(b64[..., 3] - b64[..., 1], 0,
                                                                      None)
-    union = area_a + area_b - inter
+    union = area_a + area_b - inter if over == "union" else np.minimum(area_a, area_b)
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0.0, inter / union, 0.0)
     return np.nan_to_num(iou, nan=0.0)
@@ -475,7 +479,9 @@ class Tracker:
         if len(cand) < 2:
             return []
         regions = np.stack([tr.region for tr in cand]).astype(np.float32)
-        iou = box_iou(region_boxes(regions), region_boxes(regions))
+        # A duplicate's region often has a different size (it came from another detection),
+        # so overlap is measured against the smaller region; the keypoints then decide.
+        iou = box_iou(region_boxes(regions), region_boxes(regions), over="smaller")
         pairs: list[tuple[float, int, int]] = []
         for i in range(len(cand)):
             for j in range(i + 1, len(cand)):
@@ -488,6 +494,13 @@ class Tracker:
                                              + b.region[2] * b.region[3])))
                 sim = keypoint_similarity(a.keypoints, a.visibility, b.keypoints, b.visibility,
                                           scale, cfg.similarity_kappa)
+                if b.keypoints.shape[0] == len(BLAZEPOSE_FLIP):
+                    # The landmark model sometimes sees a duplicate region's person mirrored
+                    # (left/right swapped): still the same person.
+                    flip = BLAZEPOSE_FLIP
+                    sim = max(sim, keypoint_similarity(a.keypoints, a.visibility,
+                                                       b.keypoints[flip], b.visibility[flip],
+                                                       scale, cfg.similarity_kappa))
                 if sim >= cfg.merge_similarity:
                     pairs.append((sim, i, j))
         gone: set[int] = set()
