@@ -50,8 +50,10 @@ class Frame:
     Attributes:
         image: (H, W, 3) uint8, BGR.
         frame_id: Index of the frame in its source, from 0.
-        t_capture_ns: ``time.monotonic_ns()`` at capture (scheduling and latency only).
-        ts: Wall-clock capture time, epoch seconds (published payloads only).
+        t_capture_ns: The source's monotonic clock at capture, ns: ``time.monotonic_ns()`` for
+            live sources; for files, the frame's time in the file. Strictly increasing.
+        ts: Capture time published in payloads, epoch seconds for live sources; for files,
+            seconds from the file's start.
     """
 
     image: U8

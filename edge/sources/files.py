@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import cv2
@@ -20,8 +19,10 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".
 class VideoFileSource:
     """Every frame of a video file, in order.
 
-    ``Frame.ts`` is the frame's time in the file (seconds from its start, from the frame index
-    and the file's frame rate), so two runs over one file give identical timestamps.
+    A file's clock is its own: ``Frame.t_capture_ns`` and ``Frame.ts`` are the frame's time in
+    the file (from the frame index and the file's frame rate; ns and s from its start), so two
+    runs over one file see identical timestamps, and trackers and filters see the video's
+    timeline whatever the processing speed.
     A file that ends before the frame count its header announces raises :class:`SourceError`
     (truncated or corrupt); frames delivered before that stay valid.
     """
@@ -43,7 +44,6 @@ class VideoFileSource:
         self._loop = loop
         self._next = 0
         self._index = 0
-        self._t_last = 0
 
     @property
     def dropped(self) -> int:
@@ -69,9 +69,8 @@ class VideoFileSource:
                 return self.read(timeout)
             raise SourceEnd(self.name)
         fps = self.fps or 30.0
-        t_ns = max(time.monotonic_ns(), self._t_last + 1)
-        self._t_last = t_ns
-        frame = Frame(np.ascontiguousarray(image), self._index, t_ns, self._index / fps)
+        frame = Frame(np.ascontiguousarray(image), self._index, round(self._index * 1e9 / fps),
+                      self._index / fps)
         self._next += 1
         self._index += 1
         return frame
@@ -84,8 +83,8 @@ class VideoFileSource:
 class ImageFolderSource:
     """One image file, or every image of a folder in name order.
 
-    An unreadable image is skipped with a warning and counted in ``dropped``; ``Frame.ts`` is
-    the image's index (seconds), so runs are reproducible.
+    An unreadable image is skipped with a warning and counted in ``dropped``. Images are one
+    second apart on the source's clock (``t_capture_ns``, ``ts``), so runs are reproducible.
     """
 
     live = False
@@ -107,7 +106,6 @@ class ImageFolderSource:
         self._i = 0
         self._index = 0
         self._dropped = 0
-        self._t_last = 0
 
     @property
     def dropped(self) -> int:
@@ -131,9 +129,8 @@ class ImageFolderSource:
                 self._dropped += 1
                 logger.warning("image %s cannot be read; skipped", path)
                 continue
-            t_ns = max(time.monotonic_ns(), self._t_last + 1)
-            self._t_last = t_ns
-            frame = Frame(np.ascontiguousarray(image), self._index, t_ns, float(self._index))
+            frame = Frame(np.ascontiguousarray(image), self._index, self._index * 1_000_000_000,
+                          float(self._index))
             self._index += 1
             return frame
         raise SourceEnd(self.name)
