@@ -1,0 +1,62 @@
+"""Config: defaults valid, every error reported with its key path, unknown keys refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge import cli
+from edge.config import Config, ConfigError, load_config, parse_config
+
+
+def test_defaults_follow_the_design() -> None:
+    c = Config()
+    assert (c.scheduler.rate_hz, c.scheduler.detector_hz) == (30.0, 5.0)
+    assert (c.scheduler.budget_detector_fps, c.scheduler.budget_pose2d_fps,
+            c.scheduler.budget_pose3d_fps) == (5.0, 55.0, 450.0)
+    assert c.tracking.max_persons == 4 and c.models.precision == "int8"
+
+
+@pytest.mark.parametrize(("data", "errors"), [
+    ({"source": {"bogus": 1}}, [("source.bogus", "unknown key")]),
+    ({"nonsense": {}}, [("nonsense", "unknown key")]),
+    ({"tracking": {"max_persons": 0}}, [("tracking.max_persons", "greater than or equal")]),
+    ({"models": {"precision": "int4"}}, [("models.precision", "'int8' or 'float'")]),
+    ({"scheduler": {"rate_hz": -1}, "annotation": {"device_id": "a b"}},
+     [("scheduler.rate_hz", "greater than 0"), ("annotation.device_id", "pattern")]),
+    ({"source": {"reconnect_initial_s": 5, "reconnect_max_s": 1}},
+     [("source", "reconnect_max_s must be >= reconnect_initial_s")]),
+])
+def test_every_error_has_its_key_path(data: dict[str, object],
+                                      errors: list[tuple[str, str]]) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "test.toml")
+    got = info.value.errors
+    assert len(got) == len(errors)
+    for (key, msg), (gkey, gmsg) in zip(errors, got, strict=True):
+        assert gkey == key and msg in gmsg
+
+
+def test_toml_file_round_trip_and_validate_config_cli(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[source]\nuri = "0"\n[tracking]\nmax_persons = 2\n'
+                    '[scheduler]\nmode = "every-frame"\ndetector_every = 3\n')
+    c = load_config(good)
+    assert (c.source.uri, c.tracking.max_persons, c.scheduler.detector_every) == ("0", 2, 3)
+    assert cli.main(["validate-config", str(good)]) == 0
+    assert "ok" in capsys.readouterr().out
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[tracking]\nmax_persons = "many"\ncolour = "red"\n')
+    assert cli.main(["validate-config", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "2 error(s)" in err and "tracking.max_persons" in err and "tracking.colour" in err
+
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[tracking\n")
+    assert cli.main(["validate-config", str(broken)]) == 1
+    assert "not valid TOML" in capsys.readouterr().err
+    assert cli.main(["validate-config", str(tmp_path / "missing.toml")]) == 1
+    assert "no such file" in capsys.readouterr().err

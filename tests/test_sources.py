@@ -1,0 +1,140 @@
+"""Sources: files, image folders, and live sources that die and come back."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.sources import (
+    DEMO_CLIP,
+    ImageFolderSource,
+    SourceEnd,
+    SourceError,
+    VideoFileSource,
+    open_camera,
+    open_source,
+    open_url,
+)
+from edge.sources.files import IMAGE_SUFFIXES
+
+
+def _short_clip(path: Path, n: int, demo_frames: dict[int, Any]) -> Path:
+    frame = cv2.resize(demo_frames[120], (442, 248))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 30.0, (442, 248))
+    for i in range(n):
+        writer.write(np.roll(frame, 2 * i, axis=1))
+    writer.release()
+    return path
+
+
+def test_video_file_reads_every_frame_on_the_file_clock() -> None:
+    src = open_source("demo")
+    assert isinstance(src, VideoFileSource) and not src.live
+    assert src.frame_count == 230 and src.fps == 30.0
+    frames = []
+    with pytest.raises(SourceEnd):
+        while True:
+            frames.append(src.read())
+    src.close()
+    assert [f.frame_id for f in frames] == list(range(230))
+    t = np.array([f.t_capture_ns for f in frames])
+    assert (np.diff(t) > 0).all()
+    assert frames[30].ts == pytest.approx(1.0) and frames[30].t_capture_ns == 1_000_000_000
+    assert frames[0].image.shape == (994, 1768, 3)
+
+
+def test_video_file_loops(tmp_path: Path, demo_frames: dict[int, Any]) -> None:
+    src = VideoFileSource(_short_clip(tmp_path / "c.mp4", 5, demo_frames), loop=True)
+    frames = [src.read() for _ in range(12)]
+    assert [f.frame_id for f in frames] == list(range(12))
+    assert (np.diff([f.t_capture_ns for f in frames]) > 0).all()
+    np.testing.assert_array_equal(frames[0].image, frames[5].image)
+
+
+def test_image_folder_skips_and_counts_unreadable_images(tmp_path: Path,
+                                                         demo_frames: dict[int, Any]) -> None:
+    cv2.imwrite(str(tmp_path / "a.png"), demo_frames[0][::4, ::4])
+    (tmp_path / "b.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    cv2.imwrite(str(tmp_path / "c.jpg"), demo_frames[120][::4, ::4])
+    (tmp_path / "notes.txt").write_text("ignored")
+    src = open_source(str(tmp_path))
+    assert isinstance(src, ImageFolderSource) and src.frame_count == 3
+    a, c = src.read(), src.read()
+    with pytest.raises(SourceEnd):
+        src.read()
+    assert (a.frame_id, c.frame_id) == (0, 1) and src.dropped == 1
+    assert a.image.shape == demo_frames[0][::4, ::4].shape
+
+
+@pytest.mark.parametrize(("make", "match"), [
+    (lambda p: p / "missing.png", r"no such file or folder"),
+    (lambda p: (p / "bad.png").write_bytes(b"garbage") and p / "bad.png", r"cannot be read"),
+])
+def test_single_image_errors(tmp_path: Path, make: Any, match: str) -> None:
+    with pytest.raises(SourceError, match=match):
+        src = open_source(str(make(tmp_path)))
+        src.read()
+
+
+def test_empty_folder(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match=r"no images"):
+        open_source(str(tmp_path))
+    assert ".png" in IMAGE_SUFFIXES
+
+
+@pytest.mark.parametrize(("uri", "match"), [
+    ("/no/such/video.mp4", r"no such file, and not a camera index"),
+    ("picamera2:x", r"picamera2:<index>"),
+    ("picamera2", r"python3-picamera2"),
+])
+def test_bad_uris(uri: str, match: str) -> None:
+    with pytest.raises(SourceError, match=match):
+        open_source(uri)
+
+
+def test_dead_camera_gives_a_clear_error_after_the_timeout() -> None:
+    """No /dev/video99 exists: the source keeps retrying in the background, and a read that
+    waits longer than its timeout says why."""
+    src = open_camera(99, reconnect_initial_s=0.05, reconnect_max_s=0.1)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(SourceError, match=r"camera:99: no frame for 0.5 s.*cannot open"):
+            src.read(timeout=0.5)
+        assert time.monotonic() - t0 < 3.0
+        assert not src.connected.is_set()
+    finally:
+        src.close()
+
+
+def test_live_source_keeps_the_newest_frame_and_reconnects(tmp_path: Path,
+                                                           demo_frames: dict[int, Any]) -> None:
+    """A stream read by OpenCV's FFmpeg back-end (here a local file, the same code path as an
+    RTSP/HTTP URL): it ends, the source reconnects with backoff and delivers again; frames the
+    reader was too slow for are counted as dropped; frame ids keep increasing."""
+    clip = _short_clip(tmp_path / "stream.mp4", 40, demo_frames)
+    src = open_url(str(clip), reconnect_initial_s=0.05, reconnect_max_s=0.2)
+    try:
+        seen = []
+        deadline = time.monotonic() + 20
+        while src.reconnects < 2 and time.monotonic() < deadline:
+            seen.append(src.read(timeout=5.0))
+            time.sleep(0.02)
+        assert src.reconnects >= 2, "the stream ended and came back twice"
+        ids = [f.frame_id for f in seen]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+        assert src.dropped > 0  # newest-frame-only: a slow reader skips frames
+        t = [f.t_capture_ns for f in seen]
+        assert t == sorted(t)
+    finally:
+        src.close()
+    with pytest.raises(SourceError, match=r"closed"):
+        src.read(timeout=0.1)
+
+
+def test_demo_clip_is_the_bundled_asset() -> None:
+    assert DEMO_CLIP.is_file() and DEMO_CLIP.stat().st_size == 3968304
