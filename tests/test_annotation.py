@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import numpy as np
@@ -26,7 +27,7 @@ def _poses(n: int, w: int = 640, h: int = 480) -> tuple[Poses2D, Poses3D]:
     return p2, Poses3D(world, BLAZEPOSE_NAMES)
 
 
-def _build(n: int = 2, **kw: object) -> Annotation:
+def _build(n: int = 2, **kw: Any) -> Annotation:
     frame = Frame(np.zeros((480, 640, 3), np.uint8), 7, 1_000, 1700000000.5)
     p2, p3 = _poses(n)
     args: dict[str, object] = {
@@ -72,7 +73,7 @@ def test_no_people_and_no_timings() -> None:
     ({"track_ids": np.arange(3, dtype=np.int64)}, r"track_ids must have shape \(2,\)"),
     ({"models": {"detector": "d"}}, r"models must name"),
 ])
-def test_misuse(kw: dict[str, object], match: str) -> None:
+def test_misuse(kw: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         _build(**kw)
 
