@@ -3,6 +3,7 @@
 Subcommands:
     run             run the pipeline on a source; write annotations.jsonl and annotated.mp4
     demo            ``run`` on the bundled demo clip, every frame
+    daemon          the device service: publish to MQTT until SIGTERM (see edge.service)
     validate-config check a TOML config and print every error with its key path
     models list     print the model manifest (key, file, precision, size, latency)
     models verify   check every model file against its sha256 and load it
@@ -237,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
                           const="every-frame", help="every frame, detector every k frames "
                           "(reproducible)")
         pr.add_argument("--no-progress", action="store_true")
+    pd = sub.add_parser("daemon", help="run the device service (MQTT publisher; systemd "
+                        "notify and watchdog)")
+    pd.add_argument("--config", type=Path, default=Path("/etc/edge-pose/config.toml"),
+                    help="TOML config file (default: /etc/edge-pose/config.toml)")
     pv = sub.add_parser("validate-config", help="check a TOML config file")
     pv.add_argument("file", type=Path)
     pm = sub.add_parser("models", help="list or verify the shipped models")
@@ -258,6 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.mode = args.mode or "every-frame"
                 args.out = args.out or Path("out/demo")
             return run(_run_config(args), progress=not args.no_progress)
+        if args.command == "daemon":
+            from edge.service import run_daemon
+
+            return run_daemon(args.config)
         if args.command == "validate-config":
             return _validate_config(args.file)
         if args.command == "models":

@@ -6,7 +6,10 @@ names its path. ``edge-pose validate-config FILE`` prints every error at once.
 
 from __future__ import annotations
 
+import os
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -130,6 +133,85 @@ class OutputConfig(_Section):
     stdout: bool = False
 
 
+class MqttTlsConfig(_Section):
+    """TLS to the broker (``enabled = false``: plain TCP).
+
+    ``ca_file`` None trusts the system's CAs; ``cert_file``/``key_file`` give a client
+    certificate; ``insecure = true`` skips the host name check (a test broker only).
+    """
+
+    enabled: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class HomeAssistantConfig(_Section):
+    """Home Assistant MQTT discovery (opt-in): a device with people-count and fps sensors."""
+
+    enabled: bool = False
+    discovery_prefix: str = Field(default="homeassistant", min_length=1, max_length=64,
+                                  pattern=r"^[A-Za-z0-9_./-]+$")
+
+
+class MqttConfig(_Section):
+    """The MQTT publisher of the daemon (topics under ``<topic_root>/<annotation.device_id>/``).
+
+    The password is not a key of the file: it is read at load time from
+    ``$CREDENTIALS_DIRECTORY/<password_credential>`` (systemd ``LoadCredential=``) or else from
+    the environment variable ``password_env`` (see :func:`load_secrets`).
+    """
+
+    enabled: bool = True
+    host: str = Field(default="localhost", min_length=1)
+    port: int = Field(default=1883, ge=1, le=65535)
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    topic_root: str = Field(default="edgepose", min_length=1, max_length=64,
+                            pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+    username: str | None = Field(default=None, min_length=1)
+    password_env: str = Field(default="EDGE_POSE_MQTT_PASSWORD",
+                              pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    password_credential: str = Field(default="mqtt_password", pattern=r"^[A-Za-z0-9_.-]+$")
+    tls: MqttTlsConfig = MqttTlsConfig()
+    reconnect_min_s: int = Field(default=1, ge=1, le=3600)
+    reconnect_max_s: int = Field(default=60, ge=1, le=3600)
+    pose_qos: Literal[0, 1, 2] = 0
+    pose_queue: int = Field(default=5, ge=0, le=1000, description="newest pose frames kept "
+                            "while disconnected (older ones are dropped and counted)")
+    events_queue: int = Field(default=10_000, ge=1, le=1_000_000, description="events kept "
+                              "(and saved) until the broker acknowledges them")
+    stats_interval_s: float = Field(default=10.0, ge=0.5, le=3600)
+    command_max_bytes: int = Field(default=256, ge=16, le=65536)
+    home_assistant: HomeAssistantConfig = HomeAssistantConfig()
+
+    @model_validator(mode="after")
+    def _backoff(self) -> MqttConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        return self
+
+
+class ServiceConfig(_Section):
+    """The daemon (``edge-pose daemon``).
+
+    ``state_dir`` holds the events not yet acknowledged by the broker; default
+    ``$STATE_DIRECTORY`` (systemd ``StateDirectory=``), else ``/var/lib/edge-pose``.
+    """
+
+    state_dir: Path | None = None
+    shutdown_timeout_s: float = Field(default=5.0, ge=0, le=300, description="how long a stop "
+                                      "waits for queued events to be acknowledged")
+    watchdog: bool = Field(default=True, description="ping systemd's watchdog from the frame "
+                           "loop when WatchdogSec= is set")
+
+
 class LoggingConfig(_Section):
     """Logging."""
 
@@ -147,6 +229,8 @@ class Config(_Section):
     smoothing: SmoothingConfig = SmoothingConfig()
     annotation: AnnotationConfig = AnnotationConfig()
     output: OutputConfig = OutputConfig()
+    mqtt: MqttConfig = MqttConfig()
+    service: ServiceConfig = ServiceConfig()
     logging: LoggingConfig = LoggingConfig()
 
 
@@ -198,3 +282,56 @@ def load_config(path: Path) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(str(path), [("(file)", f"not valid TOML: {e}")]) from None
     return parse_config(data, str(path))
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Secrets read at load time, never written to a config file.
+
+    Attributes:
+        mqtt_password: The broker password, or None.
+        mqtt_password_from: Where it came from (for logs; never the value).
+    """
+
+    mqtt_password: str | None = None
+    mqtt_password_from: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Secrets(mqtt_password={'***' if self.mqtt_password else None})"
+
+
+def load_secrets(config: Config, environ: Mapping[str, str] | None = None) -> Secrets:
+    """Reads the secrets ``config`` refers to.
+
+    The credential file ``$CREDENTIALS_DIRECTORY/<mqtt.password_credential>`` wins over the
+    environment variable ``mqtt.password_env``; an empty file or variable means no password
+    (the installer creates an empty credential so that ``LoadCredential=`` always finds one).
+
+    Args:
+        config: The validated config.
+        environ: The environment (``os.environ`` when None).
+
+    Returns:
+        The secrets.
+
+    Raises:
+        ConfigError: When the credential file exists but cannot be read.
+    """
+    env = os.environ if environ is None else environ
+    mc = config.mqtt
+    creds = env.get("CREDENTIALS_DIRECTORY")
+    if creds:
+        path = Path(creds) / mc.password_credential
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            text = ""
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(str(path), [("mqtt.password_credential", f"unreadable: {e}")]
+                              ) from None
+        if text:
+            return Secrets(text, f"credential {mc.password_credential}")
+    value = env.get(mc.password_env, "")
+    if value:
+        return Secrets(value, f"${mc.password_env}")
+    return Secrets()
