@@ -36,7 +36,11 @@ models: setup
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache out
 
-# Regenerates requirements.lock (exact versions and sha256 of every wheel, for every platform).
+# Regenerates the locks (exact versions and sha256 of every wheel, for every platform):
+# requirements.lock for development and CI, requirements-device.lock (runtime + MQTT only) for
+# devices (deploy/install.sh).
 lock:
-	uv pip compile pyproject.toml --extra dev --extra mqtt --generate-hashes --universal \
+	uv pip compile pyproject.toml --extra dev --generate-hashes --universal \
 	  --python-version 3.11 -c constraints.txt -o requirements.lock -q
+	uv pip compile pyproject.toml --extra device --generate-hashes --universal \
+	  --python-version 3.11 -c constraints.txt -o requirements-device.lock -q

@@ -7,7 +7,8 @@
 #   1. apt: python3, python3-venv, mosquitto-clients; on a Raspberry Pi also python3-picamera2
 #      (picamera2 only works from the Pi's apt, see README "Pi camera");
 #   2. a venv in PREFIX/venv made with --system-site-packages (so picamera2 is importable);
-#   3. pip install --require-hashes -r requirements.lock, then this checkout (models included);
+#   3. pip install --require-hashes -r requirements-device.lock (runtime + MQTT, no dev tools),
+#      then this checkout (models included);
 #   4. /etc/edge-pose/config.toml from --config or deploy/config.example.toml (kept if present;
 #      device_id set to the host name), validated; an empty /etc/edge-pose/mqtt_password (0600)
 #      for systemd's LoadCredential= when there is none;
@@ -58,7 +59,7 @@ if [ ! -x "$PREFIX/venv/bin/python" ]; then
   python3 -m venv --system-site-packages "$PREFIX/venv"
 fi
 pip=("$PREFIX/venv/bin/python" -m pip --disable-pip-version-check -q)
-"${pip[@]}" install --require-hashes -r "$SRC/requirements.lock"
+"${pip[@]}" install --require-hashes -r "$SRC/requirements-device.lock"
 "${pip[@]}" install --no-deps --no-build-isolation --force-reinstall "$SRC"
 install -m 0644 "$SRC/README.md" "$PREFIX/README.md"
 "$PREFIX/venv/bin/edge-pose" models verify >/dev/null || die "the installed models do not verify"
