@@ -7,7 +7,6 @@ None when the machine exposes none (many x86 VMs). Throttling: the Pi firmware's
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 import shutil
@@ -15,10 +14,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 logger = logging.getLogger(__name__)
 
-# psutil ships no type hints (types-psutil is not a dependency): typed as Any on purpose.
-psutil: Any = importlib.import_module("psutil")
 
 THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
 THROTTLED_SYSFS = Path("/sys/devices/platform/soc/soc:firmware/get_throttled")
