@@ -1,0 +1,1 @@
+"""Offline build of the shipped models: ``python -m models.build`` (``make models``)."""
