@@ -33,7 +33,14 @@ from typing import Any
 import numpy as np
 
 from edge.detect import Letterbox, PoseDetector, preprocess
-from edge.runtime import MANIFEST_NAME, Model, ModelEntry, TensorSpec, create_interpreter
+from edge.runtime import (
+    MANIFEST_NAME,
+    Model,
+    ModelEntry,
+    TensorSpec,
+    create_interpreter,
+    sha256_file,
+)
 from models import data, evaluate, quantize, rewrite, schemes, search, sources
 
 logger = logging.getLogger("models.build")
@@ -101,7 +108,7 @@ def _entry(key: str, spec: Spec, path: Path, precision: str) -> ModelEntry:
     """A manifest entry for a model not (yet) in a manifest, to drive edge's stages."""
     shape, meaning = _IMAGE[spec.role]
     return ModelEntry(
-        key=key, file=path.name, sha256=sources.sha256_path(path), role=spec.role,
+        key=key, file=path.name, sha256=sha256_file(path), role=spec.role,
         variant=spec.variant, precision=precision, scheme="",
         inputs=(TensorSpec("image", "input_1", tuple(shape), "float32", meaning),),
         outputs=tuple(TensorSpec(k, n, tuple(s), "float32", m)
@@ -176,7 +183,7 @@ def _manifest_entry(spec: Spec, precision: str, file: Path, scheme: str,
     member = spec.member
     return {
         "file": file.name,
-        "sha256": sources.sha256_path(file),
+        "sha256": sha256_file(file),
         "bytes": file.stat().st_size,
         "role": spec.role,
         "variant": spec.variant,

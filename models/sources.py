@@ -17,6 +17,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.runtime import sha256_file
+
 logger = logging.getLogger(__name__)
 
 
@@ -106,15 +108,6 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_path(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fetch(package: Package, cache: Path) -> Path:
     """Returns the package file in ``cache``, downloading it with the registry's client if absent.
 
@@ -145,7 +138,7 @@ def fetch(package: Package, cache: Path) -> Path:
                               f"`{' '.join(cmd)}`: {e}") from None
         if not path.is_file():
             raise SourceError(f"`{' '.join(cmd)}` did not write {path}")
-    actual = sha256_path(path)
+    actual = sha256_file(path)
     if actual != package.sha256:
         raise SourceError(f"{path}: sha256 {actual} is not the pinned {package.sha256}; delete "
                           "it and rebuild, or check the pin")
@@ -182,6 +175,6 @@ def extract(member: Member, cache: Path, dest: Path) -> Path:
                           f"pinned {member.sha256}")
     out = dest / member.path
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not out.is_file() or sha256_path(out) != actual:
+    if not out.is_file() or sha256_file(out) != actual:
         out.write_bytes(data)
     return out
