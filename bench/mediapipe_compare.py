@@ -1,0 +1,242 @@
+"""edge-pose against MediaPipe's own Python Pose: same clip, same machine, one run each.
+
+MediaPipe (``mediapipe==0.10.21``, whose wheel ships the same ``pose_landmark_full.tflite`` as
+edge-pose's ``landmark_full_float``) runs in its own virtual environment (it pins numpy<2);
+``--setup`` creates it from PyPI. The clip is decoded once (edge-pose's OpenCV) into a .npy that
+both sides read - two OpenCV builds decode the same H.264 file to different pixels - and the
+frames' md5 sums are compared, so a decoder difference cannot pass for a model difference. Both run
+frame by frame (no pacing) with landmark smoothing off, so the landmarks compared are the
+models' own. edge-pose runs its pipeline as configured by default (detector every
+``--detector-every`` frames, tracker, float full model) at each ``--threads``.
+
+Reports: per-frame processing time and fps of both (decode excluded, first ``--skip`` frames
+excluded), the fps ratio, and landmark agreement on frames where both found a person (edge's
+person closest to MediaPipe's): 2D mean distance px and as a share of the person's height, and
+world-landmark distance mm after re-rooting both at the mid-hip. Usage::
+
+    .venv/bin/python bench/mediapipe_compare.py --setup            # once: /tmp/edge-mp-venv
+    .venv/bin/python bench/mediapipe_compare.py --json bench/results/mediapipe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.bench.host import host_info, load_average
+from edge.config import Config
+from edge.pipeline import build_pipeline
+from edge.runtime import load_manifest
+from edge.skeleton import BLAZEPOSE_NAMES, BlazePose
+from edge.sources.open import DEMO_CLIP
+from edge.types import Frame
+
+MEDIAPIPE = "mediapipe==0.10.21"
+WORKER = Path(__file__).resolve().parent / "mediapipe_worker.py"
+
+
+def setup_venv(venv: Path) -> Path:
+    """Creates ``venv`` with MediaPipe from PyPI (idempotent); returns its python."""
+    py = venv / "bin" / "python"
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(py), "-m", "pip", "install", "-q", MEDIAPIPE], check=True)
+    return py
+
+
+def decode_clip(clip: Path, out: Path, max_frames: int | None) -> tuple[Path, float]:
+    """Decodes the clip into ``out`` (.npy, (n, H, W, 3) uint8 BGR); returns it and the fps."""
+    cap = cv2.VideoCapture(str(clip))
+    if not cap.isOpened():
+        raise SystemExit(f"cannot open {clip}")
+    fps = float(cap.get(cv2.CAP_PROP_FPS)) or 30.0
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    n = n if max_frames is None else min(n, max_frames)
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    arr = np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=(n, h, w, 3))
+    got = 0
+    for i in range(n):
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        arr[i] = bgr
+        got += 1
+    cap.release()
+    arr.flush()
+    del arr
+    if got < n:
+        raise SystemExit(f"{clip}: only {got} of {n} frames decoded")
+    return out, fps
+
+
+def run_mediapipe(python: Path, frames: Path) -> dict[str, Any]:
+    """Runs the worker in MediaPipe's venv; returns its JSON."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "mp.json"
+        cmd = [str(python), str(WORKER), str(frames), str(out)]
+        env = {**os.environ, "GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        subprocess.run(cmd, check=True, env=env, stderr=subprocess.DEVNULL)
+        data: dict[str, Any] = json.loads(out.read_text())
+        return data
+
+
+def run_edge(frames_npy: Path, fps: float, threads: int,
+             detector_every: int) -> list[dict[str, Any]]:
+    """edge-pose over every frame; per frame: ms, md5, people (px, m).
+
+    Tracks at most one person, as MediaPipe Pose does.
+    """
+    data: dict[str, Any] = Config().model_dump()
+    data["models"].update(landmark="full", precision="float", detector_precision="float",
+                          threads=threads)
+    if "lifter" in data["models"]:
+        data["models"]["lifter"] = "world"
+    data["smoothing"]["enabled"] = False
+    data["tracking"]["max_persons"] = 1
+    config = Config.model_validate(data)
+    pipeline = build_pipeline(config, timings=False, manifest=load_manifest(config.models.dir))
+    video = np.load(frames_npy, mmap_mode="r")
+    frames: list[dict[str, Any]] = []
+    for i in range(len(video)):
+        bgr = np.ascontiguousarray(video[i])
+        h, w = bgr.shape[:2]
+        md5 = hashlib.md5(bgr.tobytes()).hexdigest()
+        frame = Frame(np.ascontiguousarray(bgr), i, round(i * 1e9 / fps), i / fps)
+        t0 = time.perf_counter()
+        detected = pipeline.detect(frame) if i % detector_every == 0 else None
+        result = pipeline.core.step(frame, detected)
+        ms = (time.perf_counter() - t0) * 1e3
+        people = []
+        for p in result.annotation.payload["persons"]:
+            xy = [[q["x"] * w, q["y"] * h] if q else [np.nan, np.nan]
+                  for q in (p["pose_2d"][n] for n in BLAZEPOSE_NAMES)]
+            xyz = [[q["x"], q["y"], q["z"]] if q else [np.nan] * 3
+                   for q in (p["pose_3d"].get(n) for n in BLAZEPOSE_NAMES)]
+            people.append({"xy": xy, "xyz": xyz})
+        frames.append({"ms": ms, "md5": md5, "people": people})
+    return frames
+
+
+def agreement(edge: list[dict[str, Any]], mp: list[dict[str, Any]],
+              same_person: float = 0.1) -> dict[str, Any]:
+    """Landmark agreement on the frames where both found someone.
+
+    Frames whose mean 2D distance exceeds ``same_person`` x the person's height are counted
+    as a different person (the two trackers chose different people, or one lost track) and
+    left out of the statistics.
+    """
+    lh, rh = int(BlazePose.LEFT_HIP), int(BlazePose.RIGHT_HIP)
+    px, rel, mm, vis_px = [], [], [], []
+    offsets: list[np.ndarray[Any, np.dtype[np.float64]]] = []
+    both = other = 0
+    for e, m in zip(edge, mp, strict=False):
+        if m["landmarks"] is None or not e["people"]:
+            continue
+        ref = np.asarray(m["landmarks"], np.float64)
+        dists = [np.nanmean(np.linalg.norm(np.asarray(p["xy"]) - ref[:, :2], axis=1))
+                 for p in e["people"]]
+        k = int(np.nanargmin(dists))
+        d = np.linalg.norm(np.asarray(e["people"][k]["xy"]) - ref[:, :2], axis=1)
+        height = float(np.ptp(ref[:, 1])) or 1.0
+        both += 1
+        if float(np.nanmean(d)) > same_person * height:
+            other += 1
+            continue
+        px.append(float(np.nanmean(d)))
+        offsets.append(np.nanmean(np.asarray(e["people"][k]["xy"]) - ref[:, :2], axis=0))
+        rel.append(float(np.nanmean(d)) / height)
+        vis = ref[:, 2] > 0.5
+        if vis.any():
+            vis_px.append(float(np.nanmean(d[vis])))
+        if m["world"] is not None:
+            a = np.asarray(e["people"][k]["xyz"], np.float64)
+            b = np.asarray(m["world"], np.float64)
+            a = a - 0.5 * (a[lh] + a[rh])
+            b = b - 0.5 * (b[lh] + b[rh])
+            mm.append(1000.0 * float(np.nanmean(np.linalg.norm(a - b, axis=1))))
+
+    def stats(v: list[float], nd: int = 2) -> dict[str, float] | None:
+        if not v:
+            return None
+        a = np.asarray(v)
+        return {"median": round(float(np.median(a)), nd), "mean": round(float(a.mean()), nd),
+                "p90": round(float(np.percentile(a, 90)), nd)}
+    return {"frames_both_found": both, "frames_other_person": other,
+            "frames_compared": len(px), "px_2d": stats(px), "px_2d_visible": stats(vis_px),
+            "share_of_height": stats(rel, 4), "mm_world": stats(mm, 1),
+            # A systematic shift (edge minus MediaPipe, px, mean over frames and landmarks)
+            # tells a bias in cropping apart from noise.
+            "mean_offset_px": None if not offsets else
+            [round(float(v), 2) for v in np.mean(offsets, axis=0)]}
+
+
+def timing(ms: list[float], skip: int) -> dict[str, float]:
+    """Median / p90 ms and fps (frames over summed time) after the first ``skip`` frames."""
+    a = np.asarray(ms[skip:], np.float64)
+    return {"frames": int(a.size), "ms_p50": round(float(np.median(a)), 2),
+            "ms_p90": round(float(np.percentile(a, 90)), 2),
+            "fps": round(1000.0 * a.size / float(a.sum()), 2)}
+
+
+def main() -> int:
+    """Runs both sides and prints (and optionally writes) the comparison."""
+    p = argparse.ArgumentParser(description="edge-pose vs MediaPipe Pose on one clip")
+    p.add_argument("--clip", type=Path, default=DEMO_CLIP)
+    p.add_argument("--venv", type=Path, default=Path(tempfile.gettempdir()) / "edge-mp-venv",
+                   help="MediaPipe's virtual environment")
+    p.add_argument("--setup", action="store_true", help=f"create --venv with {MEDIAPIPE}")
+    p.add_argument("--threads", default="1,2", help="edge-pose interpreter threads to run")
+    p.add_argument("--detector-every", type=int, default=6)
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--skip", type=int, default=5, help="warm-up frames left out of timing")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+    python = setup_venv(args.venv) if args.setup else args.venv / "bin" / "python"
+    if not python.exists():
+        p.error(f"{python} does not exist: run with --setup first (or give --venv)")
+    if not args.clip.is_file():
+        p.error(f"--clip {args.clip}: no such file")
+    load0 = load_average()
+    tmp = tempfile.TemporaryDirectory()
+    frames_npy, fps = decode_clip(args.clip, Path(tmp.name) / "frames.npy", args.max_frames)
+    mp = run_mediapipe(python, frames_npy)
+    mp_frames = mp["frames"]
+    out: dict[str, Any] = {
+        "clip": str(args.clip), "host": host_info(load_manifest()),
+        "mediapipe": {"version": mp["mediapipe"], **timing([f["ms"] for f in mp_frames],
+                                                           args.skip),
+                      "frames_with_person": sum(f["landmarks"] is not None for f in mp_frames)},
+        "edge": [], "load_start": load0}
+    for t in (int(x) for x in args.threads.split(",")):
+        edge = run_edge(frames_npy, fps, t, args.detector_every)
+        same = sum(a["md5"] == b["md5"] for a, b in zip(edge, mp_frames, strict=False))
+        tm = timing([f["ms"] for f in edge], args.skip)
+        out["edge"].append({
+            "threads": t, "detector_every": args.detector_every, **tm,
+            "fps_ratio_vs_mediapipe": round(tm["fps"] / out["mediapipe"]["fps"], 3),
+            "frames_with_person": sum(bool(f["people"]) for f in edge),
+            "identical_decoded_frames": f"{same}/{min(len(edge), len(mp_frames))}",
+            "agreement": agreement(edge, mp_frames), "load": load_average()})
+    out["load_end"] = load_average()
+    tmp.cleanup()
+    text = json.dumps(out, indent=1)
+    print(text)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
