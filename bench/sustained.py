@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from edge.bench.cli import find_person_clips
 from edge.bench.e2e import E2ESettings, run_scenario
 from edge.bench.host import (
     host_info,
     load_average,
-    psutil,
     read_temperature_c,
     read_throttled,
 )

@@ -52,9 +52,10 @@ class ModelsConfig(_Section):
     precision: Literal["int8", "float"] = "int8"
     detector_precision: Literal["int8", "float"] | None = Field(
         default=None, description="detector precision; defaults to `precision`")
-    lifter: Literal["mlp", "world"] = Field(
-        default="mlp", description="3D source: the trained lifter, or the landmark model's "
-        "world landmarks")
+    lifter: Literal["mlp", "temporal", "world"] = Field(
+        default="mlp", description="3D source: the trained single-frame lifter (COCO-17 "
+        "joints), its causal temporal variant (built by `make lifter`, not shipped), or the "
+        "landmark model's world landmarks (all 33 joints)")
     threads: int = Field(default=2, ge=1, le=64, description="interpreter threads per model")
     dir: Path | None = Field(default=None, description="models folder (default: shipped)")
 

@@ -21,9 +21,15 @@ from edge.annotation import Annotation, JointSet, StageTimings, build_annotation
 from edge.config import Config
 from edge.detect import DetectorConfig as DecodeConfig
 from edge.detect import PoseDetector
+from edge.lift3d import (
+    Lifter,
+    LifterStage,
+    TemporalLifter,
+    TemporalLifterStage,
+    WorldLandmarksStage,
+)
 from edge.pose2d import PoseLandmarker
-from edge.runtime import Manifest, load_manifest, load_model
-from edge.skeleton import BLAZEPOSE_NAMES, BlazePose
+from edge.runtime import Manifest, ModelError, load_manifest, load_model, runtime_name
 from edge.smooth import OneEuroConfig, PoseSmoother
 from edge.track import Tracker, TrackerConfig, TrackEvent
 from edge.types import I64, DetectorResult, Frame, Poses2D, Poses3D
@@ -173,28 +179,6 @@ class PoseCore:
         return StepResult(annotation, times, tuple(events))
 
 
-class WorldLandmarks3D:
-    """The 3D stage that publishes the landmark model's own world landmarks.
-
-    They are already metric; they are re-rooted exactly at the midpoint of the hips (MediaPipe
-    puts the origin only approximately there).
-    """
-
-    name = "world_landmarks"
-
-    def __init__(self) -> None:
-        self.names = BLAZEPOSE_NAMES
-
-    def __call__(self, poses: Poses2D, ids: I64) -> Poses3D:
-        """Returns (n, 33, 3) float32 metres, origin midway between the hips."""
-        w = poses.world
-        root = 0.5 * (w[:, BlazePose.LEFT_HIP] + w[:, BlazePose.RIGHT_HIP])
-        return Poses3D((w - root[:, None, :]).astype(np.float32), self.names)
-
-    def reset(self) -> None:
-        """Stateless."""
-
-
 @dataclass
 class Pipeline:
     """A detector and a core built from one config, ready for a scheduler."""
@@ -210,6 +194,31 @@ class Pipeline:
         dets = self.detector(frame.image)
         return DetectorResult(dets, frame.frame_id, frame.t_capture_ns / 1e9,
                               (time.perf_counter() - t0) * 1e3)
+
+
+def _stage_3d(config: Config, manifest: Manifest) -> Stage3D:
+    """The 3D stage the config asks for (``models.lifter``).
+
+    ``mlp`` is the trained lifter (its int8 build unless a float one is shipped and asked for);
+    on tflite-runtime, whose dynamic-range int8 fully-connected kernels give wrong results, it
+    falls back to the world landmarks with a warning.
+    """
+    mc = config.models
+    if mc.lifter == "world":
+        return WorldLandmarksStage()
+    variant = "temporal" if mc.lifter == "temporal" else "single"
+    try:
+        entry = manifest.find("lifter", variant, mc.precision)
+    except ModelError:
+        entry = manifest.find("lifter", variant, "int8")
+    if entry.precision == "int8" and runtime_name() == "tflite-runtime":
+        logger.warning("tflite-runtime computes the int8 lifter wrongly; publishing the "
+                       "landmark model's world landmarks as 3D instead (install ai-edge-litert)")
+        return WorldLandmarksStage()
+    model = load_model(entry.key, mc.threads, manifest)
+    if variant == "temporal":
+        return TemporalLifterStage(TemporalLifter(model))
+    return LifterStage(Lifter(model))
 
 
 def _landmark_key(manifest: Manifest, variant: str, precision: str) -> str:
@@ -241,7 +250,7 @@ def build_pipeline(config: Config, *, timings: bool = True,
                             DecodeConfig(min_score=dc.min_score, nms_iou=dc.nms_iou,
                                          roi_scale=dc.roi_scale))
     landmarker = PoseLandmarker(load_model(lm_key, mc.threads, manifest))
-    lifter: Stage3D = WorldLandmarks3D()
+    lifter = _stage_3d(config, manifest)
     tc = config.tracking
     tracker = Tracker(TrackerConfig(
         max_persons=tc.max_persons, min_presence=tc.min_presence, match_iou=tc.match_iou,

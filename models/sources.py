@@ -101,6 +101,9 @@ POSE2SIM_CAMS: tuple[Member, ...] = (
     Member(POSE2SIM, _P2S + "cam04.mp4",
            "b5c0e7863fd70d008e7178d3c556b045b0ea5f78fcd61ca548a0b2e807e641f7"),
 )
+#: The Pose2Sim cameras' calibration (Qualisys .qca, mm), for the lifter's held-out 3D truth.
+POSE2SIM_CALIB = Member(POSE2SIM, "Pose2Sim/Demo_SinglePerson/calibration/Calib.qca.txt",
+                        "fd90e4bbae3278ef1dc0cdd42a34ee06bf88286f628a02c00a29407aa39e34c5")
 
 
 def sha256_bytes(data: bytes) -> str:

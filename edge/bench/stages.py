@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from edge.bench.host import load_average
 from edge.detect import PoseDetector, decode, preprocess
-from edge.pipeline import WorldLandmarks3D
+from edge.lift3d import WorldLandmarksStage
 from edge.pose2d import PoseLandmarker, crop_regions, decode_landmarks
 from edge.runtime import Manifest, ModelEntry, load_model
 from edge.types import U8, Poses2D
@@ -126,7 +126,7 @@ def _lifter_call(entry: ModelEntry, threads: int, manifest: Manifest,
 
 
 def _world_call(poses: Poses2D) -> Callable[[], dict[str, float]]:
-    stage = WorldLandmarks3D()
+    stage = WorldLandmarksStage()
     ids = np.zeros(1, np.int64)
     one = poses[np.array([0], np.intp)]
 

@@ -1,0 +1,348 @@
+"""3D stage: lifts 2D joints to metric, root-relative 3D joints.
+
+Two lifters share one interface, ``lift(keypoints_px, confidence) -> Lifted3D`` ((n, 17, 3)
+metres and which joints were seen):
+
+* :class:`Lifter` runs the shipped lifter network (``models/lifter_*.tflite``, a Martinez-style
+  residual MLP trained by ``lifter/``) on the COCO-17 view of the 2D landmarks, batched over
+  the people of a frame.
+* :class:`WorldLandmarkLifter` returns the landmark model's own world landmarks, re-rooted at the
+  mid-hip point, for comparison (COCO-17).
+
+The pipeline's 3D stages (``edge.pipeline.Stage3D``: ``stage(poses_2d, track_ids) ->
+edge.types.Poses3D``) wrap them: :class:`LifterStage` (the default), :class:`TemporalLifterStage`
+and :class:`WorldLandmarksStage` (all 33 world landmarks).
+
+Joint set: COCO-17 (:class:`edge.skeleton.Coco17`), every joint a BlazePose landmark. The 16
+hand, foot and extra face landmarks of BlazePose carry no 3D supervision in our motion data
+(the DeepMimic humanoid has rigid hands and no feet points), are the 2D model's least reliable
+points, and add nothing to body pose; COCO-17 is also the set most consumers expect.
+
+Axis convention of every 3D output here (that of MediaPipe's world landmarks): metres, origin at
+the mid-hip point (mean of the two hips), **x to the right in the image, y down, z away from
+the camera** (a right-handed camera frame). For the network lifter the frame is that of a
+virtual camera looking straight at the person's mid-hip point: the 2D input is root-centred, so
+where the person stands in the image does not matter (exact shift and scale invariance).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.runtime import Manifest, Model, load_model
+from edge.skeleton import BLAZEPOSE_NAMES, COCO17_FROM_BLAZEPOSE, COCO17_NAMES, BlazePose, Coco17
+from edge.types import I64, Poses2D, Poses3D
+
+logger = logging.getLogger(__name__)
+
+F32 = npt.NDArray[np.float32]
+
+N_JOINTS = len(Coco17)
+#: Features per joint in the network input: x, y (root-centred, scale-normalised) and valid.
+N_FEATURES = 3
+#: Manifest keys of the lifter's input and output tensors.
+INPUT_KEY = "joints_2d"
+OUTPUT_KEY = "joints_3d"
+#: Joints whose confidence is below this are treated as missing.
+DEFAULT_MIN_CONFIDENCE = 0.5
+_LHIP, _RHIP = int(Coco17.LEFT_HIP), int(Coco17.RIGHT_HIP)
+
+
+def to_coco17(keypoints: npt.ArrayLike, confidence: npt.ArrayLike) -> tuple[F32, F32]:
+    """Picks the COCO-17 joints out of BlazePose-33 arrays (other sizes must already be 17).
+
+    Args:
+        keypoints: (n, 33 or 17, 2) pixels.
+        confidence: (n, 33 or 17) in [0, 1].
+
+    Returns:
+        (n, 17, 2) float32 keypoints and (n, 17) float32 confidence.
+
+    Raises:
+        ValueError: On shapes that are neither 33 nor 17 joints, or mismatched.
+    """
+    kp = np.asarray(keypoints, dtype=np.float32)
+    cf = np.asarray(confidence, dtype=np.float32)
+    if kp.ndim != 3 or kp.shape[2] != 2 or kp.shape[1] not in (33, N_JOINTS):
+        raise ValueError(f"keypoints_px must be (n, 33 or 17, 2), got {kp.shape}")
+    if cf.shape != kp.shape[:2]:
+        raise ValueError(f"confidence must be {kp.shape[:2]} to match keypoints, got {cf.shape}")
+    if kp.shape[1] == 33:
+        kp, cf = kp[:, COCO17_FROM_BLAZEPOSE], cf[:, COCO17_FROM_BLAZEPOSE]
+    return kp, cf
+
+
+def normalise_2d(keypoints: npt.ArrayLike, confidence: npt.ArrayLike,
+                 min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> F32:
+    """Root-centred, scale-normalised network input of a batch of COCO-17 poses.
+
+    The root is the mid-hip point (the hips are used whenever their coordinates are finite,
+    whatever their confidence, as the 2D model always places them; otherwise the mean of the
+    valid joints). The scale is the root-mean-square distance of the valid joints from the root.
+    Missing joints (confidence below ``min_confidence`` or non-finite) get x = y = 0 and
+    valid = 0. The result is unchanged by any shift or positive scaling of the image.
+
+    Args:
+        keypoints: (n, 17, 2) pixels.
+        confidence: (n, 17) in [0, 1].
+        min_confidence: Joints below it are missing.
+
+    Returns:
+        (n, 17 * 3) float32, per joint (x, y, valid).
+    """
+    kp = np.asarray(keypoints, dtype=np.float64)
+    cf = np.asarray(confidence, dtype=np.float64)
+    finite = np.all(np.isfinite(kp), axis=-1)
+    valid = finite & (np.nan_to_num(cf, nan=0.0) >= min_confidence)
+    kp = np.where(finite[..., None], kp, 0.0)
+    hips_ok = finite[:, _LHIP] & finite[:, _RHIP]
+    hip_mid = 0.5 * (kp[:, _LHIP] + kp[:, _RHIP])
+    n_valid = valid.sum(axis=1)
+    mean_valid = (kp * valid[..., None]).sum(axis=1) / np.maximum(n_valid, 1)[:, None]
+    root = np.where(hips_ok[:, None], hip_mid, mean_valid)
+    centred = (kp - root[:, None, :]) * valid[..., None]
+    ms = (centred ** 2).sum(axis=(1, 2)) / np.maximum(n_valid, 1)
+    scale = np.sqrt(ms)
+    scale = np.where((n_valid >= 2) & (scale > 1e-6), scale, 1.0)
+    x = centred / scale[:, None, None]
+    feats = np.concatenate([x, valid[..., None].astype(np.float64)], axis=-1)
+    return feats.reshape(len(kp), N_JOINTS * N_FEATURES).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Lifted3D:
+    """3D poses of the people of one frame.
+
+    Attributes:
+        joints: (n_people, 17, 3) float32 metres, COCO-17 order, origin at the mid-hip point,
+            x right in the image, y down, z away from the camera.
+        valid: (n_people, 17) bool, whether the joint was seen in 2D (lifted joints are
+            always finite; unseen ones are the network's guess).
+    """
+
+    joints: F32
+    valid: npt.NDArray[np.bool_]
+
+    def __post_init__(self) -> None:
+        if self.joints.ndim != 3 or self.joints.shape[1:] != (N_JOINTS, 3):
+            raise ValueError(f"joints must be (n, {N_JOINTS}, 3), got {self.joints.shape}")
+        if self.valid.shape != self.joints.shape[:2]:
+            raise ValueError(f"valid must be {self.joints.shape[:2]}, got {self.valid.shape}")
+
+
+class Lifter:
+    """The shipped single-frame lifter network, batched over people.
+
+    Args:
+        model: A loaded lifter model (see :meth:`load`).
+        min_confidence: 2D joints below it are treated as missing.
+    """
+
+    def __init__(self, model: Model, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> None:
+        if model.entry.role != "lifter":
+            raise ValueError(f"model {model.entry.key} has role {model.entry.role!r}, "
+                             "not 'lifter'")
+        self.model = model
+        self.min_confidence = min_confidence
+        self.frames = int(model.entry.inputs[0].shape[1]) // (N_JOINTS * N_FEATURES)
+        self._batch = int(model.entry.inputs[0].shape[0])
+
+    @classmethod
+    def load(cls, key: str = "lifter_single_int8", threads: int = 1,
+             manifest: Manifest | None = None,
+             min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> Lifter:
+        """Loads a lifter from the manifest (sha256-checked).
+
+        Args:
+            key: Manifest key (``lifter_single_int8``, ``lifter_single_float``...).
+            threads: Interpreter threads.
+            manifest: Manifest to use; the default models folder when None.
+            min_confidence: 2D joints below it are treated as missing.
+        """
+        return cls(load_model(key, threads, manifest), min_confidence)
+
+    def run_features(self, features: F32) -> F32:
+        """Runs the network on already normalised input.
+
+        Args:
+            features: (n, frames * 51) float32 from :func:`normalise_2d` (frames concatenated
+                oldest first).
+
+        Returns:
+            (n, 17, 3) float32 metres.
+        """
+        n = features.shape[0]
+        if n == 0:
+            return np.zeros((0, N_JOINTS, 3), np.float32)
+        if n != self._batch:
+            self.model.resize_batch(n)
+            self._batch = n
+        out = self.model.run({INPUT_KEY: np.ascontiguousarray(features, dtype=np.float32)})
+        return out[OUTPUT_KEY].reshape(n, N_JOINTS, 3).astype(np.float32)
+
+    def lift(self, keypoints_px: npt.ArrayLike, confidence: npt.ArrayLike) -> Lifted3D:
+        """Lifts the 2D poses of one frame.
+
+        Args:
+            keypoints_px: (n, 33 or 17, 2) pixels (BlazePose or COCO-17 order).
+            confidence: (n, 33 or 17) in [0, 1] (visibility).
+
+        Returns:
+            The 3D poses (COCO-17, metres, root-relative; see the module docstring).
+        """
+        if self.frames != 1:
+            raise ValueError(f"model {self.model.entry.key} takes {self.frames} frames; "
+                             "use TemporalLifter")
+        kp, cf = to_coco17(keypoints_px, confidence)
+        feats = normalise_2d(kp, cf, self.min_confidence)
+        valid = feats.reshape(-1, N_JOINTS, N_FEATURES)[..., 2] > 0
+        return Lifted3D(self.run_features(feats), valid)
+
+
+class TemporalLifter:
+    """The causal temporal lifter: each person's last K frames in, the current pose out.
+
+    Keeps one history per track id; a new id starts with its first frame repeated.
+
+    Args:
+        model: A loaded temporal lifter model.
+        min_confidence: 2D joints below it are treated as missing.
+    """
+
+    def __init__(self, model: Model, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> None:
+        self._net = Lifter(model, min_confidence)
+        self.frames = self._net.frames
+        self._history: dict[int, deque[F32]] = {}
+
+    def reset(self) -> None:
+        """Forgets every track's history."""
+        self._history.clear()
+
+    def lift(self, keypoints_px: npt.ArrayLike, confidence: npt.ArrayLike,
+             track_ids: Sequence[int]) -> Lifted3D:
+        """Lifts the 2D poses of one frame, using each track's previous frames.
+
+        Args:
+            keypoints_px: (n, 33 or 17, 2) pixels.
+            confidence: (n, 33 or 17) in [0, 1].
+            track_ids: n track ids; tracks absent from this frame are dropped.
+
+        Returns:
+            The 3D poses of this frame.
+        """
+        kp, cf = to_coco17(keypoints_px, confidence)
+        if len(track_ids) != len(kp):
+            raise ValueError(f"{len(track_ids)} track ids for {len(kp)} poses")
+        feats = normalise_2d(kp, cf, self._net.min_confidence)
+        history: dict[int, deque[F32]] = {}
+        stacked = []
+        for i, tid in enumerate(track_ids):
+            h = self._history.get(tid)
+            if h is None:
+                h = deque([feats[i]] * self.frames, maxlen=self.frames)
+            else:
+                h.append(feats[i])
+            history[tid] = h
+            stacked.append(np.concatenate(list(h)))
+        self._history = history
+        x = np.stack(stacked) if stacked else np.zeros((0, self.frames * feats.shape[1]),
+                                                       np.float32)
+        valid = feats.reshape(-1, N_JOINTS, N_FEATURES)[..., 2] > 0
+        return Lifted3D(self._net.run_features(x.astype(np.float32)), valid)
+
+
+class WorldLandmarkLifter:
+    """Uses the landmark model's own world landmarks as the 3D poses, re-rooted at mid-hip.
+
+    Args:
+        min_confidence: Joints below it are marked not valid (their values are kept).
+    """
+
+    def __init__(self, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> None:
+        self.min_confidence = min_confidence
+
+    def lift(self, world: npt.ArrayLike, confidence: npt.ArrayLike) -> Lifted3D:
+        """Re-roots world landmarks and picks the COCO-17 joints.
+
+        Args:
+            world: (n, 33 or 17, 3) metres, the landmark model's world landmarks (same axes
+                as this module's output).
+            confidence: (n, 33 or 17) in [0, 1].
+
+        Returns:
+            The 3D poses.
+        """
+        w = np.asarray(world, dtype=np.float32)
+        cf = np.asarray(confidence, dtype=np.float32)
+        if w.ndim != 3 or w.shape[2] != 3 or w.shape[1] not in (33, N_JOINTS):
+            raise ValueError(f"world must be (n, 33 or 17, 3), got {w.shape}")
+        if cf.shape != w.shape[:2]:
+            raise ValueError(f"confidence must be {w.shape[:2]}, got {cf.shape}")
+        if w.shape[1] == 33:
+            w, cf = w[:, COCO17_FROM_BLAZEPOSE], cf[:, COCO17_FROM_BLAZEPOSE]
+        root = 0.5 * (w[:, _LHIP] + w[:, _RHIP])
+        joints = np.nan_to_num(w - root[:, None, :]).astype(np.float32)
+        return Lifted3D(joints, np.nan_to_num(cf) >= self.min_confidence)
+
+
+class LifterStage:
+    """The pipeline's 3D stage with the lifter network (COCO-17 joints, batched over people)."""
+
+    names = COCO17_NAMES
+
+    def __init__(self, lifter: Lifter) -> None:
+        self.lifter = lifter
+        self.name = lifter.model.entry.key
+
+    def __call__(self, poses: Poses2D, ids: I64) -> Poses3D:
+        """Lifts the people of one frame: (n, 17, 3) float32 metres, root-relative."""
+        lifted = self.lifter.lift(poses.keypoints, poses.visibility)
+        return Poses3D(lifted.joints, self.names)
+
+    def reset(self) -> None:
+        """Stateless."""
+
+
+class TemporalLifterStage:
+    """The pipeline's 3D stage with the causal temporal lifter (one history per track)."""
+
+    names = COCO17_NAMES
+
+    def __init__(self, lifter: TemporalLifter) -> None:
+        self.lifter = lifter
+        self.name = lifter._net.model.entry.key
+
+    def __call__(self, poses: Poses2D, ids: I64) -> Poses3D:
+        """Lifts the people of one frame from their last K frames: (n, 17, 3) float32 m."""
+        lifted = self.lifter.lift(poses.keypoints, poses.visibility, [int(i) for i in ids])
+        return Poses3D(lifted.joints, self.names)
+
+    def reset(self) -> None:
+        """Forgets every track's history."""
+        self.lifter.reset()
+
+
+class WorldLandmarksStage:
+    """The pipeline's 3D stage publishing the landmark model's own world landmarks.
+
+    They are metric already; they are re-rooted exactly at the midpoint of the hips (MediaPipe
+    puts the origin only approximately there). All 33 BlazePose joints.
+    """
+
+    name = "world_landmarks"
+    names = BLAZEPOSE_NAMES
+
+    def __call__(self, poses: Poses2D, ids: I64) -> Poses3D:
+        """Returns (n, 33, 3) float32 metres, origin midway between the hips."""
+        w = poses.world
+        root = 0.5 * (w[:, BlazePose.LEFT_HIP] + w[:, BlazePose.RIGHT_HIP])
+        return Poses3D((w - root[:, None, :]).astype(np.float32), self.names)
+
+    def reset(self) -> None:
+        """Stateless."""

@@ -1,0 +1,332 @@
+"""Trains a lifter (single-frame or causal temporal) on DeepMimic, synthetic and real poses.
+
+Every epoch draws fresh samples: new bodies (bone lengths), new virtual cameras, new 2D errors;
+DeepMimic frames and real-people pairs are re-used, synthetic poses are new each time. CPU only,
+one thread, fixed seeds: the same command gives the same weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from edge.lift3d import N_FEATURES, N_JOINTS, normalise_2d
+from lifter import data, skeleton3d
+from lifter.metrics import accel_error, mpjpe, pa_mpjpe
+from lifter.model import LifterNet
+from lifter.real import RealSet
+
+logger = logging.getLogger(__name__)
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+#: Clips are read at this rate; temporal windows step 2-6 frames (30 to 10 fps).
+POOL_FPS = 60.0
+EVAL_STRIDE = 2  # held-out sequences at 30 fps
+TEMPORAL_STRIDES = (2, 3, 4, 6)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run.
+
+    Attributes:
+        frames: Input frames K (1 = single-frame lifter).
+        width: Hidden width of the MLP.
+        blocks: Residual blocks.
+        epochs: Passes, each over ``per_epoch`` fresh samples.
+        per_epoch: Samples per epoch.
+        batch: Mini-batch size.
+        lr: Initial Adam learning rate (decays exponentially to ``lr_end``).
+        lr_end: Final learning rate.
+        mix: Fractions of DeepMimic, synthetic and real-people samples.
+        noise: 2D error multiplier (:func:`lifter.data.corrupt`).
+        seed: Seed of every random draw.
+    """
+
+    frames: int = 1
+    width: int = 512
+    blocks: int = 2
+    epochs: int = 24
+    per_epoch: int = 200_000
+    batch: int = 256
+    lr: float = 1e-3
+    lr_end: float = 1e-5
+    mix: tuple[float, float, float] = (0.40, 0.45, 0.15)
+    noise: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class Pools:
+    """What every epoch samples from.
+
+    Attributes:
+        hum: The humanoid.
+        train_clips: Training clips at ``POOL_FPS``.
+        eval_clips: Held-out clips at ``POOL_FPS``.
+        real_train: Real-people training pairs (may be empty).
+    """
+
+    hum: skeleton3d.Humanoid
+    train_clips: list[skeleton3d.Clip]
+    eval_clips: list[skeleton3d.Clip]
+    real_train: RealSet | None = None
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+def load_pools(cache: Path, real: RealSet | None) -> Pools:
+    """Reads the clips from the pybullet wheel in ``cache`` and splits train / held out."""
+    wheel = skeleton3d.wheel_path(cache)
+    hum = skeleton3d.load_humanoid(wheel)
+    clips = skeleton3d.load_clips(wheel, POOL_FPS)
+    train = [c for c in clips if c.name not in skeleton3d.HELD_OUT_CLIPS]
+    held = [c for c in clips if c.name in skeleton3d.HELD_OUT_CLIPS]
+    sizes = {"deepmimic_train_frames_60fps": sum(len(c.root_pos) for c in train),
+             "deepmimic_heldout_frames_60fps": sum(len(c.root_pos) for c in held),
+             "deepmimic_train_clips": len(train), "deepmimic_heldout_clips": len(held)}
+    if real is not None:
+        sizes["real_train_frames"] = len(real.kp)
+    return Pools(hum, train, held, real, sizes)
+
+
+def _stack_pose(clips: list[skeleton3d.Clip], frame_ix: list[npt.NDArray[np.intp]]
+                ) -> skeleton3d.Pose:
+    """Rotations of chosen frames (indices per clip, flattened in clip order)."""
+    poses = [skeleton3d.clip_pose(c) for c in clips]
+    root = np.concatenate([p.root[ix] for p, ix in zip(poses, frame_ix, strict=True)])
+    local = {k: np.concatenate([p.local[k][ix] for p, ix in zip(poses, frame_ix, strict=True)])
+             for k in poses[0].local}
+    return skeleton3d.Pose(root, local)
+
+
+def deepmimic_windows(rng: np.random.Generator, pools: Pools, n: int, frames: int,
+                      clips: list[skeleton3d.Clip] | None = None) -> tuple[F64, F64]:
+    """N windows of ``frames`` frames from the clips, world frame, random bodies, mirrored half.
+
+    Returns:
+        Joints (n, frames, 17, 3) metres (root-relative, y up) and nothing else useful.
+    """
+    clips = clips if clips is not None else pools.train_clips
+    lens = np.array([len(c.root_pos) for c in clips])
+    ci = rng.choice(len(clips), n, p=lens / lens.sum())
+    stride = rng.choice(TEMPORAL_STRIDES, n) if frames > 1 else np.ones(n, np.intp)
+    stride = np.minimum(stride, np.maximum((lens[ci] - 1) // max(frames - 1, 1), 1))
+    span = stride * (frames - 1)
+    start = (rng.random(n) * np.maximum(lens[ci] - span, 1)).astype(np.intp)
+    per_clip: list[npt.NDArray[np.intp]] = []
+    order: list[npt.NDArray[np.intp]] = []
+    for k in range(len(clips)):
+        w = np.flatnonzero(ci == k)
+        order.append(w)
+        fr = start[w, None] + stride[w, None] * np.arange(frames)[None, :]
+        per_clip.append(np.minimum(fr, lens[k] - 1).reshape(-1))
+    pose = _stack_pose(clips, per_clip)
+    idx = np.concatenate(order)
+    scales = {g: np.repeat(v, frames) for g, v in skeleton3d.bone_scales(rng, n).items()}
+    j = skeleton3d.forward_kinematics(pose, pools.hum, scales).reshape(n, frames, 17, 3)
+    out = np.empty_like(j)
+    out[idx] = j
+    flip = rng.random(n) < 0.5
+    out[flip] = skeleton3d.mirror(out[flip].reshape(-1, 17, 3)).reshape(-1, frames, 17, 3)
+    return out, stride.astype(np.float64)
+
+
+def synthetic_windows(rng: np.random.Generator, pools: Pools, n: int, frames: int) -> F64:
+    """N synthetic windows: single poses repeated-free (frames=1) or smooth moves A -> B.
+
+    Returns:
+        (n, frames, 17, 3) metres, root-relative, y up.
+    """
+    a = data.sample_params(rng, n)
+    if frames == 1:
+        return skeleton3d.forward_kinematics(
+            data.params_to_pose(a), pools.hum, skeleton3d.bone_scales(rng, n))[:, None]
+    b = data.sample_params(rng, n)
+    # a move covering a random part of the way from A to B, easing in/out
+    reach = rng.uniform(0.0, 0.6, n)[:, None]
+    t = np.linspace(0.0, 1.0, frames)[None, :] * reach
+    s = 0.5 - 0.5 * np.cos(np.pi * t)
+    x = a[:, None, :] + s[..., None] * (b - a)[:, None, :]
+    x = x + rng.normal(0, 0.01, x.shape)
+    scales = {g: np.repeat(v, frames) for g, v in skeleton3d.bone_scales(rng, n).items()}
+    return skeleton3d.forward_kinematics(
+        data.params_to_pose(x.reshape(n * frames, -1)), pools.hum, scales
+    ).reshape(n, frames, 17, 3)
+
+
+def views_to_xy(rng: np.random.Generator, joints: F64, noise: float = 1.0
+                ) -> tuple[F32, F32]:
+    """Windows (n, K, 17, 3) world -> network input (n, K*51) and target (n, 51), last frame."""
+    n, k = joints.shape[:2]
+    groups = np.repeat(np.arange(n), k)
+    v = data.view(rng, joints.reshape(n * k, 17, 3), noise, groups=groups)
+    x = normalise_2d(v.kp, v.conf).reshape(n, k * N_JOINTS * N_FEATURES)
+    y = v.target.reshape(n, k, N_JOINTS * 3)[:, -1]
+    return x, y
+
+
+def real_xy(rng: np.random.Generator, real: RealSet, n: int, frames: int) -> tuple[F32, F32]:
+    """N samples of real-people pairs (windows of consecutive frames of one track)."""
+    starts = real.window_starts(frames)
+    s = starts[rng.integers(0, len(starts), n)]
+    idx = s[:, None] + np.arange(frames)[None, :]
+    kp = real.kp[idx].reshape(n * frames, 17, 2)
+    conf = real.conf[idx].reshape(n * frames, 17)
+    # a little extra 2D noise and dropping on top of the model's own errors
+    size = real.size_px[idx].reshape(-1)
+    kp2, conf2 = data.corrupt(rng, kp.astype(np.float64), size, noise=0.3)
+    conf2 = np.minimum(conf2, conf)
+    x = normalise_2d(kp2, conf2).reshape(n, frames * N_JOINTS * N_FEATURES)
+    y = real.world[idx[:, -1]].reshape(n, N_JOINTS * 3)
+    return x, y.astype(np.float32)
+
+
+def epoch_data(rng: np.random.Generator, pools: Pools, cfg: TrainConfig) -> tuple[F32, F32]:
+    """One epoch of fresh (input, target) pairs, shuffled."""
+    mix = np.array(cfg.mix, np.float64)
+    if pools.real_train is None or len(pools.real_train.kp) == 0:
+        mix[2] = 0.0
+    mix /= mix.sum()
+    n_dm, n_syn = int(cfg.per_epoch * mix[0]), int(cfg.per_epoch * mix[1])
+    n_real = cfg.per_epoch - n_dm - n_syn if mix[2] > 0 else 0
+    xs, ys = [], []
+    dm, _ = deepmimic_windows(rng, pools, n_dm, cfg.frames)
+    for j in (dm, synthetic_windows(rng, pools, n_syn, cfg.frames)):
+        x, y = views_to_xy(rng, j, cfg.noise)
+        xs.append(x)
+        ys.append(y)
+    if n_real and pools.real_train is not None:
+        x, y = real_xy(rng, pools.real_train, n_real, cfg.frames)
+        xs.append(x)
+        ys.append(y)
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    p = rng.permutation(len(x))
+    return x[p], y[p]
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Held-out sequences.
+
+    Attributes:
+        x: (n, K*51) network input for each frame (the K frames ending there).
+        y: (n, 17, 3) metres, target.
+        seq: (n,) sequence id (frames of a sequence contiguous, in time order).
+        kp: (n, 17, 2) pixels, the 2D input of each frame.
+        conf: (n, 17) confidence.
+    """
+
+    x: F32
+    y: F32
+    seq: npt.NDArray[np.intp]
+    kp: F32
+    conf: F32
+
+
+def heldout_deepmimic(pools: Pools, frames: int, noise: float, draws: int = 8,
+                      seed: int = 1234) -> EvalSet:
+    """The held-out clips at 30 fps, each seen by ``draws`` fixed cameras with random bodies.
+
+    The same seed gives the same cameras, bodies and 2D errors for every model evaluated.
+    """
+    rng = np.random.default_rng(seed)
+    xs, ys, seqs, kps, cfs = [], [], [], [], []
+    sid = 0
+    for c in pools.eval_clips:
+        pose = skeleton3d.clip_pose(c)
+        ix = np.arange(0, len(c.root_pos), EVAL_STRIDE)
+        sub = skeleton3d.Pose(pose.root[ix], {k: v[ix] for k, v in pose.local.items()})
+        for _ in range(draws):
+            sc = {g: np.full(len(ix), v[0]) for g, v in skeleton3d.bone_scales(rng, 1).items()}
+            j = skeleton3d.forward_kinematics(sub, pools.hum, sc)
+            v = data.view(rng, j, noise, groups=np.zeros(len(ix), np.intp))
+            f = normalise_2d(v.kp, v.conf)
+            # causal windows: frame t sees frames t-K+1..t, the first frame repeated at the start
+            w = np.clip(np.arange(len(ix))[:, None] - np.arange(frames - 1, -1, -1)[None, :],
+                        0, None)
+            xs.append(f[w].reshape(len(ix), -1))
+            ys.append(v.target)
+            kps.append(v.kp)
+            cfs.append(v.conf)
+            seqs.append(np.full(len(ix), sid))
+            sid += 1
+    return EvalSet(np.concatenate(xs), np.concatenate(ys), np.concatenate(seqs),
+                   np.concatenate(kps), np.concatenate(cfs))
+
+
+def predict(net: LifterNet, x: F32) -> F32:
+    """Runs the torch network in eval mode: (n, K*51) -> (n, 17, 3) metres."""
+    net.eval()
+    with torch.no_grad():
+        out = np.concatenate([net(torch.from_numpy(x[i:i + 4096])).numpy()
+                              for i in range(0, len(x), 4096)])
+    return out.reshape(-1, N_JOINTS, 3)
+
+
+def scores(pred: npt.ArrayLike, ev: EvalSet) -> dict[str, float]:
+    """MPJPE, PA-MPJPE and acceleration error (mm) of predictions on an eval set."""
+    return {"mpjpe_mm": round(mpjpe(pred, ev.y), 1),
+            "pa_mpjpe_mm": round(pa_mpjpe(pred, ev.y), 1),
+            "accel_mm": round(accel_error(pred, ev.y, ev.seq), 1)}
+
+
+def train(cfg: TrainConfig, pools: Pools, ev: EvalSet | None = None
+          ) -> tuple[LifterNet, dict[str, Any]]:
+    """Trains one lifter.
+
+    Args:
+        cfg: Hyper-parameters.
+        pools: Data pools.
+        ev: Held-out set to report on after each epoch (not used for any choice).
+
+    Returns:
+        The trained network (eval mode) and a training log.
+    """
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(cfg.seed)
+    n_in = cfg.frames * N_JOINTS * N_FEATURES
+    net = LifterNet(n_in, N_JOINTS * 3, cfg.width, cfg.blocks)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    steps = cfg.epochs * (cfg.per_epoch // cfg.batch)
+    gamma = (cfg.lr_end / cfg.lr) ** (1.0 / max(steps, 1))
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
+    log: dict[str, Any] = {"config": asdict(cfg), "epochs": []}
+    t0 = time.monotonic()
+    for epoch in range(cfg.epochs):
+        te = time.monotonic()
+        x, y = epoch_data(rng, pools, cfg)
+        t_data = time.monotonic() - te
+        net.train()
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        total = 0.0
+        nb = len(x) // cfg.batch
+        for b in range(nb):
+            xb = xt[b * cfg.batch:(b + 1) * cfg.batch]
+            yb = yt[b * cfg.batch:(b + 1) * cfg.batch]
+            pred = net(xb)
+            loss = torch.linalg.vector_norm((pred - yb).view(-1, N_JOINTS, 3), dim=-1).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach())
+        entry: dict[str, Any] = {"epoch": epoch + 1, "train_mpjpe_mm": round(total / nb * 1000, 1),
+                                 "data_s": round(t_data, 1),
+                                 "epoch_s": round(time.monotonic() - te, 1)}
+        if ev is not None:
+            entry.update(scores(predict(net, ev.x), ev))
+        log["epochs"].append(entry)
+        logger.info("epoch %s", entry)
+    log["train_s"] = round(time.monotonic() - t0, 1)
+    net.eval()
+    return net, log
