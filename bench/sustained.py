@@ -29,11 +29,10 @@ from edge.bench.e2e import E2ESettings, run_scenario
 from edge.bench.host import (
     host_info,
     load_average,
-    read_temperature_c,
-    read_throttled,
 )
 from edge.bench.people import ComposedFrames
 from edge.bench.stages import DEFAULT_BUDGETS
+from edge.comms.system import read_cpu_temp_c, read_throttled_word
 from edge.runtime import load_manifest
 from edge.sources.open import DEMO_CLIP
 
@@ -72,7 +71,7 @@ class Timeline:
             "latency_p50_ms": round(float(np.median(a)), 1),
             "latency_p99_ms": round(float(np.percentile(a, 99)), 1),
             "people_seen": round(float(np.mean(self.people)), 2),
-            "temp_c": read_temperature_c(), "throttled": read_throttled(),
+            "temp_c": read_cpu_temp_c(), "throttled": read_throttled_word(),
             "rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
             "load": load_average()})
         print(f"t={self.rows[-1]['t_s']:7.1f} s  fps {self.rows[-1]['fps']:5.1f}  p50 "

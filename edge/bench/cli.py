@@ -29,11 +29,10 @@ from edge.bench.host import (
     host_info,
     load_average,
     models_info,
-    read_temperature_c,
-    read_throttled,
 )
 from edge.bench.people import ComposedFrames, PersonClip, extract_person_clips
 from edge.bench.stages import DEFAULT_BUDGETS, STAGE_NAMES, build_cells, cell_result, measure
+from edge.comms.system import read_cpu_temp_c, read_throttled_word
 from edge.config import Config
 from edge.detect import PoseDetector
 from edge.runtime import Manifest, ModelError, load_manifest, load_model
@@ -320,8 +319,8 @@ def measure_all(args: argparse.Namespace, manifest: Manifest) -> dict[str, Any]:
                          "small people; see `seen`")
     result["load_start"] = load_start
     result["load_end"] = load_average()
-    result["temp_c"] = read_temperature_c()
-    result["throttled"] = read_throttled()
+    result["temp_c"] = read_cpu_temp_c()
+    result["throttled"] = read_throttled_word()
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["duration_s"] = round(time.perf_counter() - t0, 1)
     return result

@@ -11,8 +11,6 @@ import logging
 import os
 import platform
 import re
-import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -23,6 +21,7 @@ from typing import Any
 
 import psutil
 
+from edge.comms.system import read_cpu_temp_c, read_throttled_word
 from edge.runtime import MANIFEST_NAME, Manifest, runtime_name, sha256_file
 
 logger = logging.getLogger(__name__)
@@ -34,7 +33,6 @@ INTERESTING_FLAGS = (
     "neon", "vfpv4", "asimd", "asimdhp", "asimddp", "asimdrdm", "fphp", "i8mm", "bf16", "sve",
     "sve2",
 )
-_THROTTLED_SYSFS = Path("/sys/devices/platform/soc/soc:firmware/get_throttled")
 
 
 def _cpuinfo() -> str:
@@ -142,52 +140,6 @@ def load_average() -> list[float] | None:
         return None
 
 
-def read_temperature_c() -> float | None:
-    """The hottest CPU-ish temperature the system shows, degrees C, or None.
-
-    psutil's sensors first (coretemp, k10temp, cpu_thermal...), then ``/sys/class/thermal``.
-    """
-    temps: list[float] = []
-    reader = getattr(psutil, "sensors_temperatures", None)
-    if reader is not None:
-        try:
-            for entries in reader().values():
-                temps += [float(e.current) for e in entries if e.current is not None]
-        except (OSError, RuntimeError):
-            pass
-    if not temps:
-        for zone in Path("/sys/class/thermal").glob("thermal_zone*/temp"):
-            try:
-                temps.append(int(zone.read_text().strip()) / 1000.0)
-            except (OSError, ValueError):
-                continue
-    temps = [t for t in temps if -40.0 < t < 150.0]
-    return round(max(temps), 1) if temps else None
-
-
-def read_throttled() -> int | None:
-    """The Raspberry Pi firmware's throttling bits (``vcgencmd get_throttled``), or None.
-
-    Bit 0: under-voltage now, 1: frequency capped now, 2: throttled now, 3: soft temperature
-    limit now; bits 16-19: the same since boot. None where there is no such firmware.
-    """
-    if _THROTTLED_SYSFS.is_file():
-        try:
-            return int(_THROTTLED_SYSFS.read_text().strip(), 16)
-        except (OSError, ValueError):
-            pass
-    exe = shutil.which("vcgencmd")
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run([exe, "get_throttled"], capture_output=True, text=True,
-                             timeout=2.0, check=False).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    m = re.search(r"throttled=(0x[0-9a-fA-F]+)", out)
-    return int(m.group(1), 16) if m else None
-
-
 class Monitor:
     """Samples RSS, temperature, throttling and load in a thread while a measurement runs.
 
@@ -217,10 +169,10 @@ class Monitor:
         now = time.perf_counter()
         if now - self._last_slow >= 1.0:  # sensors and vcgencmd are slow: once a second
             self._last_slow = now
-            t = read_temperature_c()
+            t = read_cpu_temp_c()
             if t is not None:
                 self.temps.append(t)
-            th = read_throttled()
+            th = read_throttled_word()
             if th is not None:
                 self.throttled = th if self.throttled is None else self.throttled | th
             self.samples.append({"t_s": round(now - self._t0, 2), "rss_mb": round(rss / 2**20, 1),

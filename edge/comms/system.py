@@ -37,10 +37,10 @@ def decode_throttled(word: int) -> dict[str, Any]:
     return flags
 
 
-def read_throttled() -> dict[str, Any] | None:
-    """The Pi's throttling flags, or None where there is no Pi firmware."""
+def read_throttled_word() -> int | None:
+    """The Pi firmware's throttled word (bits in :data:`THROTTLE_BITS`), or None off a Pi."""
     try:
-        return decode_throttled(int(THROTTLED_SYSFS.read_text().strip(), 16))
+        return int(THROTTLED_SYSFS.read_text().strip(), 16)
     except (OSError, ValueError):
         pass
     exe = shutil.which("vcgencmd")
@@ -53,7 +53,13 @@ def read_throttled() -> dict[str, Any] | None:
         logger.debug("vcgencmd get_throttled failed: %s", e)
         return None
     m = re.search(r"throttled=0x([0-9a-fA-F]+)", out)
-    return decode_throttled(int(m.group(1), 16)) if m else None
+    return int(m.group(1), 16) if m else None
+
+
+def read_throttled() -> dict[str, Any] | None:
+    """The Pi's throttling flags, or None where there is no Pi firmware."""
+    word = read_throttled_word()
+    return None if word is None else decode_throttled(word)
 
 
 def read_cpu_temp_c() -> float | None:
