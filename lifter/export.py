@@ -13,29 +13,19 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from ai_edge_quantizer import algorithm_manager, qtyping, quantizer, recipe, recipe_manager
+from ai_edge_quantizer import quantizer, recipe
 
 from edge.lift3d import N_FEATURES, N_JOINTS, Lifter, normalise_2d
 from edge.runtime import Manifest, load_manifest, sha256_file
 from lifter.model import LifterNet, fold
 from lifter.tflite_writer import write_tflite
+from models.quantize import static_int8_recipe
 
 F32 = npt.NDArray[np.float32]
 
 INPUT_NAME = "joints_2d"
 OUTPUT_NAME = "joints_3d"
 SIGNATURE_KEY = "serving_default"
-
-_INT8 = qtyping.OpQuantizationConfig(
-    activation_tensor_config=qtyping.TensorQuantizationConfig(
-        num_bits=8, symmetric=False, granularity=qtyping.QuantGranularity.TENSORWISE),
-    weight_tensor_config=qtyping.TensorQuantizationConfig(
-        num_bits=8, symmetric=True, granularity=qtyping.QuantGranularity.CHANNELWISE),
-    compute_precision=qtyping.ComputePrecision.INTEGER,
-    explicit_dequantize=False,
-)
-_NO_QUANT = algorithm_manager.AlgorithmName.NO_QUANTIZE
-_MIN_MAX = algorithm_manager.AlgorithmName.MIN_MAX_UNIFORM_QUANT
 
 SCHEME_INT8 = ("dynamic-range int8 (ai-edge-quantizer 0.10.0 recipe dynamic_wi8_afp32): int8 "
                "per-channel symmetric weights, activations quantized to int8 per row at run "
@@ -75,11 +65,7 @@ def quantize_static_int8(float_model: bytes, calibration: F32) -> bytes:
     Returns:
         The int8 .tflite bytes.
     """
-    rm = recipe_manager.RecipeManager()
-    rm.add_quantization_config(".*", qtyping.TFLOperationName.ALL_SUPPORTED, _INT8, _MIN_MAX)
-    rm.add_quantization_config(".*", qtyping.TFLOperationName.INPUT, None, _NO_QUANT)
-    rm.add_quantization_config(".*", qtyping.TFLOperationName.OUTPUT, None, _NO_QUANT)
-    q = quantizer.Quantizer(float_model, list(rm.get_quantization_recipe()))
+    q = quantizer.Quantizer(float_model, static_int8_recipe())
     data = [{INPUT_NAME: np.ascontiguousarray(x[None])} for x in calibration]
     cal = q.calibrate({SIGNATURE_KEY: data})
     out: bytes = q.quantize(cal).quantized_model

@@ -74,12 +74,11 @@ def list_ops(model_bytes: bytes) -> list[OpInfo]:
     return ops
 
 
-def recipe(ops: Sequence[OpInfo], float_ops: Iterable[int]) -> list[dict[str, Any]]:
+def static_int8_recipe(float_scopes: Iterable[str] = ()) -> list[dict[str, Any]]:
     """A recipe: static int8 everywhere, float32 model inputs/outputs, the given ops float.
 
     Args:
-        ops: The model's ops from :func:`list_ops`.
-        float_ops: Indices of the ops to leave float.
+        float_scopes: Scopes (see :class:`OpInfo`) of the ops to leave float.
 
     Returns:
         The quantizer's recipe (a list of rule dicts, later rules win).
@@ -88,10 +87,20 @@ def recipe(ops: Sequence[OpInfo], float_ops: Iterable[int]) -> list[dict[str, An
     rm.add_quantization_config(".*", qtyping.TFLOperationName.ALL_SUPPORTED, _INT8, _MIN_MAX)
     rm.add_quantization_config(".*", qtyping.TFLOperationName.INPUT, None, _NO_QUANT)
     rm.add_quantization_config(".*", qtyping.TFLOperationName.OUTPUT, None, _NO_QUANT)
-    for k in sorted(set(float_ops)):
-        rm.add_quantization_config("^" + re.escape(ops[k].scope) + "$",
+    for scope in float_scopes:
+        rm.add_quantization_config("^" + re.escape(scope) + "$",
                                    qtyping.TFLOperationName.ALL_SUPPORTED, None, _NO_QUANT)
     return list(rm.get_quantization_recipe())
+
+
+def recipe(ops: Sequence[OpInfo], float_ops: Iterable[int]) -> list[dict[str, Any]]:
+    """:func:`static_int8_recipe` with the ops of the given indices left float.
+
+    Args:
+        ops: The model's ops from :func:`list_ops`.
+        float_ops: Indices of the ops to leave float.
+    """
+    return static_int8_recipe(ops[k].scope for k in sorted(set(float_ops)))
 
 
 def calibrate(float_model: bytes, inputs: np.ndarray[Any, Any], input_name: str,
