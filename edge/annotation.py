@@ -37,12 +37,17 @@ class StageTimings:
 
 @dataclass(frozen=True)
 class Annotation:
-    """One frame's annotation; ``payload`` is the JSON object, valid against the schema."""
+    """One frame's annotation; ``payload`` is the JSON object, valid against the schema.
+
+    ``timings`` are the frame's stage timings even when the payload leaves them out (every-frame
+    mode), for local sinks such as the annotated video.
+    """
 
     frame_id: int
     ts: float
     n_persons: int
     payload: dict[str, Any]
+    timings: StageTimings | None = None
 
     def to_json(self) -> str:
         """Compact JSON, keys in a fixed order (identical inputs give identical text)."""
@@ -66,8 +71,8 @@ def _joint_view(joints: JointSet) -> tuple[npt.NDArray[np.intp], tuple[str, ...]
 def build_annotation(frame: Frame, *, device_id: str, models: dict[str, str],
                      track_ids: npt.NDArray[np.int64], poses: Poses2D,
                      poses_3d: Poses3D, timings: StageTimings | None,
-                     joints: JointSet = "blazepose33", min_visibility: float = 0.0
-                     ) -> Annotation:
+                     joints: JointSet = "blazepose33", min_visibility: float = 0.0,
+                     publish_timings: bool = True) -> Annotation:
     """Builds the annotation of one frame.
 
     Args:
@@ -77,8 +82,9 @@ def build_annotation(frame: Frame, *, device_id: str, models: dict[str, str],
         track_ids: (n,) int64 track ids, one per person.
         poses: The n people's 2D poses (frame pixels).
         poses_3d: The n people's 3D joints (metres, root-relative, axes as :data:`AXES_3D`).
-        timings: Stage timings of this frame; None leaves ``timings_ms`` out (every-frame mode,
-            so that reruns give identical output).
+        timings: Stage timings of this frame, or None.
+        publish_timings: Whether the payload carries them as ``timings_ms``; False in
+            every-frame mode, so that reruns give identical output.
         joints: Joint names to publish: BlazePose's 33 or the COCO-17 view.
         min_visibility: Joints with a lower visibility are published as null.
 
@@ -145,9 +151,9 @@ def build_annotation(frame: Frame, *, device_id: str, models: dict[str, str],
         "axes_3d": AXES_3D,
         "persons": persons,
     }
-    if timings is not None:
+    if timings is not None and publish_timings:
         payload["timings_ms"] = {"detect": ms(timings.detect), "pose2d": ms(timings.pose2d),
                                  "pose3d": ms(timings.pose3d), "track": ms(timings.track),
                                  "total": ms(timings.total)}
     return Annotation(frame_id=int(frame.frame_id), ts=float(frame.ts), n_persons=n,
-                      payload=payload)
+                      payload=payload, timings=timings)

@@ -169,13 +169,14 @@ class PoseCore:
                  "total": total_ms + (detected.ms if detected is not None else 0.0)}
         if detected is not None:
             times["detect"] = detected.ms
-        timings = (StageTimings(detect=None if detected is None else detected.ms,
-                                pose2d=pose2d_ms, pose3d=pose3d_ms, track=track_ms,
-                                total=times["total"]) if self.timings else None)
+        timings = StageTimings(detect=None if detected is None else detected.ms,
+                               pose2d=pose2d_ms, pose3d=pose3d_ms, track=track_ms,
+                               total=times["total"])
         annotation = build_annotation(frame, device_id=self.device_id, models=self.models,
                                       track_ids=kept.ids, poses=poses, poses_3d=poses_3d,
                                       timings=timings, joints=self.joints,
-                                      min_visibility=self.min_visibility)
+                                      min_visibility=self.min_visibility,
+                                      publish_timings=self.timings)
         return StepResult(annotation, times, tuple(events))
 
 

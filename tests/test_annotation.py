@@ -69,6 +69,19 @@ def test_no_people_and_no_timings() -> None:
     assert ann.payload["persons"] == [] and "timings_ms" not in ann.payload
 
 
+def test_unpublished_timings_still_reach_the_video() -> None:
+    """Every-frame mode keeps timings out of the JSON (reproducible) but the annotated video
+    still shows the per-stage rates."""
+    quiet = _build(publish_timings=False)
+    assert "timings_ms" not in quiet.payload and quiet.timings is not None
+    jsonschema.Draft202012Validator(schema()).validate(quiet.payload)
+    frame = np.zeros((480, 640, 3), np.uint8)
+    with_rates = draw_annotation(frame, quiet)
+    without = draw_annotation(frame, Annotation(quiet.frame_id, quiet.ts, quiet.n_persons,
+                                                quiet.payload, None))
+    assert (with_rates[:60] != without[:60]).any()  # the rates line at the top differs
+
+
 @pytest.mark.parametrize(("kw", "match"), [
     ({"track_ids": np.arange(3, dtype=np.int64)}, r"track_ids must have shape \(2,\)"),
     ({"models": {"detector": "d"}}, r"models must name"),

@@ -58,10 +58,10 @@ def draw_annotation(image: npt.NDArray[np.uint8], annotation: Annotation
         x1, y1 = px({"x": box["x1"], "y": box["y1"]})
         cv2.putText(out, f"#{person['id']}", (x1, max(y1 - 6, 12)), cv2.FONT_HERSHEY_SIMPLEX,
                     0.5 * thick, colour, thick, cv2.LINE_AA)
-    t = payload.get("timings_ms")
-    if t:
+    t = annotation.timings
+    if t is not None:
         parts = [f"{k} {1000.0 / v:5.0f} fps" if v else f"{k}   -  "
-                 for k, v in (("det", t["detect"]), ("2D", t["pose2d"]), ("3D", t["pose3d"]))]
+                 for k, v in (("det", t.detect), ("2D", t.pose2d), ("3D", t.pose3d))]
         text = f"frame {payload['frame_id']}  " + "  ".join(parts)
     else:
         text = f"frame {payload['frame_id']}"
