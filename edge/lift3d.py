@@ -67,15 +67,21 @@ def to_coco17(keypoints: npt.ArrayLike, confidence: npt.ArrayLike) -> tuple[F32,
     Raises:
         ValueError: On shapes that are neither 33 nor 17 joints, or mismatched.
     """
-    kp = np.asarray(keypoints, dtype=np.float32)
+    return _coco17_view(keypoints, confidence, 2, "keypoints_px")
+
+
+def _coco17_view(points: npt.ArrayLike, confidence: npt.ArrayLike, dims: int,
+                 name: str) -> tuple[F32, F32]:
+    """Checks (n, 33 or 17, dims) points and (n, 33 or 17) confidence; keeps the COCO-17 ones."""
+    pts = np.asarray(points, dtype=np.float32)
     cf = np.asarray(confidence, dtype=np.float32)
-    if kp.ndim != 3 or kp.shape[2] != 2 or kp.shape[1] not in (33, N_JOINTS):
-        raise ValueError(f"keypoints_px must be (n, 33 or 17, 2), got {kp.shape}")
-    if cf.shape != kp.shape[:2]:
-        raise ValueError(f"confidence must be {kp.shape[:2]} to match keypoints, got {cf.shape}")
-    if kp.shape[1] == 33:
-        kp, cf = kp[:, COCO17_FROM_BLAZEPOSE], cf[:, COCO17_FROM_BLAZEPOSE]
-    return kp, cf
+    if pts.ndim != 3 or pts.shape[2] != dims or pts.shape[1] not in (33, N_JOINTS):
+        raise ValueError(f"{name} must be (n, 33 or 17, {dims}), got {pts.shape}")
+    if cf.shape != pts.shape[:2]:
+        raise ValueError(f"confidence must be {pts.shape[:2]} to match {name}, got {cf.shape}")
+    if pts.shape[1] == 33:
+        pts, cf = pts[:, COCO17_FROM_BLAZEPOSE], cf[:, COCO17_FROM_BLAZEPOSE]
+    return pts, cf
 
 
 def normalise_2d(keypoints: npt.ArrayLike, confidence: npt.ArrayLike,
@@ -217,6 +223,7 @@ class TemporalLifter:
 
     def __init__(self, model: Model, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> None:
         self._net = Lifter(model, min_confidence)
+        self.model = model
         self.frames = self._net.frames
         self._history: dict[int, deque[F32]] = {}
 
@@ -278,14 +285,7 @@ class WorldLandmarkLifter:
         Returns:
             The 3D poses.
         """
-        w = np.asarray(world, dtype=np.float32)
-        cf = np.asarray(confidence, dtype=np.float32)
-        if w.ndim != 3 or w.shape[2] != 3 or w.shape[1] not in (33, N_JOINTS):
-            raise ValueError(f"world must be (n, 33 or 17, 3), got {w.shape}")
-        if cf.shape != w.shape[:2]:
-            raise ValueError(f"confidence must be {w.shape[:2]}, got {cf.shape}")
-        if w.shape[1] == 33:
-            w, cf = w[:, COCO17_FROM_BLAZEPOSE], cf[:, COCO17_FROM_BLAZEPOSE]
+        w, cf = _coco17_view(world, confidence, 3, "world")
         root = 0.5 * (w[:, _LHIP] + w[:, _RHIP])
         joints = np.nan_to_num(w - root[:, None, :]).astype(np.float32)
         return Lifted3D(joints, np.nan_to_num(cf) >= self.min_confidence)
@@ -316,7 +316,7 @@ class TemporalLifterStage:
 
     def __init__(self, lifter: TemporalLifter) -> None:
         self.lifter = lifter
-        self.name = lifter._net.model.entry.key
+        self.name = lifter.model.entry.key
 
     def __call__(self, poses: Poses2D, ids: I64) -> Poses3D:
         """Lifts the people of one frame from their last K frames: (n, 17, 3) float32 m."""

@@ -140,25 +140,22 @@ class PoseCore:
         t0 = time.perf_counter()
         events += self.tracker.update(poses, t)
         kept = self.tracker.tracks()
+        # Tracks that survived the update, each with its pose row of this tick.
         rows = {int(i): r for r, i in enumerate(tracks.ids)}
-        keep = np.array([rows[int(i)] for i in kept.ids if int(i) in rows], dtype=np.intp)
-        kept = kept[np.array([int(i) in rows for i in kept.ids], dtype=np.bool_)]
-        poses = poses[keep]
+        row = np.array([rows.get(int(i), -1) for i in kept.ids], dtype=np.intp)
+        kept, poses = kept[row >= 0], poses[row[row >= 0]]
         track_ms = (time.perf_counter() - t0) * 1e3 + t_track0 * 1e3
 
         t0 = time.perf_counter()
         poses_3d = self.lifter(poses, kept.ids)
         pose3d_ms = (time.perf_counter() - t0) * 1e3
 
-        if self.smoother is not None and len(kept):
+        if self.smoother is not None:  # called with no people too: it forgets those who left
             sm = self.smoother.update(kept.ids, t, poses.keypoints, poses_3d.joints,
                                       starts=kept.first_seen)
             poses = dataclasses.replace(poses, keypoints=sm.keypoints)
             if sm.world is not None:
                 poses_3d = Poses3D(sm.world, poses_3d.names)
-        elif self.smoother is not None:
-            self.smoother.update(kept.ids, t, poses.keypoints, poses_3d.joints,
-                                 starts=kept.first_seen)
 
         shown = kept.age > self.confirm_ticks
         if not shown.all():
