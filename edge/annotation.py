@@ -151,6 +151,8 @@ def build_annotation(frame: Frame, *, device_id: str, models: dict[str, str],
         "axes_3d": AXES_3D,
         "persons": persons,
     }
+    if frame.name:
+        payload["file"] = frame.name
     if timings is not None and publish_timings:
         payload["timings_ms"] = {"detect": ms(timings.detect), "pose2d": ms(timings.pose2d),
                                  "pose3d": ms(timings.pose3d), "track": ms(timings.track),

@@ -2,6 +2,7 @@
 
 Subcommands:
     run             run the pipeline on a source; write annotations.jsonl and annotated.mp4
+                    (still images: annotated/ and coco_keypoints.json)
     demo            ``run`` on the bundled demo clip, every frame
     daemon          the device service: publish to MQTT until SIGTERM (see edge.service)
     validate-config check a TOML config and print every error with its key path
@@ -24,7 +25,15 @@ from typing import Any, TextIO
 from edge import __version__
 from edge.config import Config, ConfigError, load_config
 from edge.runtime import ModelError, load_manifest, load_model, runtime_name, verify_file
-from edge.sinks import JsonlSink, Sink, SinkError, StdoutSink, VideoSink
+from edge.sinks import (
+    CocoKeypointsSink,
+    ImagesSink,
+    JsonlSink,
+    Sink,
+    SinkError,
+    StdoutSink,
+    VideoSink,
+)
 from edge.sources import SourceError, open_source
 
 logger = logging.getLogger(__name__)
@@ -141,37 +150,56 @@ def _run_config(args: argparse.Namespace) -> Config:
 def run(config: Config, *, progress: bool = True, stream: TextIO | None = None) -> int:
     """Runs the pipeline as ``config`` says, writes the outputs, prints the report.
 
+    Still images (``image`` mode, the default for an image file or a folder of images) write
+    ``annotations.jsonl``, annotated images in ``annotated/`` and ``coco_keypoints.json``;
+    video and live sources write ``annotations.jsonl`` and ``annotated.mp4``.
+
     Returns:
-        0 on success, 1 when the source broke mid-way (what was processed is kept).
+        0 on success, 1 when the source broke mid-way (what was processed is kept) or when no
+        image of a folder could be read.
     """
-    from edge.pipeline import build_pipeline
-    from edge.scheduler import RunStats, run_every_frame, run_realtime
+    from edge.pipeline import build_pipeline, resolve_mode
+    from edge.scheduler import RunStats, run_every_frame, run_images, run_realtime
+    from edge.sources.files import ImageFolderSource
 
     out = stream if stream is not None else sys.stdout
-    every_frame = config.scheduler.mode == "every-frame"
-    pipeline = build_pipeline(config, timings=not every_frame)
     sc = config.scheduler
     source = open_source(config.source.uri, width=config.source.width,
                          height=config.source.height, fps=config.source.fps,
                          loop=config.source.loop,
                          reconnect_initial_s=config.source.reconnect_initial_s,
                          reconnect_max_s=config.source.reconnect_max_s)
+    mode = resolve_mode(config, isinstance(source, ImageFolderSource))
+    try:
+        pipeline = build_pipeline(config, timings=mode == "realtime", mode=mode)
+    except BaseException:
+        source.close()
+        raise
     out_dir = config.output.dir or Path("out")
+    oc = config.output
     sinks: list[Sink] = []
     stats = RunStats.with_budgets(sc.budget_detector_fps, sc.budget_pose2d_fps,
                                   sc.budget_pose3d_fps)
     code = 0
     try:
-        if config.output.jsonl:
+        if oc.jsonl:
             sinks.append(JsonlSink(out_dir / "annotations.jsonl"))
-        if config.output.video:
+        if mode == "image":
+            if oc.images:
+                sinks.append(ImagesSink(out_dir / "annotated"))
+            if oc.coco:
+                sinks.append(CocoKeypointsSink(out_dir / "coco_keypoints.json"))
+        elif oc.video:
             sinks.append(VideoSink(out_dir / "annotated.mp4", source.fps or sc.rate_hz))
-        if config.output.stdout:
+        if oc.stdout:
             sinks.append(StdoutSink())
         bar = Progress(source.frame_count if not source.live and progress else None)
         stop = threading.Event()
         try:
-            if every_frame:
+            if mode == "image":
+                run_images(source, pipeline.core, pipeline.detect, sinks, stats, stop=stop,
+                           progress=bar)
+            elif mode == "every-frame":
                 run_every_frame(source, pipeline.core, pipeline.detect, sinks, stats,
                                 detector_every=sc.detector_every, stop=stop, progress=bar)
             else:
@@ -189,14 +217,24 @@ def run(config: Config, *, progress: bool = True, stream: TextIO | None = None) 
     summary = stats.summary()
     summary["models"] = pipeline.core.models
     summary["source"] = source.name
-    summary["mode"] = config.scheduler.mode
+    summary["mode"] = mode
     summary["threads"] = config.models.threads
     summary["tracker"] = dataclasses.asdict(pipeline.core.tracker.stats)
+    skipped = list(getattr(source, "skipped", []))
+    if isinstance(source, ImageFolderSource):
+        summary["skipped"] = [{"file": f, "reason": r} for f, r in skipped]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "stats.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(format_report(summary), file=out)
     written = ", ".join(str(s.path) for s in sinks if hasattr(s, "path"))
     print(f"wrote {written}, {out_dir / 'stats.json'}", file=out)
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable image(s):", file=out)
+        for name, reason in skipped:
+            print(f"  {name}: {reason}", file=out)
+        if stats.frames_processed == 0:
+            stats.error = stats.error or "no image could be read"
+            code = 1
     if stats.error:
         print(f"edge-pose: stopped early: {stats.error}; the annotations of the "
               f"{stats.frames_processed} frames processed are kept", file=sys.stderr)
@@ -237,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
         mode.add_argument("--every-frame", dest="mode", action="store_const",
                           const="every-frame", help="every frame, detector every k frames "
                           "(reproducible)")
+        mode.add_argument("--image", dest="mode", action="store_const", const="image",
+                          help="independent still images (the default for an image file or a "
+                          "folder of images)")
         pr.add_argument("--no-progress", action="store_true")
     pd = sub.add_parser("daemon", help="run the device service (MQTT publisher; systemd "
                         "notify and watchdog)")

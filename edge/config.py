@@ -61,11 +61,24 @@ class ModelsConfig(_Section):
 
 
 class DetectorConfig(_Section):
-    """The SSD person detector's decoding (MediaPipe pose_detection's parameters)."""
+    """The person detector and its detection schedule.
 
+    ``kind = "blazepose"`` is BlazePose's SSD detector (MediaPipe pose_detection's decoding
+    parameters below). With ``tiles = true`` it also runs on overlapping square tiles of
+    ``tile_px`` frame pixels, ``tiles_per_run`` of them per detector run in rotation (every tile
+    on every still image), so that people far from the camera are found (``edge.detect.tiles``).
+    """
+
+    kind: Literal["blazepose"] = "blazepose"
     min_score: Probability = 0.5
     nms_iou: Probability = 0.3
     roi_scale: PositiveFloat = 1.25
+    tiles: bool = True
+    tile_px: int = Field(default=288, ge=64, le=4096, description="tile side, frame px")
+    tile_overlap: float = Field(default=0.25, ge=0.0, le=0.9,
+                                description="fraction of a tile shared with its neighbour")
+    tiles_per_run: int = Field(default=3, ge=1, le=64,
+                               description="tiles per detector run besides the whole frame")
 
 
 class SchedulerConfig(_Section):
@@ -73,10 +86,13 @@ class SchedulerConfig(_Section):
 
     ``mode = "realtime"`` ticks at ``rate_hz`` on the newest frame, with the detector in its own
     thread at ``detector_hz``; ``"every-frame"`` processes every frame of a file and runs the
-    detector every ``detector_every`` frames by frame index, so a rerun gives identical output.
+    detector every ``detector_every`` frames by frame index, so a rerun gives identical output;
+    ``"image"`` treats every frame as an independent still image (detector on each, nothing
+    carried over, no confirmation tick). ``"auto"`` is ``image`` for an image file or a folder of
+    images and ``realtime`` for anything else.
     """
 
-    mode: Literal["realtime", "every-frame"] = "realtime"
+    mode: Literal["auto", "realtime", "every-frame", "image"] = "auto"
     rate_hz: PositiveFloat = 30.0
     detector_hz: PositiveFloat = 5.0
     detector_every: int = Field(default=6, ge=1)
@@ -130,7 +146,9 @@ class OutputConfig(_Section):
 
     dir: Path | None = None
     jsonl: bool = True
-    video: bool = True
+    video: bool = Field(default=True, description="annotated.mp4 (video and live modes)")
+    images: bool = Field(default=True, description="annotated images in annotated/ (image mode)")
+    coco: bool = Field(default=True, description="coco_keypoints.json (image mode)")
     stdout: bool = False
 
 

@@ -13,14 +13,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
 from edge.annotation import Annotation, JointSet, StageTimings, build_annotation
 from edge.config import Config
 from edge.detect import DetectorConfig as DecodeConfig
-from edge.detect import PoseDetector
+from edge.detect import PersonDetector, PoseDetector
+from edge.detect.tiles import TileConfig, TiledDetector
 from edge.lift3d import (
     Lifter,
     LifterStage,
@@ -35,6 +36,27 @@ from edge.track import Tracker, TrackerConfig, TrackEvent
 from edge.types import I64, DetectorResult, Frame, Poses2D, Poses3D
 
 logger = logging.getLogger(__name__)
+
+
+#: How frames relate to each other: a live stream, every frame of a video, or still images.
+RunMode = Literal["realtime", "every-frame", "image"]
+
+
+def resolve_mode(config: Config, images: bool) -> RunMode:
+    """The run mode a config asks for, with ``auto`` decided by the source.
+
+    Args:
+        config: The validated configuration.
+        images: Whether the source is an image file or a folder of images.
+
+    Returns:
+        ``image`` for still images under ``auto``, ``realtime`` for anything else under
+        ``auto``, else the configured mode.
+    """
+    mode = config.scheduler.mode
+    if mode == "auto":
+        return "image" if images else "realtime"
+    return mode
 
 
 class Stage3D(Protocol):
@@ -73,19 +95,17 @@ class PoseCore:
         joints: Joint names to publish.
         min_visibility: Joints below it are published as null.
         timings: Whether annotations carry per-stage timings (False for reproducible output).
-        confirm_ticks: A new track is published only after its pose has been confirmed in
-            this many ticks after the first (0: publish at once). The detector can report one
-            person twice; the tracker merges such twins a tick later, and confirmation keeps
-            them out of the output meanwhile.
+
+    A new track is published only after its pose has been confirmed in
+    ``tracker.config.confirm_ticks`` ticks after the first (0: at once). The detector can report
+    one person twice; the tracker merges such twins a tick later, and confirmation keeps them
+    out of the output meanwhile.
     """
 
     def __init__(self, landmarker: PoseLandmarker, lifter: Stage3D, tracker: Tracker,
                  smoother: PoseSmoother | None, *, device_id: str, models: dict[str, str],
                  joints: JointSet = "blazepose33", min_visibility: float = 0.0,
-                 timings: bool = True, confirm_ticks: int = 1) -> None:
-        if confirm_ticks < 0:
-            raise ValueError(f"confirm_ticks must be >= 0, got {confirm_ticks}")
-        self.confirm_ticks = confirm_ticks
+                 timings: bool = True) -> None:
         self.landmarker = landmarker
         self.lifter = lifter
         self.tracker = tracker
@@ -157,7 +177,7 @@ class PoseCore:
             if sm.world is not None:
                 poses_3d = Poses3D(sm.world, poses_3d.names)
 
-        shown = kept.age > self.confirm_ticks
+        shown = kept.age > self.tracker.config.confirm_ticks
         if not shown.all():
             kept, poses, poses_3d = (kept[shown], poses[shown],
                                      Poses3D(poses_3d.joints[shown], poses_3d.names))
@@ -182,9 +202,10 @@ class Pipeline:
     """A detector and a core built from one config, ready for a scheduler."""
 
     config: Config
-    detector: PoseDetector
+    detector: PersonDetector
     core: PoseCore
     manifest: Manifest
+    mode: RunMode = "realtime"
 
     def detect(self, frame: Frame) -> DetectorResult:
         """Runs the detector on ``frame`` (timed)."""
@@ -223,14 +244,42 @@ def _landmark_key(manifest: Manifest, variant: str, precision: str) -> str:
     return manifest.find("landmark", variant, precision).key
 
 
+def build_detector(config: Config, manifest: Manifest, mode: RunMode) -> PersonDetector:
+    """The person detector and detection schedule the config asks for (``[detector]``).
+
+    Args:
+        config: The validated configuration.
+        manifest: Models to use.
+        mode: In image mode a tiled detector takes every tile of each image.
+
+    Returns:
+        A frame detector, tiled when ``detector.tiles`` is on.
+
+    Raises:
+        edge.runtime.ModelError: When the detector model is missing or damaged.
+    """
+    mc, dc = config.models, config.detector
+    det_key = manifest.find("detector", None, mc.detector_precision or mc.precision).key
+    detector: PersonDetector = PoseDetector(
+        load_model(det_key, mc.threads, manifest),
+        DecodeConfig(min_score=dc.min_score, nms_iou=dc.nms_iou, roi_scale=dc.roi_scale))
+    if dc.tiles:
+        detector = TiledDetector(detector, TileConfig(
+            tile_px=dc.tile_px, overlap=dc.tile_overlap,
+            per_run=0 if mode == "image" else dc.tiles_per_run, nms_iou=dc.nms_iou))
+    return detector
+
+
 def build_pipeline(config: Config, *, timings: bool = True,
-                   manifest: Manifest | None = None) -> Pipeline:
+                   manifest: Manifest | None = None, mode: RunMode = "realtime") -> Pipeline:
     """Loads the models a config asks for and assembles detector and core.
 
     Args:
         config: The validated configuration.
         timings: Whether annotations carry timings (False in every-frame mode).
         manifest: Models to use; the config's ``models.dir`` or the shipped ones when None.
+        mode: The run mode (:func:`resolve_mode`). An image core publishes people at once (no
+            confirmation tick) and does not smooth (there is no time between images).
 
     Returns:
         The pipeline.
@@ -240,13 +289,9 @@ def build_pipeline(config: Config, *, timings: bool = True,
     """
     mc = config.models
     manifest = manifest if manifest is not None else load_manifest(mc.dir)
-    det_precision = mc.detector_precision or mc.precision
-    det_key = manifest.find("detector", None, det_precision).key
+    det_key = manifest.find("detector", None, mc.detector_precision or mc.precision).key
     lm_key = _landmark_key(manifest, mc.landmark, mc.precision)
-    dc = config.detector
-    detector = PoseDetector(load_model(det_key, mc.threads, manifest),
-                            DecodeConfig(min_score=dc.min_score, nms_iou=dc.nms_iou,
-                                         roi_scale=dc.roi_scale))
+    detector = build_detector(config, manifest, mode)
     landmarker = PoseLandmarker(load_model(lm_key, mc.threads, manifest))
     lifter = _stage_3d(config, manifest)
     tc = config.tracking
@@ -254,15 +299,15 @@ def build_pipeline(config: Config, *, timings: bool = True,
         max_persons=tc.max_persons, min_presence=tc.min_presence, match_iou=tc.match_iou,
         match_center_dist=tc.match_center_dist, merge_iou=tc.merge_iou,
         merge_similarity=tc.merge_similarity, similarity_kappa=tc.similarity_kappa,
-        id_reuse_window_s=tc.id_reuse_window_s, max_detection_age_s=tc.max_detection_age_s))
+        id_reuse_window_s=tc.id_reuse_window_s, max_detection_age_s=tc.max_detection_age_s,
+        confirm_ticks=0 if mode == "image" else tc.confirm_ticks))
     sc = config.smoothing
     smoother = (PoseSmoother(OneEuroConfig(sc.min_cutoff_2d, sc.beta_2d, sc.d_cutoff),
                              OneEuroConfig(sc.min_cutoff_3d, sc.beta_3d, sc.d_cutoff))
-                if sc.enabled else None)
+                if sc.enabled and mode != "image" else None)
     core = PoseCore(landmarker, lifter, tracker, smoother,
                     device_id=config.annotation.device_id,
                     models={"detector": det_key, "pose2d": lm_key, "pose3d": lifter.name},
                     joints=config.annotation.joints,
-                    min_visibility=config.annotation.min_visibility, timings=timings,
-                    confirm_ticks=tc.confirm_ticks)
-    return Pipeline(config, detector, core, manifest)
+                    min_visibility=config.annotation.min_visibility, timings=timings)
+    return Pipeline(config, detector, core, manifest, mode)

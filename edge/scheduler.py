@@ -10,6 +10,9 @@ starts from the newest frame. Frames never processed are counted as dropped.
 Every-frame (:func:`run_every_frame`): every frame of a file, in order, with the detector on
 frames whose index is a multiple of ``detector_every``, in the core's thread: reruns give
 identical annotations.
+
+Image (:func:`run_images`): independent still images, the detector on every one, nothing
+carried over from one image to the next.
 """
 
 from __future__ import annotations
@@ -176,6 +179,60 @@ def run_every_frame(source: Source, core: Core, detector: Detector, sinks: Seque
                 progress(stats.frames_processed)
     finally:
         stats.wall_s = time.perf_counter() - t0
+    return stats
+
+
+class ResettableCore(Core, Protocol):
+    """A core that can forget everything between independent images."""
+
+    def reset(self) -> None:
+        """Forgets every track, filter and timestamp."""
+        ...
+
+
+def run_images(source: Source, core: ResettableCore, detector: Detector, sinks: Sequence[Sink],
+               stats: RunStats, *, stop: threading.Event | None = None,
+               progress: Callable[[int], None] | None = None,
+               on_step: OnStep | None = None) -> RunStats:
+    """Processes still images, each on its own (MediaPipe's IMAGE running mode).
+
+    For every image the core is reset (no track, filter or timestamp carries over), the
+    detector runs on it, and the core's step publishes whoever was found at once: an image
+    core has no confirmation tick and no smoothing (see ``edge.pipeline.build_pipeline``).
+    Images may differ in size.
+
+    Args:
+        source: A finite source of independent images.
+        core: The stateful core, reset before every image.
+        detector: Runs the person detector on a frame (every image).
+        sinks: Where annotations go.
+        stats: Accumulates timings (returned).
+        stop: Set to end early.
+        progress: Called with the number of images processed so far.
+        on_step: Called after each image with its result.
+
+    Returns:
+        ``stats``.
+    """
+    t0 = time.perf_counter()
+    try:
+        while stop is None or not stop.is_set():
+            try:
+                frame = source.read()
+            except SourceEnd:
+                break
+            stats.frames_read += 1
+            core.reset()
+            result = core.step(frame, detector(frame))
+            _emit(sinks, frame, result.annotation)
+            stats.add(result.annotation, result.times_ms)
+            if on_step is not None:
+                on_step(frame, result)
+            if progress is not None:
+                progress(stats.frames_processed)
+    finally:
+        stats.wall_s = time.perf_counter() - t0
+        stats.frames_dropped = source.dropped
     return stats
 
 

@@ -42,6 +42,7 @@ Choices, and why (the thresholds themselves live in :class:`TrackerConfig`):
 
 from __future__ import annotations
 
+import bisect
 import logging
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -83,6 +84,11 @@ class TrackerConfig:
         id_reuse_window_s: A lost ID may be reused for this many seconds after the loss.
         max_detection_age_s: Detections older than the newest ``update`` by more than this are
             ignored (counted as stale); also how long the region history is kept.
+        confirm_ticks: A track is published once it has survived this many updates after its
+            first (``Tracks.age > confirm_ticks``); 0 publishes at once (still images). The ID
+            of a track that ends before that (a duplicate detection merged away, a false
+            detection) was never seen by anyone, so it is returned as unused rather than pooled
+            as a lost person's.
     """
 
     max_persons: int = 4
@@ -94,8 +100,11 @@ class TrackerConfig:
     similarity_kappa: float = 0.1
     id_reuse_window_s: float = 5.0
     max_detection_age_s: float = 1.0
+    confirm_ticks: int = 1
 
     def __post_init__(self) -> None:
+        if self.confirm_ticks < 0:
+            raise ValueError(f"TrackerConfig.confirm_ticks must be >= 0, got {self.confirm_ticks}")
         if self.max_persons < 1:
             raise ValueError(f"TrackerConfig.max_persons must be >= 1, got {self.max_persons}")
         for name in ("min_presence", "merge_similarity"):
@@ -322,6 +331,8 @@ class _Track:
     # The pose of the last update, for merging (None until the first pose).
     keypoints: F32 | None = None
     visibility: F32 | None = None
+    # The lost person whose ID this track took, returned to the pool if it ends unpublished.
+    reused: _Lost | None = None
 
     def region_at(self, t: float) -> F32:
         """The region at time ``t``: the newest entry not after ``t``, else the oldest."""
@@ -359,6 +370,7 @@ class Tracker:
         """Forgets all tracks, the ID pool, the ID counter, the clocks and the counters."""
         self._tracks: list[_Track] = []
         self._pool: list[_Lost] = []  # a stack: most recently lost last
+        self._unused: list[int] = []  # IDs of tracks never published, smallest first
         self._next_id = 1
         self._t_update: float | None = None
         self._t_detect: float | None = None
@@ -441,7 +453,7 @@ class Tracker:
         for tr in self._tracks:
             if tr.id in dropped:
                 events.append(TrackEvent("left", tr.id, t))
-                self._pool.append(_Lost(tr.id, t, tr))
+                self._release(tr, t)
         self._tracks = [tr for tr in self._tracks if tr.id not in dropped]
         self._count(left=len(dropped))
         events += self._merge(posed, t)
@@ -512,7 +524,7 @@ class Tracker:
             events.append(TrackEvent("merged", cand[j].id, t, other_id=cand[i].id))
             log.debug("track %d merged into %d at t=%.3f", cand[j].id, cand[i].id, t)
         for j in sorted(gone):
-            self._pool.append(_Lost(cand[j].id, t, cand[j]))
+            self._release(cand[j], t)
         gone_ids = {cand[j].id for j in gone}
         self._tracks = [tr for tr in self._tracks if tr.id not in gone_ids]
         self._count(merged=len(gone_ids))
@@ -559,7 +571,16 @@ class Tracker:
                     self._tracks[c].hits += 1
                     self._count(matched=1)
         events: list[TrackEvent] = []
-        order = sorted(unmatched, key=lambda i: (-float(detections.scores[i]), i))
+        # New tracks take IDs in this order: first those far from every current track (most
+        # likely a new or returning person), best score first; last those overlapping a track
+        # (most likely a duplicate detection of it, merged a tick later), so that a duplicate
+        # never takes a returning person's pooled ID.
+        crowded = np.zeros(len(detections), np.float64)
+        if self._tracks:
+            crowded = box_iou(region_boxes(det_regions), region_boxes(trk_regions),
+                              over="smaller").max(axis=1)
+        order = sorted(unmatched, key=lambda i: (bool(crowded[i] >= cfg.merge_iou),
+                                                 -float(detections.scores[i]), i))
         for i in order:
             region = det_regions[i]
             if not _valid_region(region):
@@ -574,9 +595,10 @@ class Tracker:
                 continue
             tid, reused = self._take_id(region, t)
             self._tracks.append(_Track(tid, region.copy(), first_seen=t, last_seen=t,
-                                       history=[(t, region.copy())]))
-            events.append(TrackEvent("reassigned" if reused else "entered", tid, t))
-            self._count(**{"reassigned" if reused else "entered": 1})
+                                       history=[(t, region.copy())], reused=reused))
+            kind: EventKind = "reassigned" if reused is not None else "entered"
+            events.append(TrackEvent(kind, tid, t))
+            self._count(**{kind: 1})
         return events
 
     def _gate(self, a: F32, b: F32) -> npt.NDArray[np.bool_]:
@@ -594,18 +616,41 @@ class Tracker:
                           np.stack([p.track.region_at(t) for p in late]).astype(np.float32))
         return bool(gate.any())
 
-    def _take_id(self, region: F32, t: float) -> tuple[int, bool]:
-        """Pops the ID for a new track at ``region``: (id, True if re-used)."""
+    def _release(self, track: _Track, t: float) -> None:
+        """Gives up an ended track's ID.
+
+        A published track's ID is pooled as a lost person's. An unpublished one gives back
+        what it took: the lost person's pool entry it re-used (unchanged, in time order), or
+        its fresh ID as unused.
+        """
+        if track.age > self.config.confirm_ticks:
+            self._pool.append(_Lost(track.id, t, track))
+        elif track.reused is not None:
+            lost = track.reused
+            at = next((i for i, p in enumerate(self._pool) if p.t > lost.t), len(self._pool))
+            self._pool.insert(at, lost)
+        else:
+            bisect.insort(self._unused, track.id)
+
+    def _take_id(self, region: F32, t: float) -> tuple[int, _Lost | None]:
+        """Pops the ID for a new track at ``region``: (id, the pool entry if re-used).
+
+        A recently lost person's ID comes first (the one lost where ``region`` is, else the most
+        recently lost), then the smallest never-published ID, then a new one.
+        """
         self._pool = [p for p in self._pool if t - p.t <= self.config.id_reuse_window_s]
         if self._pool:
             gate = self._gate(region[None], np.stack([p.track.region_at(t) for p in self._pool]
                                                      ).astype(np.float32))[0]
             hits = np.flatnonzero(gate)
             k = int(hits[-1]) if hits.size else len(self._pool) - 1  # most recent first
-            return self._pool.pop(k).id, True
+            lost = self._pool.pop(k)
+            return lost.id, lost
+        if self._unused:
+            return self._unused.pop(0), None
         tid = self._next_id
         self._next_id += 1
-        return tid, False
+        return tid, None
 
     @staticmethod
     def _check_time(t: float, prev: float | None, what: str) -> float:

@@ -54,12 +54,15 @@ class Frame:
             live sources; for files, the frame's time in the file. Strictly increasing.
         ts: Capture time published in payloads, epoch seconds for live sources; for files,
             seconds from the file's start.
+        name: Where the frame came from when that is more than an index: an image's file
+            name (published as the annotation's ``file``); empty otherwise.
     """
 
     image: U8
     frame_id: int
     t_capture_ns: int
     ts: float
+    name: str = ""
 
     def __post_init__(self) -> None:
         _check("Frame.image", self.image, (None, None, 3), np.uint8)

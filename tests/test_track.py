@@ -244,9 +244,11 @@ def test_presence_drop_emits_left_in_track_order(presence: list[float], next_reg
 
 
 def test_id_pool_is_a_stack_with_a_spatial_preference() -> None:
-    tracker = Tracker()
+    tracker = Tracker(TrackerConfig(confirm_ticks=0))
     tracker.add_detections(dets([(100.0, 300.0), (500.0, 300.0), (900.0, 300.0)]), 0.0)
     tracker.tracks()
+    tracker.update(poses([(100.0, 300.0), (500.0, 300.0), (900.0, 300.0)], [0.9] * 3), 0.05)
+    tracker.tracks()  # all three published
     tracker.update(poses([(100.0, 300.0), (500.0, 300.0), (900.0, 300.0)], [0.1, 0.9, 0.9]),
                    0.1)   # 1 lost first
     tracker.tracks()
@@ -259,9 +261,11 @@ def test_id_pool_is_a_stack_with_a_spatial_preference() -> None:
 
 
 def test_spatial_preference_beats_recency() -> None:
-    tracker = Tracker()
+    tracker = Tracker(TrackerConfig(confirm_ticks=0))
     tracker.add_detections(dets([(100.0, 300.0), (500.0, 300.0)]), 0.0)
     tracker.tracks()
+    tracker.update(poses([(100.0, 300.0), (500.0, 300.0)], [0.9, 0.9]), 0.05)
+    tracker.tracks()  # both published
     tracker.update(poses([(100.0, 300.0), (500.0, 300.0)], [0.1, 0.9]), 0.1)
     tracker.tracks()
     tracker.update(poses([(500.0, 300.0)], [0.1]), 0.2)
@@ -269,8 +273,10 @@ def test_spatial_preference_beats_recency() -> None:
 
 
 def test_detection_older_than_the_loss_does_not_resurrect() -> None:
-    tracker = Tracker()
+    tracker = Tracker(TrackerConfig(confirm_ticks=0))
     tracker.add_detections(dets([(100.0, 300.0)]), 0.0)
+    tracker.tracks()
+    tracker.update(poses([(100.0, 300.0)], [0.9]), 0.05)   # published
     tracker.tracks()
     tracker.update(poses([(100.0, 300.0)], [0.1]), 0.5)   # gone at 0.5
     assert tracker.add_detections(dets([(100.0, 300.0)]), 0.4) == []
@@ -395,3 +401,54 @@ def test_box_iou_and_similarity() -> None:
     nan = kp.copy()
     nan[:] = np.nan
     assert keypoint_similarity(kp, vis, nan, vis, 200.0, 0.1) == 0.0
+
+
+def test_unpublished_ids_are_not_pooled_as_lost_people() -> None:
+    # A track that ends before it was published (a false or duplicate detection) gives its ID
+    # back as unused: nobody saw it, so it must not be handed out as a returning person's.
+    tracker = Tracker(TrackerConfig(confirm_ticks=1))
+    tracker.add_detections(dets([(100.0, 300.0), (900.0, 300.0)]), 0.0)
+    tracker.tracks()
+    tracker.update(poses([(100.0, 300.0), (900.0, 300.0)], [0.9, 0.9]), 0.1)
+    tracker.tracks()
+    tracker.update(poses([(100.0, 300.0), (900.0, 300.0)], [0.9, 0.9]), 0.2)  # both published
+    assert kinds(tracker.add_detections(dets([(500.0, 300.0)]), 0.25)) == [("entered", 3)]
+    tracker.tracks()
+    tracker.update(poses([(100.0, 300.0), (900.0, 300.0), (500.0, 300.0)], [0.1, 0.9, 0.1]),
+                   0.3)  # 1 (published) and 3 (not yet) end
+    # Somebody new: the lost person's ID 1 (pooled); then the unused 3, not a fresh 4.
+    assert kinds(tracker.add_detections(dets([(1500.0, 300.0)]), 0.35)) == [("reassigned", 1)]
+    assert kinds(tracker.add_detections(dets([(1500.0, 700.0)]), 0.36)) == [("entered", 3)]
+
+
+def test_a_reused_id_goes_back_to_the_pool_when_its_new_track_dies_unpublished() -> None:
+    tracker = Tracker(TrackerConfig(confirm_ticks=1))
+    tracker.add_detections(dets([(100.0, 300.0)]), 0.0)
+    for t in (0.1, 0.2):
+        tracker.tracks()
+        tracker.update(poses([(100.0, 300.0)], [0.9]), t)
+    tracker.tracks()
+    tracker.update(poses([(100.0, 300.0)], [0.1]), 0.3)  # published 1 is lost
+    assert kinds(tracker.add_detections(dets([(900.0, 300.0)]), 0.35)) == [("reassigned", 1)]
+    tracker.tracks()
+    tracker.update(poses([(900.0, 300.0)], [0.1]), 0.4)  # ... by a false detection, gone at once
+    # The person comes back where 1 was lost: still 1.
+    assert kinds(tracker.add_detections(dets([(100.0, 300.0)]), 0.45)) == [("reassigned", 1)]
+
+
+def test_a_detection_on_a_tracked_person_takes_an_id_last() -> None:
+    # Two unmatched detections in one batch: a returning person far from everyone and a
+    # duplicate overlapping a current track (better score). The returning person gets the
+    # pooled ID; the duplicate a fresh one.
+    tracker = Tracker(TrackerConfig(confirm_ticks=0))
+    tracker.add_detections(dets([(100.0, 300.0), (900.0, 300.0)]), 0.0)
+    tracker.tracks()
+    tracker.update(poses([(100.0, 300.0), (900.0, 300.0)], [0.9, 0.9]), 0.05)  # published
+    tracker.tracks()
+    tracker.update(poses([(100.0, 300.0), (900.0, 300.0)], [0.1, 0.9]), 0.1)  # 1 lost
+    d = dets([(930.0, 320.0), (1500.0, 300.0)])
+    d = Detections(d.boxes, np.array([0.99, 0.6], np.float32), d.keypoints, d.regions * np.array(
+        [1.0, 1.0, 0.8, 0.8, 1.0], np.float32))  # the duplicate: smaller region, no IoU match
+    ev = kinds(tracker.add_detections(d, 0.2))
+    assert ("reassigned", 1) in ev and ("entered", 3) in ev
+    assert ev[0] == ("reassigned", 1)

@@ -1,7 +1,7 @@
 """Events for the ``events`` topic: which tracker events are published, and their durable queue.
 
 **Which events.** The tracker reports every track it opens, but the pipeline publishes a track
-only once it is confirmed (``PoseCore.confirm_ticks``): a duplicate detection that is merged a
+only once it is confirmed (``TrackerConfig.confirm_ticks``): a duplicate detection that is merged a
 tick later never appears in any pose frame. :class:`EventFilter` therefore publishes an
 ``entered`` / ``reassigned`` event when the track first appears in an annotation (with the
 tracker's original timestamp), and ``left`` / ``merged`` only for tracks whose arrival was

@@ -1,4 +1,6 @@
-"""Where annotations go: JSON Lines files, annotated video, stdout (and MQTT, in the service).
+"""Where annotations go: files (JSONL, annotated video or images, COCO keypoints) and stdout.
+
+MQTT is the service's.
 
 Every sink takes ``write(frame, annotation)`` and ``close()``; a sink that fails raises
 :class:`SinkError` naming itself.
@@ -8,6 +10,8 @@ from __future__ import annotations
 
 from edge.sinks.base import Sink, SinkError
 from edge.sinks.files import JsonlSink, StdoutSink
+from edge.sinks.images import CocoKeypointsSink, ImagesSink
 from edge.sinks.video import VideoSink, draw_annotation
 
-__all__ = ["JsonlSink", "Sink", "SinkError", "StdoutSink", "VideoSink", "draw_annotation"]
+__all__ = ["CocoKeypointsSink", "ImagesSink", "JsonlSink", "Sink", "SinkError", "StdoutSink",
+           "VideoSink", "draw_annotation"]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from edge.sources.base import SourceEnd, SourceError
-from edge.types import Frame
+from edge.types import U8, Frame
 
 logger = logging.getLogger(__name__)
 
@@ -80,37 +82,113 @@ class VideoFileSource:
         self._cap.release()
 
 
+#: Largest image accepted, pixels (before decoding): 8192 x 8192. Larger ones are refused by
+#: their header alone, so a huge image is a clear message, not an out-of-memory kill.
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+
+class ImageTooLargeError(OSError):
+    """An image header announces more pixels than Pillow will even describe."""
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """Width and height of an image file from its header, without decoding the pixels.
+
+    Pillow reads only the header here (``Image.open`` is lazy); OpenCV has no such call.
+
+    Args:
+        path: The image file.
+
+    Returns:
+        ``(width, height)`` px as stored (before any EXIF rotation).
+
+    Raises:
+        ImageTooLargeError: When the header announces a decompression bomb.
+        OSError: When the file is not an image Pillow recognises, or cannot be read.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (and over twice its limit raises) for huge images; the caller applies
+            # its own pixel limit with a clearer message, so the header is read regardless.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return int(im.size[0]), int(im.size[1])
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(str(e)) from None
+    except (ValueError, SyntaxError) as e:  # malformed headers Pillow does not map to OSError
+        raise OSError(str(e)) from None
+
+
+def read_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> U8:
+    """Reads an image file as (H, W, 3) uint8 BGR, EXIF orientation applied.
+
+    Args:
+        path: The image file.
+        max_pixels: Images with more pixels are refused before decoding.
+
+    Returns:
+        The image; OpenCV turns it upright as its EXIF orientation says.
+
+    Raises:
+        SourceError: When the file cannot be read, is not an image, or is too large.
+    """
+    try:
+        w, h = image_size(path)
+    except ImageTooLargeError as e:
+        raise SourceError(f"image {path}: too large ({e}); at most {max_pixels / 1e6:.0f} MP "
+                          "are accepted, scale it down first") from None
+    except OSError as e:
+        raise SourceError(f"image {path}: cannot be read (not an image, or corrupt: {e})"
+                          ) from None
+    if w * h > max_pixels:
+        raise SourceError(f"image {path}: {w}x{h} is {w * h / 1e6:.0f} MP, more than the "
+                          f"{max_pixels / 1e6:.0f} MP accepted; scale it down first")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise SourceError(f"image {path}: cannot be decoded (corrupt or truncated)")
+    return np.ascontiguousarray(image)
+
+
 class ImageFolderSource:
     """One image file, or every image of a folder in name order.
 
-    An unreadable image is skipped with a warning and counted in ``dropped``. Images are one
-    second apart on the source's clock (``t_capture_ns``, ``ts``), so runs are reproducible.
+    Images are independent: they may differ in size, and each frame carries its file name
+    (``Frame.name``, relative to the folder). An unreadable, corrupt or oversized image of a
+    folder is skipped with a warning, counted in ``dropped`` and named in ``skipped``; a single
+    image that cannot be read is an error. Images are one second apart on the source's clock
+    (``t_capture_ns``, ``ts``), so runs are reproducible.
     """
 
     live = False
     fps: float | None = None
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
         self.path = Path(path)
         self.name = str(self.path)
+        self.max_pixels = max_pixels
         if self.path.is_dir():
-            files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(p for p in self.path.iterdir()
+                           if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
             if not files:
-                raise SourceError(f"folder {self.path}: no images ({', '.join(IMAGE_SUFFIXES)})")
+                raise SourceError(f"folder {self.path}: no images "
+                                  f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+            self._root = self.path
         elif self.path.is_file():
             files = [self.path]
+            self._root = self.path.parent
         else:
             raise SourceError(f"image {self.path}: no such file or folder")
         self._files = files
         self.frame_count: int | None = len(files)
         self._i = 0
         self._index = 0
-        self._dropped = 0
+        #: Files skipped as unreadable, with the reason, in the order met.
+        self.skipped: list[tuple[str, str]] = []
 
     @property
     def dropped(self) -> int:
         """Unreadable images skipped so far."""
-        return self._dropped
+        return len(self.skipped)
 
     def read(self, timeout: float | None = None) -> Frame:
         """The next readable image.
@@ -122,15 +200,16 @@ class ImageFolderSource:
         while self._i < len(self._files):
             path = self._files[self._i]
             self._i += 1
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
+            try:
+                image = read_image(path, self.max_pixels)
+            except SourceError as e:
                 if len(self._files) == 1:
-                    raise SourceError(f"image {path}: cannot be read (not an image, or corrupt)")
-                self._dropped += 1
-                logger.warning("image %s cannot be read; skipped", path)
+                    raise
+                self.skipped.append((str(path.relative_to(self._root)), str(e)))
+                logger.warning("%s; skipped", e)
                 continue
-            frame = Frame(np.ascontiguousarray(image), self._index, self._index * 1_000_000_000,
-                          float(self._index))
+            frame = Frame(image, self._index, self._index * 1_000_000_000, float(self._index),
+                          name=str(path.relative_to(self._root)))
             self._index += 1
             return frame
         raise SourceEnd(self.name)
