@@ -1,0 +1,191 @@
+"""Still images (image mode) on real photos: people found in each image independently, folders
+of mixed sizes with broken files, EXIF orientation, annotated images, COCO keypoints read by
+pycocotools, and bad input (empty folder, 1x1, huge, not an image)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import jsonschema
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from testdata import photo
+
+from edge import annotation, cli
+from edge.config import Config
+from edge.runtime import Manifest
+from edge.sources.files import ImageFolderSource
+
+
+def _config(manifest: Manifest, source: Path, out: Path, **sections: dict[str, Any]) -> Config:
+    data: dict[str, Any] = {"models": {"dir": str(manifest.folder)},
+                            "source": {"uri": str(source)}, "output": {"dir": str(out)}}
+    for k, v in sections.items():
+        data.setdefault(k, {}).update(v)
+    return Config.model_validate(data)
+
+
+def _rows(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "annotations.jsonl").read_text().splitlines()]
+
+
+def _run(manifest: Manifest, source: Path, out: Path) -> tuple[int, list[dict[str, Any]]]:
+    code = cli.run(_config(manifest, source, out), progress=False)
+    return code, _rows(out) if (out / "annotations.jsonl").is_file() else []
+
+
+@pytest.mark.parametrize(("name", "people"), [("zidane.jpg", 2), ("messi5.jpg", 1)])
+def test_photo_people_found_in_image_mode(manifest: Manifest, tmp_path: Path, name: str,
+                                          people: int) -> None:
+    """A single photo: the people in it, at once (no confirmation tick), in the right place."""
+    code, rows = _run(manifest, photo(name), tmp_path / "o")
+    assert code == 0 and len(rows) == 1
+    row = rows[0]
+    jsonschema.validate(row, annotation.schema())
+    assert row["file"] == name and len(row["persons"]) == people
+    stats = json.loads((tmp_path / "o" / "stats.json").read_text())
+    assert stats["mode"] == "image"
+    for p in row["persons"]:  # joints on the person: inside the frame, a plausible size
+        b = p["bbox"]
+        assert -0.05 <= b["x1"] < b["x2"] <= 1.05 and -0.05 <= b["y1"] < b["y2"]
+        assert (b["x2"] - b["x1"]) * (b["y2"] - b["y1"]) > 0.01
+
+
+def test_zidane_people_are_where_they_are(manifest: Manifest, tmp_path: Path) -> None:
+    """zidane.jpg: one man's face at about x 0.58-0.68 of the width, the other's at 0.37-0.45."""
+    _, rows = _run(manifest, photo("zidane.jpg"), tmp_path / "o")
+    noses = sorted(p["pose_2d"]["nose"]["x"] for p in rows[0]["persons"])
+    assert 0.35 < noses[0] < 0.5 and 0.7 < noses[1] < 0.85
+
+
+def test_folder_of_mixed_sizes_with_broken_files(manifest: Manifest, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Every good image is processed whatever its size; broken ones are named and skipped;
+    annotated images and coco_keypoints.json (read by pycocotools) are written."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("zidane.jpg", "messi5.jpg", "bus.jpg"):
+        shutil.copy(photo(name), folder / name)
+    small = cv2.resize(cv2.imread(str(photo("zidane.jpg"))), (640, 360))
+    cv2.imwrite(str(folder / "zidane_small.png"), small)
+    (folder / "broken.jpg").write_bytes(photo("messi5.jpg").read_bytes()[:300])
+    (folder / "notes.png").write_text("not an image at all\n")
+    (folder / "readme.txt").write_text("ignored: not an image suffix\n")
+    out = tmp_path / "o"
+    code, rows = _run(manifest, folder, out)
+    assert code == 0
+    report = capsys.readouterr().out
+    assert "broken.jpg" in report and "notes.png" in report
+    assert [r["file"] for r in rows] == ["bus.jpg", "messi5.jpg", "zidane.jpg",
+                                         "zidane_small.png"]
+    sizes = {r["file"]: (r["image"]["width"], r["image"]["height"]) for r in rows}
+    assert sizes["bus.jpg"] == (810, 1080) and sizes["zidane_small.png"] == (640, 360)
+    counts = {r["file"]: len(r["persons"]) for r in rows}
+    assert counts["zidane.jpg"] == counts["zidane_small.png"] == 2 and counts["messi5.jpg"] == 1
+    assert counts["bus.jpg"] >= 3
+    for r in rows:  # each image on its own: IDs restart at 1
+        ids = [p["id"] for p in r["persons"]]
+        assert min(ids) == 1 and len(set(ids)) == len(ids)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["frames_processed"] == 4 and stats["frames_dropped"] == 2
+    assert {s["file"] for s in stats["skipped"]} == {"broken.jpg", "notes.png"}
+    for r in rows:  # annotated images, same size as the input
+        img = cv2.imread(str(out / "annotated" / r["file"]))
+        assert img is not None and img.shape[1::-1] == sizes[r["file"]]
+
+    coco_path = out / "coco_keypoints.json"
+    data = json.loads(coco_path.read_text())
+    assert [i["file_name"] for i in data["images"]] == [r["file"] for r in rows]
+    assert len(data["annotations"]) == sum(counts.values())
+    for a in data["annotations"]:
+        assert a["category_id"] == 1 and len(a["keypoints"]) == 51 and len(a["bbox"]) == 4
+        kp = np.array(a["keypoints"], np.float64).reshape(17, 3)
+        img = data["images"][a["image_id"] - 1]
+        vis = kp[:, 2] > 0
+        assert vis.sum() >= 5
+        assert (kp[vis, 0] > -0.1 * img["width"]).all() and (kp[vis, 0] < 1.1 * img["width"]).all()
+    gt = COCO(str(coco_path))  # pycocotools reads the file as a dataset ...
+    dt = gt.loadRes(data["annotations"])  # ... and its annotations as results
+    ev = COCOeval(gt, dt, "keypoints")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert ev.stats[0] > 0.99  # results scored against themselves: AP 1
+
+
+def test_exif_orientation_is_honoured(manifest: Manifest, tmp_path: Path) -> None:
+    """A portrait photo stored sideways with EXIF orientation 6 is read upright."""
+    upright = cv2.imread(str(photo("messi5.jpg")))
+    stored = np.ascontiguousarray(np.rot90(upright, k=1))  # what a sideways sensor stores
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    path = tmp_path / "sideways.jpg"
+    Image.fromarray(cv2.cvtColor(stored, cv2.COLOR_BGR2RGB)).save(path, exif=exif, quality=95)
+    _, rows = _run(manifest, path, tmp_path / "o")
+    assert (rows[0]["image"]["width"], rows[0]["image"]["height"]) == (548, 342)
+    assert len(rows[0]["persons"]) == 1
+    pose = rows[0]["persons"][0]["pose_2d"]
+    assert pose["nose"]["y"] < pose["left_ankle"]["y"]  # head up: the image was turned back
+
+
+def test_one_pixel_image_has_nobody(manifest: Manifest, tmp_path: Path) -> None:
+    path = tmp_path / "dot.png"
+    cv2.imwrite(str(path), np.full((1, 1, 3), 128, np.uint8))
+    code, rows = _run(manifest, path, tmp_path / "o")
+    assert code == 0 and rows[0]["persons"] == [] and rows[0]["image"] == {"width": 1,
+                                                                           "height": 1}
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_huge_image_is_refused_before_decoding(tmp_path: Path) -> None:
+    """A 20000x20000 image (a tiny 1-bit PNG on disk) is refused by its header, with a message
+    naming the file and the limit, not decoded into 1.2 GB."""
+    path = tmp_path / "huge.png"
+    Image.new("1", (20000, 20000)).save(path)
+    r = _cli("run", "--source", str(path), "--out", str(tmp_path / "o"), "--no-progress")
+    assert r.returncode == 1
+    assert "huge.png" in r.stderr and "MP" in r.stderr and "Traceback" not in r.stderr
+    # In a folder it is one skipped file among good ones.
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.move(str(path), folder / "huge.png")
+    shutil.copy(photo("messi5.jpg"), folder / "messi5.jpg")
+    src = ImageFolderSource(folder)
+    assert src.read().name == "messi5.jpg"
+    assert [f for f, _ in src.skipped] == ["huge.png"]
+
+
+@pytest.mark.parametrize("content", [b"", b"plain text, not a JPEG\n", b"\xff\xd8\xff\xe0" * 8])
+def test_non_image_with_an_image_suffix(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(content)
+    r = _cli("run", "--source", str(path), "--out", str(tmp_path / "o"), "--no-progress")
+    assert r.returncode == 1 and "photo.jpg" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    r = _cli("run", "--source", str(tmp_path / "empty"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "no images" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_folder_with_only_broken_images_fails(manifest: Manifest, tmp_path: Path) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.jpg").write_bytes(b"nope")
+    code, rows = _run(manifest, folder, tmp_path / "o")
+    assert code == 1 and rows == []
