@@ -30,7 +30,7 @@ import numpy as np
 from edge.annotation import Annotation
 from edge.pipeline import StepResult
 from edge.sinks.base import Sink
-from edge.sources.base import Source, SourceEnd
+from edge.sources.base import Source, SourceEnd, SourceSilentError
 from edge.types import DetectorResult, Frame
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,17 @@ class StageStat:
 
 @dataclass
 class RunStats:
-    """What a run did: frames, people, drops, and per-stage timings."""
+    """What a run did: frames, people, drops, per-stage timings, and the source's state.
+
+    Owned by the scheduler: the core thread writes it (:meth:`add`), the reader thread counts
+    frames read and the source's state, and anyone else reads a consistent copy with
+    :meth:`summary` (taken under the lock; never iterate ``stages`` from another thread).
+
+    Attributes:
+        source_state: ``ok``, or ``lost`` while a live source delivers nothing (it reconnects).
+        source_outages: How many times a live source was lost.
+        source_error: Why it was last lost.
+    """
 
     stages: dict[str, StageStat]
     frames_read: int = 0
@@ -103,6 +113,10 @@ class RunStats:
     max_persons: int = 0
     wall_s: float = 0.0
     error: str | None = None
+    source_state: str = "ok"
+    source_outages: int = 0
+    source_error: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def with_budgets(cls, detector_fps: float, pose2d_fps: float, pose3d_fps: float) -> RunStats:
@@ -112,22 +126,44 @@ class RunStats:
 
     def add(self, annotation: Annotation, times_ms: dict[str, float]) -> None:
         """Accounts for one processed frame."""
-        self.frames_processed += 1
-        self.person_frames += annotation.n_persons
-        self.max_persons = max(self.max_persons, annotation.n_persons)
-        for k, v in times_ms.items():
-            if k in self.stages:
-                self.stages[k].record(v)
+        with self.lock:
+            self.frames_processed += 1
+            self.person_frames += annotation.n_persons
+            self.max_persons = max(self.max_persons, annotation.n_persons)
+            for k, v in times_ms.items():
+                if k in self.stages:
+                    self.stages[k].record(v)
+
+    def source_lost(self, why: str) -> bool:
+        """Marks a live source lost; True if it was not already."""
+        with self.lock:
+            self.source_error = why
+            if self.source_state == "lost":
+                return False
+            self.source_state = "lost"
+            self.source_outages += 1
+            return True
+
+    def source_back(self) -> bool:
+        """Marks the source delivering again; True if it had been lost."""
+        with self.lock:
+            if self.source_state == "ok":
+                return False
+            self.source_state = "ok"
+            return True
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-able summary."""
-        fps = self.frames_processed / self.wall_s if self.wall_s > 0 else None
-        return {"frames_read": self.frames_read, "frames_processed": self.frames_processed,
-                "frames_dropped": self.frames_dropped, "ticks_overrun": self.ticks_overrun,
-                "person_frames": self.person_frames, "max_persons": self.max_persons,
-                "wall_s": round(self.wall_s, 3),
-                "fps": None if fps is None else round(fps, 2), "error": self.error,
-                "stages": {k: s.summary() for k, s in self.stages.items()}}
+        """A JSON-able, consistent snapshot (taken under the lock; any thread may call it)."""
+        with self.lock:
+            fps = self.frames_processed / self.wall_s if self.wall_s > 0 else None
+            return {"frames_read": self.frames_read, "frames_processed": self.frames_processed,
+                    "frames_dropped": self.frames_dropped, "ticks_overrun": self.ticks_overrun,
+                    "person_frames": self.person_frames, "max_persons": self.max_persons,
+                    "wall_s": round(self.wall_s, 3),
+                    "fps": None if fps is None else round(fps, 2), "error": self.error,
+                    "source": {"state": self.source_state, "outages": self.source_outages,
+                               "error": self.source_error},
+                    "stages": {k: s.summary() for k, s in self.stages.items()}}
 
 
 def _emit(sinks: Sequence[Sink], frame: Frame, annotation: Annotation) -> None:
@@ -270,8 +306,15 @@ class _Newest:
 def run_realtime(source: Source, core: Core, detector: Detector, sinks: Sequence[Sink],
                  stats: RunStats, *, rate_hz: float = 30.0, detector_hz: float = 5.0,
                  stop: threading.Event | None = None, read_timeout_s: float = 10.0,
-                 on_step: OnStep | None = None) -> RunStats:
-    """Runs the fixed-rate loop until the source ends or ``stop`` is set.
+                 on_step: OnStep | None = None, on_idle: Callable[[], None] | None = None,
+                 on_source: Callable[[str, str | None], None] | None = None) -> RunStats:
+    """Runs the fixed-rate loop until a file source ends or ``stop`` is set.
+
+    A live source never ends the run: when it is silent for ``read_timeout_s`` (unplugged,
+    rebooting, off the network) it is marked lost in ``stats`` and ``on_source("lost", why)``
+    is called; the source goes on reconnecting by itself, and its first frame back calls
+    ``on_source("back", None)``. The core loop keeps ticking meanwhile (``on_idle`` each empty
+    tick), so a watchdog pinged from it sees a healthy loop, not a stall.
 
     Args:
         source: Any source; a file is paced at its frame rate.
@@ -282,9 +325,12 @@ def run_realtime(source: Source, core: Core, detector: Detector, sinks: Sequence
         rate_hz: Core ticks per second.
         detector_hz: Detector runs per second.
         stop: Set to end the run; the current frame finishes first.
-        read_timeout_s: A live source silent this long is an error.
+        read_timeout_s: A live source silent this long is reported lost.
         on_step: Called after each tick from the core loop with its result (events; a
             watchdog ping).
+        on_idle: Called from the core loop on each tick that had no new frame.
+        on_source: Called from the reader thread when a live source is lost (``"lost"``, the
+            reason) or delivers again (``"back"``, None).
 
     Returns:
         ``stats``; ``stats.error`` says why the run ended early, if it did.
@@ -306,6 +352,16 @@ def run_realtime(source: Source, core: Core, detector: Detector, sinks: Sequence
                     frame = source.read(timeout=read_timeout_s)
                 except SourceEnd:
                     break
+                except SourceSilentError as e:
+                    if stats.source_lost(str(e)):
+                        logger.warning("%s; still reconnecting, the loop goes on", e)
+                        if on_source is not None:
+                            on_source("lost", str(e))
+                    continue
+                if stats.source_back():
+                    logger.warning("source %s: frames again", source.name)
+                    if on_source is not None:
+                        on_source("back", None)
                 stats.frames_read += 1
                 frames.put(frame)
                 if period:
@@ -350,6 +406,8 @@ def run_realtime(source: Source, core: Core, detector: Detector, sinks: Sequence
             if frame is None:
                 if finished.is_set():
                     break
+                if on_idle is not None:
+                    on_idle()
                 continue
             last_frame[0] = frame
             result = core.step(frame, posted.take())

@@ -75,7 +75,9 @@ def test_folder_of_mixed_sizes_with_broken_files(manifest: Manifest, tmp_path: P
     folder.mkdir()
     for name in ("zidane.jpg", "messi5.jpg", "bus.jpg"):
         shutil.copy(photo(name), folder / name)
-    small = cv2.resize(cv2.imread(str(photo("zidane.jpg"))), (640, 360))
+    big = cv2.imread(str(photo("zidane.jpg")))
+    assert big is not None
+    small = cv2.resize(big, (640, 360))
     cv2.imwrite(str(folder / "zidane_small.png"), small)
     (folder / "broken.jpg").write_bytes(photo("messi5.jpg").read_bytes()[:300])
     (folder / "notes.png").write_text("not an image at all\n")
@@ -125,6 +127,7 @@ def test_folder_of_mixed_sizes_with_broken_files(manifest: Manifest, tmp_path: P
 def test_exif_orientation_is_honoured(manifest: Manifest, tmp_path: Path) -> None:
     """A portrait photo stored sideways with EXIF orientation 6 is read upright."""
     upright = cv2.imread(str(photo("messi5.jpg")))
+    assert upright is not None
     stored = np.ascontiguousarray(np.rot90(upright, k=1))  # what a sideways sensor stores
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display

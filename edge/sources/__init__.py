@@ -7,7 +7,7 @@ reconnects with exponential backoff (see :class:`LiveSource`).
 
 from __future__ import annotations
 
-from edge.sources.base import Source, SourceEnd, SourceError
+from edge.sources.base import Source, SourceEnd, SourceError, SourceSilentError
 from edge.sources.files import ImageFolderSource, VideoFileSource
 from edge.sources.live import LiveSource, open_camera, open_picamera2, open_url
 from edge.sources.open import DEMO_CLIP, open_source
@@ -19,6 +19,7 @@ __all__ = [
     "Source",
     "SourceEnd",
     "SourceError",
+    "SourceSilentError",
     "VideoFileSource",
     "open_camera",
     "open_picamera2",

@@ -11,6 +11,14 @@ class SourceError(RuntimeError):
     """A source cannot deliver frames: it cannot be opened, or it broke mid-way."""
 
 
+class SourceSilentError(SourceError):
+    """A live source delivered no frame within the wait (its device is away or restarting).
+
+    Not an end: the source keeps reconnecting by itself, and the caller reports the outage and
+    asks again.
+    """
+
+
 class SourceEnd(Exception):  # noqa: N818 - an end, not an error
     """A finite source has no more frames."""
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.sources.base import SourceError
+from edge.sources.base import SourceError, SourceSilentError
 from edge.types import Frame
 
 logger = logging.getLogger(__name__)
@@ -159,7 +159,9 @@ class LiveSource:
         """The newest frame not yet read; waits for one.
 
         Raises:
-            SourceError: No new frame within ``timeout`` seconds, or the source is closed.
+            SourceSilentError: No new frame within ``timeout`` seconds (the capture thread goes
+                on reconnecting; ask again).
+            SourceError: The source is closed.
         """
         with self._cond:
             ok = self._cond.wait_for(lambda: self._latest is not None or self._stop.is_set(),
@@ -168,7 +170,7 @@ class LiveSource:
                 raise SourceError(f"source {self.name}: closed")
             if not ok or self._latest is None:
                 why = f" (last error: {self.last_error})" if self.last_error else ""
-                raise SourceError(f"source {self.name}: no frame for {timeout} s{why}")
+                raise SourceSilentError(f"source {self.name}: no frame for {timeout} s{why}")
             frame, self._latest = self._latest, None
             self._delivered += 1
             return frame
