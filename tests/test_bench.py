@@ -22,11 +22,13 @@ from edge.sources.base import SourceEnd
 
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One short real run: 1 thread, 3 timed calls, 1 and 2 people for 1.5 s each."""
+    """One short real run: 1 thread, 3 timed calls, 1 and 2 people and 2 small people for 1.5 s
+    each."""
     out = tmp_path_factory.mktemp("bench")
     paths = {"json": out / "run.json", "png": out / "run.png", "md": out / "run.md"}
     code = main(["--threads", "1", "--repeats", "3", "--warmup", "1", "--people", "1,2",
                  "--seconds", "1.5", "--warmup-s", "1", "--tile", "256",
+                 "--small-people", "2", "--small-px", "96",
                  "--json", str(paths["json"]), "--plot", str(paths["png"]),
                  "--markdown", str(paths["md"])])
     assert code == 0
@@ -44,7 +46,9 @@ def test_short_run_is_valid_against_schema(short_run: dict[str, Path]) -> None:
         assert c["runs"] == 3 and c["threads"] in (1, None)
         assert c["ms"]["p10"] <= c["ms"]["p50"] <= c["ms"]["p90"]
         assert c["budget_ratio"] == pytest.approx(c["fps"]["p50"] / c["budget_fps"], rel=1e-2)
-    assert [e["people"] for e in result["e2e"]] == [1, 2]
+    assert [(e["people"], e["person_px"]) for e in result["e2e"]] == [(1, None), (2, None),
+                                                                      (2, 96)]
+    assert result["e2e"][2]["frame_size"] == [1280, 720]
     for e in result["e2e"]:
         assert e["chunks"] == 2  # default rounds, interleaved
         assert e["frames"] > 0 and e["latency_ms"] is not None
@@ -150,6 +154,20 @@ def test_composed_frames_play_back_and_forth_and_differ() -> None:
     assert first == [0, 1, 2, 3, 4, 3, 2, 1, 0, 1]  # ping-pong, no jump
     second = [int(frames.image(i)[0, 8, 0]) for i in range(10)]
     assert second != first  # same clip, another time
+
+
+def test_small_people_are_shrunk_and_scattered_over_a_frame() -> None:
+    clip = PersonClip("x", 0, np.full((3, 32, 32, 3), 200, np.uint8))
+    frames = ComposedFrames([clip], 6, canvas=(640, 360), tile_px=40)
+    img = frames.image(0)
+    assert img.shape == (360, 640, 3)
+    person = img == 200
+    assert person.all(axis=2).sum() == 6 * 40 * 40  # six 40-px tiles, none overlapping
+    assert (img[~person.all(axis=2)] == 114).all()  # grey elsewhere
+    cells = {(y // 180, x // 214) for y, x in frames.cell_origin}
+    assert len(cells) == 6  # one per grid cell
+    with pytest.raises(ValueError, match="does not fit"):
+        ComposedFrames([clip], 6, canvas=(200, 100), tile_px=80)
 
 
 def test_paced_source_stamps_and_ends() -> None:

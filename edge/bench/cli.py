@@ -153,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: the bundled Sports2D demo clip)")
     g.add_argument("--tile", type=_positive(int), default=320,
                    help="side of one person's tile, px (default 320)")
+    g.add_argument("--small-people", type=_int_list, default=[6], metavar="N,N",
+                   help="the small-people variant: these counts of people shrunk to --small-px "
+                        "tiles, scattered over a --small-frame frame (default 6; 0: none)")
+    g.add_argument("--small-px", type=_positive(int), default=90,
+                   help="side of a small person's tile, px; the person is about 0.7 of it "
+                        "(default 90: people about 63 px tall)")
+    g.add_argument("--small-frame", type=_frame_size, default=(1280, 720), metavar="WxH",
+                   help="frame size of the small-people variant (default 1280x720)")
     g.add_argument("--no-e2e", action="store_true", help="skip the end-to-end scenarios")
     g = p.add_argument_group("budgets (runs per second)")
     g.add_argument("--budget-detector", type=_positive(float), default=DEFAULT_BUDGETS["detector"])
@@ -310,6 +318,9 @@ def measure_all(args: argparse.Namespace, manifest: Manifest) -> dict[str, Any]:
                             seconds=args.seconds, warmup_s=max(args.warmup_s, 0.0),
                             budgets=budgets)
             scenarios += [(ComposedFrames(pclips, n), s) for n in args.people]
+            small_frame = args.small_frame or (1280, 720)
+            scenarios += [(ComposedFrames(pclips, n, canvas=small_frame, tile_px=args.small_px), s)
+                          for n in args.small_people if n > 0]
         result["e2e"] = run_interleaved(scenarios, manifest, args.rounds, say)
         seen = [e for e in result["e2e"] if e["people_seen"]["mean"] < 0.9 * e["people"]]
         if seen:

@@ -117,6 +117,7 @@ class _Totals:
             "people": frames.people,
             "models": self.models,
             "grid": [frames.rows, frames.cols],
+            "person_px": frames.out_tile if frames.small else None,
             "frame_size": [frames.shape[1], frames.shape[0]],
             "landmark": s.landmark, "precision": s.precision,
             "detector_precision": self.detector_precision,

@@ -179,14 +179,22 @@ def grid_shape(people: int) -> tuple[int, int]:
 
 
 class ComposedFrames:
-    """Frames of ``people`` real people, one per tile of a grid.
+    """Frames of ``people`` real people, one per cell of a grid.
+
+    By default the tiles are laid edge to edge at their own size (people about as large as in
+    the clips). With ``canvas`` (the "small people" variant) the frame has that size, a plain
+    grey background, and every tile is shrunk to ``tile_px`` and centred in its grid cell with a
+    fixed jitter, so that the people are small and scattered as a camera far away sees them.
 
     Args:
         clips: Person clips (same tile size); tile k shows clip ``k % len(clips)``.
         people: Number of tiles (people) per frame.
+        canvas: ``(width, height)`` px of the frame for small people; None: the grid of tiles.
+        tile_px: Side of a shrunk tile, px (with ``canvas``); the person in it is about 0.7 of it.
     """
 
-    def __init__(self, clips: Sequence[PersonClip], people: int) -> None:
+    def __init__(self, clips: Sequence[PersonClip], people: int,
+                 canvas: tuple[int, int] | None = None, tile_px: int | None = None) -> None:
         if not clips:
             raise ValueError("no person clips to compose from")
         sizes = {c.tiles.shape[1] for c in clips}
@@ -196,7 +204,27 @@ class ComposedFrames:
         self.people = people
         self.rows, self.cols = grid_shape(people)
         self.tile = sizes.pop()
-        self.shape = (self.rows * self.tile, self.cols * self.tile, 3)
+        self.small = canvas is not None
+        if canvas is None:
+            self.shape = (self.rows * self.tile, self.cols * self.tile, 3)
+            self.cell_origin = [(r * self.tile, c * self.tile) for r in range(self.rows)
+                                for c in range(self.cols)][:people]
+            self.out_tile = self.tile
+        else:
+            w, h = canvas
+            self.out_tile = tile_px if tile_px is not None else max(16, h // 8)
+            if not 16 <= self.out_tile <= min(w // self.cols, h // self.rows):
+                raise ValueError(f"tile_px {self.out_tile} does not fit {people} people in "
+                                 f"{w}x{h}")
+            self.shape = (h, w, 3)
+            cw, ch = w // self.cols, h // self.rows
+            rng = np.random.default_rng(people)  # a fixed layout per people count
+            self.cell_origin = []
+            for k in range(people):
+                r, c = divmod(k, self.cols)
+                jx, jy = rng.uniform(0.15, 0.85, 2)
+                self.cell_origin.append((r * ch + round((ch - self.out_tile) * jy),
+                                         c * cw + round((cw - self.out_tile) * jx)))
         # Tiles of one clip start at staggered times so that no two are alike.
         self._offsets = []
         for k in range(people):
@@ -207,15 +235,17 @@ class ComposedFrames:
 
     def image(self, index: int) -> U8:
         """The composed BGR frame number ``index`` (any int; clips play back and forth)."""
-        canvas = np.zeros(self.shape, np.uint8)
-        s = self.tile
+        canvas = np.full(self.shape, 114 if self.small else 0, np.uint8)
+        s = self.out_tile
         for k, (clip, mirror, offset) in enumerate(self._offsets):
             period = 2 * len(clip) - 2
             j = (index + offset) % period
             j = j if j < len(clip) else period - j
             t = clip.tiles[j]
-            r, c = divmod(k, self.cols)
-            canvas[r * s:(r + 1) * s, c * s:(c + 1) * s] = t[:, ::-1] if mirror else t
+            if self.small:
+                t = cv2.resize(t, (s, s), interpolation=cv2.INTER_AREA)
+            y, x = self.cell_origin[k]
+            canvas[y:y + s, x:x + s] = t[:, ::-1] if mirror else t
         return canvas
 
 

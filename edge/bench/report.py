@@ -108,13 +108,19 @@ def stage_rows(result: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def people_label(e: dict[str, Any]) -> str:
+    """``6``, or ``6 small (63 px)`` for the small-people variant (person about 0.7 of a tile)."""
+    px = e.get("person_px")
+    return str(e["people"]) if px is None else f"{e['people']} small ({round(0.7 * px)} px)"
+
+
 def e2e_rows(result: dict[str, Any]) -> list[list[str]]:
     """Rows of the end-to-end table (header first)."""
     rows = [["people", "seen", "model", "thr", "feed", "fps", "lat p50", "lat p99", "2D ms",
              "dropped", "RSS MB", "temp C", "load 1/5/15"]]
     for e in result["e2e"]:
         lat = e["latency_ms"] or {}
-        rows.append([str(e["people"]), f"{e['people_seen']['mean']:.2f}",
+        rows.append([people_label(e), f"{e['people_seen']['mean']:.2f}",
                      f"{e['landmark']}/{e['precision']}", str(e["threads"]),
                      f"{e['feed_fps']:g}", f"{e['fps']:.1f}", _f(lat.get("p50")),
                      _f(lat.get("p99")), _f(e["core_ms"]["pose2d"]["p50_ms"], ".1f"),
@@ -204,7 +210,7 @@ def compare(new: dict[str, Any], old: dict[str, Any]) -> str:
         return c["stage"], c["model"], c["threads"]
 
     def key_e(e: dict[str, Any]) -> tuple[Any, ...]:
-        return e["people"], e["landmark"], e["precision"], e["threads"]
+        return e["people"], e.get("person_px"), e["landmark"], e["precision"], e["threads"]
 
     olds = {key_s(c): c for c in old["stages"]}
     rows = [["stage", "model", "thr", "fps old", "fps new", "new/old"]]
@@ -228,7 +234,7 @@ def compare(new: dict[str, Any], old: dict[str, Any]) -> str:
 
         def r(a: float | None, b: float | None) -> str:
             return "-" if not a or not b else f"{a / b:.3f}"
-        rows.append([str(e["people"]), f"{e['landmark']}/{e['precision']}", str(e["threads"]),
+        rows.append([people_label(e), f"{e['landmark']}/{e['precision']}", str(e["threads"]),
                      f"{o['fps']:.1f}", f"{e['fps']:.1f}", r(e["fps"], o["fps"]),
                      r(ln.get("p50"), lo.get("p50")), r(ln.get("p99"), lo.get("p99"))])
     if len(rows) > 1:
@@ -268,7 +274,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
     groups: dict[str, list[dict[str, Any]]] = {}
     for e in result["e2e"]:
-        groups.setdefault(f"{e['landmark']}/{e['precision']} x{e['threads']}", []).append(e)
+        small = " small" if e.get("person_px") is not None else ""
+        groups.setdefault(f"{e['landmark']}/{e['precision']} x{e['threads']}{small}",
+                          []).append(e)
     ax1b = ax1.twinx()
     for label, es in groups.items():
         es = sorted(es, key=lambda e: e["people"])
