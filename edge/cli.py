@@ -34,6 +34,7 @@ from edge.sinks import (
     StdoutSink,
     VideoSink,
 )
+from edge.sinks.queued import QueuedSink
 from edge.sources import SourceError, open_source
 
 logger = logging.getLogger(__name__)
@@ -177,22 +178,28 @@ def run(config: Config, *, progress: bool = True, stream: TextIO | None = None) 
         raise
     out_dir = config.output.dir or Path("out")
     oc = config.output
-    sinks: list[Sink] = []
+    sinks: list[QueuedSink] = []
     stats = RunStats.with_budgets(sc.budget_detector_fps, sc.budget_pose2d_fps,
                                   sc.budget_pose3d_fps)
     code = 0
     try:
+        files: list[Sink] = []
         if oc.jsonl:
-            sinks.append(JsonlSink(out_dir / "annotations.jsonl"))
+            files.append(JsonlSink(out_dir / "annotations.jsonl"))
         if mode == "image":
             if oc.images:
-                sinks.append(ImagesSink(out_dir / "annotated"))
+                files.append(ImagesSink(out_dir / "annotated"))
             if oc.coco:
-                sinks.append(CocoKeypointsSink(out_dir / "coco_keypoints.json"))
+                files.append(CocoKeypointsSink(out_dir / "coco_keypoints.json"))
         elif oc.video:
-            sinks.append(VideoSink(out_dir / "annotated.mp4", source.fps or sc.rate_hz))
+            files.append(VideoSink(out_dir / "annotated.mp4", source.fps or sc.rate_hz))
         if oc.stdout:
-            sinks.append(StdoutSink())
+            files.append(StdoutSink())
+        # Each file output on its own thread: drawing and encoding never run on the core's.
+        # Every-frame and image runs must keep every frame (the core waits for room); a
+        # realtime run drops a slow output's oldest frames instead.
+        sinks = [QueuedSink(f, lossless=mode != "realtime", name=type(f).__name__)
+                 for f in files]
         bar = Progress(source.frame_count if not source.live and progress else None)
         stop = threading.Event()
         try:
@@ -212,9 +219,14 @@ def run(config: Config, *, progress: bool = True, stream: TextIO | None = None) 
             code = 1
     finally:
         for sink in sinks:
-            sink.close()
+            try:
+                sink.close()
+            except SinkError as e:
+                stats.error = stats.error or str(e)
+                code = 1
         source.close()
     summary = stats.summary()
+    summary["outputs"] = {s.name: {"written": s.written, "dropped": s.dropped} for s in sinks}
     summary["models"] = pipeline.core.models
     summary["source"] = source.name
     summary["mode"] = mode
@@ -226,7 +238,7 @@ def run(config: Config, *, progress: bool = True, stream: TextIO | None = None) 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "stats.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(format_report(summary), file=out)
-    written = ", ".join(str(s.path) for s in sinks if hasattr(s, "path"))
+    written = ", ".join(str(s.path) for s in sinks if s.path is not None)
     print(f"wrote {written}, {out_dir / 'stats.json'}", file=out)
     if skipped:
         print(f"skipped {len(skipped)} unreadable image(s):", file=out)

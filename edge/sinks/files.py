@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -37,11 +38,20 @@ class JsonlSink:
 
     def close(self) -> None:
         """Flushes to disk and closes."""
-        if self._f is not None:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
-            self._f = None
+        if self._f is None:
+            return
+        f, self._f = self._f, None
+        try:
+            f.flush()
+            if stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # a pipe or device has no fsync
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise SinkError(f"jsonl {self.path}: write failed ({e})") from None
+        finally:
+            try:
+                f.close()
+            except OSError:
+                pass  # already reported above
 
 
 class StdoutSink:
