@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import sys
@@ -48,10 +49,8 @@ class JsonlSink:
         except OSError as e:
             raise SinkError(f"jsonl {self.path}: write failed ({e})") from None
         finally:
-            try:
+            with contextlib.suppress(OSError):  # already reported above
                 f.close()
-            except OSError:
-                pass  # already reported above
 
 
 class StdoutSink:
