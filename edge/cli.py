@@ -17,7 +17,6 @@ import dataclasses
 import json
 import logging
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -25,17 +24,8 @@ from typing import Any, TextIO
 from edge import __version__
 from edge.config import Config, ConfigError, load_config
 from edge.runtime import ModelError, load_manifest, load_model, runtime_name, verify_file
-from edge.sinks import (
-    CocoKeypointsSink,
-    ImagesSink,
-    JsonlSink,
-    Sink,
-    SinkError,
-    StdoutSink,
-    VideoSink,
-)
-from edge.sinks.queued import QueuedSink
-from edge.sources import SourceError, open_source
+from edge.sinks import SinkError
+from edge.sources import SourceError
 
 logger = logging.getLogger(__name__)
 
@@ -156,89 +146,41 @@ def run(config: Config, *, progress: bool = True, stream: TextIO | None = None) 
     video and live sources write ``annotations.jsonl`` and ``annotated.mp4``.
 
     Returns:
-        0 on success, 1 when the source broke mid-way (what was processed is kept) or when no
-        image of a folder could be read.
+        0 on success, 1 when the source or an output broke mid-way (what was processed is
+        kept) or when no image of a folder could be read.
     """
-    from edge.pipeline import build_pipeline, resolve_mode
-    from edge.scheduler import RunStats, run_every_frame, run_images, run_realtime
-    from edge.sources.files import ImageFolderSource
+    from edge.app import Runtime
 
     out = stream if stream is not None else sys.stdout
-    sc = config.scheduler
-    source = open_source(config.source.uri, width=config.source.width,
-                         height=config.source.height, fps=config.source.fps,
-                         loop=config.source.loop,
-                         reconnect_initial_s=config.source.reconnect_initial_s,
-                         reconnect_max_s=config.source.reconnect_max_s)
-    mode = resolve_mode(config, isinstance(source, ImageFolderSource))
-    try:
-        pipeline = build_pipeline(config, timings=mode == "realtime", mode=mode)
-    except BaseException:
-        source.close()
-        raise
+    rt = Runtime(config)
+    rt.open()
+    assert rt.source is not None and rt.pipeline is not None
+    source = rt.source
     out_dir = config.output.dir or Path("out")
-    oc = config.output
-    sinks: list[QueuedSink] = []
-    stats = RunStats.with_budgets(sc.budget_detector_fps, sc.budget_pose2d_fps,
-                                  sc.budget_pose3d_fps)
     code = 0
     try:
-        files: list[Sink] = []
-        if oc.jsonl:
-            files.append(JsonlSink(out_dir / "annotations.jsonl"))
-        if mode == "image":
-            if oc.images:
-                files.append(ImagesSink(out_dir / "annotated"))
-            if oc.coco:
-                files.append(CocoKeypointsSink(out_dir / "coco_keypoints.json"))
-        elif oc.video:
-            files.append(VideoSink(out_dir / "annotated.mp4", source.fps or sc.rate_hz))
-        if oc.stdout:
-            files.append(StdoutSink())
-        # Each file output on its own thread: drawing and encoding never run on the core's.
-        # Every-frame and image runs must keep every frame (the core waits for room); a
-        # realtime run drops a slow output's oldest frames instead.
-        sinks = [QueuedSink(f, lossless=mode != "realtime", name=type(f).__name__)
-                 for f in files]
+        rt.add_file_outputs(out_dir)
         bar = Progress(source.frame_count if not source.live and progress else None)
-        stop = threading.Event()
         try:
-            if mode == "image":
-                run_images(source, pipeline.core, pipeline.detect, sinks, stats, stop=stop,
-                           progress=bar)
-            elif mode == "every-frame":
-                run_every_frame(source, pipeline.core, pipeline.detect, sinks, stats,
-                                detector_every=sc.detector_every, stop=stop, progress=bar)
-            else:
-                run_realtime(source, pipeline.core, pipeline.detect, sinks, stats,
-                             rate_hz=sc.rate_hz, detector_hz=sc.detector_hz, stop=stop)
+            code = rt.run(progress=bar)
         except KeyboardInterrupt:
-            stats.error = "interrupted"
-        except (SourceError, SinkError) as e:
-            stats.error = str(e)
-            code = 1
+            rt.stats.error = "interrupted"
     finally:
-        for sink in sinks:
-            try:
-                sink.close()
-            except SinkError as e:
-                stats.error = stats.error or str(e)
-                code = 1
-        source.close()
-    summary = stats.summary()
-    summary["outputs"] = {s.name: {"written": s.written, "dropped": s.dropped} for s in sinks}
-    summary["models"] = pipeline.core.models
+        code = max(code, rt.close())
+    stats = rt.stats
+    summary = rt.snapshot()
+    summary["models"] = rt.pipeline.core.models
     summary["source"] = source.name
-    summary["mode"] = mode
     summary["threads"] = config.models.threads
-    summary["tracker"] = dataclasses.asdict(pipeline.core.tracker.stats)
-    skipped = list(getattr(source, "skipped", []))
-    if isinstance(source, ImageFolderSource):
+    summary["tracker"] = dataclasses.asdict(rt.pipeline.core.tracker.stats)
+    skipped: list[tuple[str, str]] = list(getattr(source, "skipped", []))
+    if rt.mode == "image":
         summary["skipped"] = [{"file": f, "reason": r} for f, r in skipped]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "stats.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(format_report(summary), file=out)
-    written = ", ".join(str(s.path) for s in sinks if s.path is not None)
+    written = ", ".join(str(p) for p in (getattr(o, "path", None) for o in rt.outputs)
+                        if p is not None)
     print(f"wrote {written}, {out_dir / 'stats.json'}", file=out)
     if skipped:
         print(f"skipped {len(skipped)} unreadable image(s):", file=out)

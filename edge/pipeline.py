@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -115,7 +114,6 @@ class PoseCore:
         self.joints: JointSet = joints
         self.min_visibility = min_visibility
         self.timings = timings
-        self.on_events: Callable[[tuple[TrackEvent, ...]], None] | None = None
         self._last_t_ns: int | None = None
 
     def reset(self) -> None:

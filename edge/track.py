@@ -366,6 +366,17 @@ class Tracker:
         self.config = config if config is not None else TrackerConfig()
         self.reset()
 
+    def set_max_persons(self, n: int) -> None:
+        """Changes the number of slots (a run-time command).
+
+        Current tracks above the new number are kept until they leave; no new ones are opened
+        meanwhile.
+
+        Raises:
+            ValueError: When ``n`` < 1.
+        """
+        self.config = replace(self.config, max_persons=n)
+
     def reset(self) -> None:
         """Forgets all tracks, the ID pool, the ID counter, the clocks and the counters."""
         self._tracks: list[_Track] = []
