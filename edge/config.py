@@ -35,7 +35,9 @@ class SourceConfig(_Section):
     height: int | None = Field(default=None, gt=0, description="requested capture height, px")
     fps: float | None = Field(default=None, gt=0, description="requested capture rate, Hz")
     reconnect_initial_s: PositiveFloat = 0.5
-    reconnect_max_s: PositiveFloat = 30.0
+    reconnect_max_s: PositiveFloat = Field(
+        default=2.0, description="largest reconnect delay of a live source, s: a failed open "
+        "every 2 s costs nothing, and a camera that comes back is used within 2 s")
     loop: bool = Field(default=False, description="restart a file source at its end")
 
     @model_validator(mode="after")
