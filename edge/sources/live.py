@@ -93,7 +93,7 @@ class LiveSource:
     frame_count: int | None = None
 
     def __init__(self, name: str, opener: Callable[[], Grabber], fps: float | None = None,
-                 reconnect_initial_s: float = 0.5, reconnect_max_s: float = 30.0) -> None:
+                 reconnect_initial_s: float = 0.5, reconnect_max_s: float = 2.0) -> None:
         self.name = name
         self.fps = fps
         self._opener = opener

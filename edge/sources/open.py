@@ -14,7 +14,7 @@ DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "sports2d_demo.m
 
 def open_source(uri: str, *, width: int | None = None, height: int | None = None,
                 fps: float | None = None, loop: bool = False, reconnect_initial_s: float = 0.5,
-                reconnect_max_s: float = 30.0) -> Source:
+                reconnect_max_s: float = 2.0) -> Source:
     """Opens the source a URI names.
 
     Args:
