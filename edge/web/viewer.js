@@ -297,9 +297,9 @@
     }
     ctx.fillStyle = "#7d8793";
     ctx.font = "12px system-ui, sans-serif";
-    for (let i = -4; i <= 4; i += 2) {
-      const p = project([i, 0, 4.3], c);
-      if (p) ctx.fillText(`${i} m`, p[0] - 10, p[1]);
+    for (let i = -4; i <= 4; i++) {
+      const p = project([i, 0, 0.25], c);
+      if (p && i !== 0) ctx.fillText(`${i} m`, p[0] - 10, p[1] + 12);
     }
     const axes = [[[1, 0, 0], "#e74c3c", "x"], [[0, 1, 0], "#2ecc71", "y"],
       [[0, 0, 1], "#3498db", "z"]];
