@@ -24,10 +24,10 @@ import numpy.typing as npt
 import pytest
 from http_server import OUT, DemoServer, StreamReader
 from selenium import webdriver
+from selenium.webdriver import Chrome as WebDriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
-from selenium.webdriver.remote.webdriver import WebDriver
 
 # Debian's browser binary itself: its /usr/bin/chromium wrapper only adds a CPU check that reads
 # /proc/cpuinfo (which a Raspberry Pi emulation in another test may replace).
@@ -181,7 +181,8 @@ def test_viewer_draws_live_skeletons_and_3d(server: DemoServer, browser: WebDriv
         assert browser.find_element(By.ID, "conn").text == "live"
         OUT.mkdir(parents=True, exist_ok=True)
         assert browser.save_screenshot(str(OUT / "viewer.png"))
-        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        log = browser.get_log("browser")  # type: ignore[no-untyped-call]  # untyped in selenium
+        errors = [e for e in log if e["level"] == "SEVERE"]
         assert not errors, errors
     finally:
         reader.close()
