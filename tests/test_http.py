@@ -29,6 +29,7 @@ from http_server import OUT, DemoServer, StreamReader, free_port, sse_events
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge.annotation import schema as annotation_schema
+from edge.transports.images import image_size, sniff
 
 EDGE = Path(__file__).resolve().parent.parent / "edge"
 DEMO_CLIP = EDGE / "assets" / "sports2d_demo.mp4"
@@ -85,6 +86,43 @@ def _check_woman(a: dict[str, Any], width: int, height: int) -> None:
     assert len(near) == 1, a["persons"]
     assert sum(v is not None for v in near[0]["pose_2d"].values()) >= 20
     assert any(v is not None for v in near[0]["pose_3d"].values())
+
+
+# ---------------------------------------------------------------------------- image headers
+
+
+def _png_header(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
+            + struct.pack(">I", zlib.crc32(chunk)))
+
+
+
+def _encoded(ext: str, w: int, h: int, *params: int) -> bytes:
+    image = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    ok, buf = cv2.imencode(ext, image, list(params))
+    assert ok
+    return bytes(buf)
+
+
+@pytest.mark.parametrize(("data", "kind", "size"), [
+    (_encoded(".jpg", 1280, 720), "jpeg", (1280, 720)),
+    (_encoded(".jpg", 7, 5, cv2.IMWRITE_JPEG_PROGRESSIVE, 1), "jpeg", (7, 5)),
+    (_encoded(".jpg", 33, 640, cv2.IMWRITE_JPEG_OPTIMIZE, 1), "jpeg", (33, 640)),
+    (_encoded(".png", 300, 200), "png", (300, 200)),
+    (_encoded(".png", 1, 1), "png", (1, 1)),
+    (_png_header(60000, 60000), "png", (60000, 60000)),
+    (_png_header(0, 10), "png", None),
+    (b"\xff\xd8\xff\xd9", "jpeg", None),            # SOI then EOI: no frame header
+    (b"\xff\xd8\xff\xe0\x00", "jpeg", None),        # cut inside a segment
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "png", None),     # cut before IHDR
+    (b"GIF89a\x01\x00\x01\x00", None, None),
+    (b"", None, None),
+])
+def test_image_header(data: bytes, kind: str | None, size: tuple[int, int] | None) -> None:
+    assert sniff(data) == kind
+    assert image_size(data) == size
 
 
 # ---------------------------------------------------------------------------- endpoints
@@ -272,13 +310,6 @@ def test_pose_png_and_multipart(server: DemoServer, photo: bytes) -> None:
     _check_woman(r.json(), 1280, 720)
 
 
-def _png_header(width: int, height: int) -> bytes:
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
-            + struct.pack(">I", zlib.crc32(chunk)))
-
-
 @pytest.mark.parametrize(("what", "ctype", "body", "status"), [
     ("garbage as JPEG", "image/jpeg", b"\x00garbage" * 100, 400),
     ("garbage as PNG", "image/png", bytes(range(256)) * 10, 400),
@@ -460,18 +491,20 @@ class _Viewer:
 @pytest.mark.slow
 def test_figures_core_fps_with_viewers_and_pose_latency(server: DemoServer,
                                                         photo: bytes) -> None:
-    fps: dict[str, float] = {}
-    for n in (0, 1, 5, 20):
-        viewers = [_Viewer(server) for _ in range(n)]
-        for v in viewers:
-            v.start()
-        try:
-            time.sleep(1.0)
-            fps[str(n)] = round(server.core_fps(6.0), 2)
-        finally:
+    # Two interleaved rounds: on a shared machine the load of others drifts over a minute.
+    fps: dict[str, list[float]] = {}
+    for _ in range(2):
+        for n in (0, 1, 5, 20):
+            viewers = [_Viewer(server) for _ in range(n)]
             for v in viewers:
-                v.close()
-        assert all(v.frames > 0 and len(v.stream.annotations) > 0 for v in viewers)
+                v.start()
+            try:
+                time.sleep(1.0)
+                fps.setdefault(str(n), []).append(round(server.core_fps(5.0), 2))
+            finally:
+                for v in viewers:
+                    v.close()
+            assert all(v.frames > 0 and len(v.stream.annotations) > 0 for v in viewers)
     _figure("core_fps_by_viewers", fps)
     latencies = []
     for _ in range(30):
