@@ -212,8 +212,8 @@ class HttpTransport:
 
     Args:
         config: The ``[http]`` section.
-        stats_snapshot: Returns the stats payload (stats_schema.json); called from a worker
-            thread of the server.
+        stats_snapshot: Returns the stats payload (stats_schema.json), or raises RuntimeError
+            while there are none yet (503); called from a worker thread of the server.
         command: Applies ``set/<name>`` with the raw payload, as MQTT does; returns a JSON
             object (the new value); raises :class:`~edge.comms.commands.CommandError` when the
             command is invalid. Called from a worker thread.
@@ -509,7 +509,10 @@ class HttpTransport:
         return web.Response(text=self._latest[2], content_type="application/json")
 
     async def _stats(self, request: web.Request) -> web.Response:
-        return web.json_response(await self._in_thread(self._stats_snapshot))
+        try:
+            return web.json_response(await self._in_thread(self._stats_snapshot))
+        except RuntimeError as e:  # the runtime has no stats yet (models loading)
+            return _error(503, f"no stats yet: {e}", {"Retry-After": "1"})
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = await self._in_thread(lambda: generate_latest(self._registry))
@@ -809,8 +812,11 @@ class _MetricsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Yields every metric family, read now."""
         t = self.transport
-        s = t._stats_snapshot()
-        yield GaugeMetricFamily("edgepose_up", "1 while the runtime answers", value=1)
+        try:
+            s = t._stats_snapshot()
+        except RuntimeError:  # no stats yet (models loading): the HTTP counters only
+            s = {}
+        yield GaugeMetricFamily("edgepose_up", "1 once the runtime has stats", value=int(bool(s)))
         info = GaugeMetricFamily("edgepose_info", "device and version", labels=["device_id",
                                                                                "version"])
         info.add_metric([str(s.get("device_id", t.device_id)), str(s.get("version", ""))], 1)
