@@ -349,7 +349,7 @@ def _raw(port: int, data: bytes, *, read_timeout: float = 30.0) -> bytes:
 
 def test_pose_50_mb_body_is_refused_unread(server: DemoServer) -> None:
     size = 50 << 20
-    head = (f"POST /v1/pose HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+    head = (f"POST /v1/pose HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
             f"Content-Length: {size}\r\n\r\n").encode()
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
         s.sendall(head + b"\xff\xd8\xff" + b"\x00" * 65536)
@@ -357,7 +357,7 @@ def test_pose_50_mb_body_is_refused_unread(server: DemoServer) -> None:
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     assert b"http.max_body_bytes" in reply
     # Chunked (no length given): the limit applies while reading.
-    head = (b"POST /v1/pose HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+    head = (b"POST /v1/pose HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n")
     chunk = b"\x00" * (1 << 20)
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
@@ -382,11 +382,29 @@ def test_pose_50_mb_body_is_refused_unread(server: DemoServer) -> None:
     "/static/", "/.git/config",
 ])
 def test_unknown_and_traversal_paths(server: DemoServer, path: str) -> None:
-    reply = _raw(server.port, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    reply = _raw(server.port, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
                  .encode())
     status = int(reply.split(b" ", 2)[1])
     assert status in (400, 404), (path, reply[:300])
     assert b"root:" not in reply and b"[core]" not in reply and b"<html" not in reply.lower()
+
+
+def test_cross_site_requests_refused(server: DemoServer, photo: bytes) -> None:
+    evil = {"Origin": "http://evil.example"}
+    r = server.request("POST", "/v1/set/enabled", b"false", evil)
+    assert r.status == 403 and "Origin" in r.json()["error"]
+    r = server.request("POST", "/v1/pose", photo, {"Content-Type": "image/jpeg", **evil})
+    assert r.status == 403
+    assert server.get("/v1/stats").json()["settings"]["enabled"] is True
+    # The page's own origin is fine.
+    same = {"Origin": f"http://127.0.0.1:{server.port}"}
+    assert server.request("POST", "/v1/set/max_persons", b"4", same).status == 200
+    # DNS rebinding: a name that resolves to 127.0.0.1 but is not a loopback name.
+    for host in ("evil.example", f"evil.example:{server.port}", "192.168.1.10"):
+        r = server.get("/v1/annotation", {"Host": host})
+        assert r.status == 403 and "rebinding" in r.json()["error"], host
+    for host in (f"localhost:{server.port}", f"127.0.0.1:{server.port}", "localhost"):
+        assert server.get("/healthz", {"Host": host}).status == 200, host
 
 
 def test_viewer_files_and_headers(server: DemoServer) -> None:
@@ -410,7 +428,7 @@ def test_slow_client_is_cut_and_the_stream_goes_on(server: DemoServer) -> None:
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.connect(("127.0.0.1", server.port))
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         slow.append(s)  # never read
     try:
         def counter(name: str) -> float:

@@ -30,7 +30,9 @@ Events are not dropped: an events client that falls ``events_kept`` behind is di
 resumes with ``Last-Event-ID``.
 
 **Security.** Static files are a fixed table read at start (no file system paths come from the
-URL, so no listing and no traversal). When a bearer token is configured every endpoint except
+URL, so no listing and no traversal). A POST from a page of another origin is refused, and a
+loopback-bound server answers only requests addressed to a loopback name (DNS rebinding).
+When a bearer token is configured every endpoint except
 the viewer's files and the probes needs ``Authorization: Bearer <token>``;
 :func:`~edge.transports.http_config.check_bind` refuses a non-loopback bind without one.
 ``POST /v1/pose`` has a per-client token bucket, a body limit checked before reading, a pixel
@@ -52,6 +54,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -66,7 +69,7 @@ from edge.comms.commands import COMMANDS, CommandError
 from edge.config import ConfigError
 from edge.sinks.video import draw_annotation
 from edge.skeleton import BLAZEPOSE_BONES
-from edge.transports.http_config import HttpConfig, check_bind
+from edge.transports.http_config import HttpConfig, check_bind, is_loopback
 from edge.transports.images import image_size, sniff
 from edge.types import U8, Frame
 
@@ -234,6 +237,7 @@ class HttpTransport:
                  device_id: str = "edge-pose") -> None:
         check_bind(config, token)
         self.config = config
+        self._loopback = is_loopback(config.host)
         self._stats_snapshot = stats_snapshot
         self._command = command
         self._pose_image = pose_image
@@ -458,6 +462,10 @@ class HttpTransport:
                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                           ) -> web.StreamResponse:
         self.counters.requests += 1
+        refused = self._foreign(request)
+        if refused is not None:
+            self.counters.unauthorized += 1
+            return _error(403, refused, _SECURITY_HEADERS)
         if self._token is not None and request.path not in PUBLIC:
             auth = request.headers.get("Authorization", "")
             scheme, _, given = auth.partition(" ")
@@ -481,6 +489,26 @@ class HttpTransport:
             resp.headers.update(_SECURITY_HEADERS)
             resp.headers.setdefault("Cache-Control", "no-store")
         return resp
+
+    def _foreign(self, request: web.Request) -> str | None:
+        """Why a request that a browser sent on behalf of another site is refused, or None.
+
+        A web page elsewhere can make the browser POST to 127.0.0.1 (a form or ``fetch`` with
+        a simple content type needs no CORS preflight), and a DNS name re-pointed at 127.0.0.1
+        can read the answers. So: a POST whose ``Origin`` is not this server is refused, and a
+        loopback-bound server answers only requests addressed to a loopback name.
+        """
+        if self._loopback:
+            host = (request.host or "").rsplit(":", 1)[0].strip("[]").lower()
+            if host and not is_loopback(host):
+                return (f"Host {host[:60]!r} is not this loopback server (DNS rebinding?); "
+                        "address it as 127.0.0.1 or localhost, or bind another address "
+                        "with a token")
+        origin = request.headers.get("Origin")
+        if (request.method not in ("GET", "HEAD", "OPTIONS") and origin is not None
+                and urlsplit(origin).netloc.lower() != (request.host or "").lower()):
+            return f"cross-site request from Origin {origin[:80]!r} refused"
+        return None
 
     # ------------------------------------------------------------------ handlers
 
