@@ -97,6 +97,10 @@ def _wait(what: str, cond: Callable[[], bool], timeout: float) -> None:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def _classes(driver: WebDriver, element_id: str) -> str:
+    return driver.find_element(By.ID, element_id).get_attribute("class") or ""
+
+
 def _hue(rgba: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
     """Hue in degrees of (N, 4) RGBA pixels."""
     hsv = cv2.cvtColor(np.ascontiguousarray(rgba[None, :, :3]), cv2.COLOR_RGB2HSV_FULL)[0]
@@ -201,6 +205,7 @@ def test_viewer_says_the_stream_stopped_and_reconnects(browser: WebDriver) -> No
         banner = browser.find_element(By.ID, "banner").text
         assert "Stream stopped" in banner or "does not answer" in banner, banner
         assert _state(browser)["conn"] in ("disconnected", "connecting")
+        assert "stale" in _classes(browser, "stack2d")
         OUT.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(OUT / "viewer_stopped.png"))
         drawn = _state(browser)["framesDrawn"]
@@ -209,6 +214,7 @@ def test_viewer_says_the_stream_stopped_and_reconnects(browser: WebDriver) -> No
             _wait("the page to reconnect", lambda: (
                 (s := _state(browser))["conn"] == "live" and s["framesDrawn"] > drawn + 3), 60)
             assert not browser.find_element(By.ID, "banner").is_displayed()
+            assert "stale" not in _classes(browser, "stack2d")
         finally:
             assert second.stop() == 0
     finally:

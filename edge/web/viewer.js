@@ -34,6 +34,7 @@
     const banner = $("banner");
     banner.textContent = message || "";
     banner.classList.toggle("hidden", !message);
+    $("stack2d").classList.toggle("stale", conn !== "live");  // an old frame looks old
   }
 
   async function api(path, options) {
