@@ -24,6 +24,7 @@ from typing import Any
 import cv2
 import jsonschema
 import numpy as np
+import psutil
 import pytest
 from http_server import OUT, DemoServer, StreamReader, free_port, sse_events
 from prometheus_client.parser import text_string_to_metric_families
@@ -223,6 +224,21 @@ def test_frame_jpg_with_and_without_skeletons(server: DemoServer) -> None:
     raw = server.get("/v1/frame.jpg?overlay=0")
     plain = cv2.imdecode(np.frombuffer(raw.body, np.uint8), cv2.IMREAD_COLOR)
     assert plain is not None and plain.shape == (720, 1280, 3)
+    small = server.get("/v1/frame.jpg?width=640&overlay=0")
+    image = cv2.imdecode(np.frombuffer(small.body, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None and image.shape == (360, 640, 3)
+    odd = server.get("/v1/frame.jpg?width=100")  # steps of 64 px
+    image = cv2.imdecode(np.frombuffer(odd.body, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None and image.shape[1] == 64
+    for bad in ("abc", "10", "-5", "99999"):
+        assert server.get(f"/v1/frame.jpg?width={bad}").status == 400, bad
+    # The JPEG worker runs at a lower priority than the core (http.worker_nice = 10).
+    def nice(stat: Path) -> int:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[16])
+
+    base = nice(Path(f"/proc/{server.proc.pid}/stat"))
+    nices = {nice(t / "stat") for t in Path(f"/proc/{server.proc.pid}/task").iterdir()}
+    assert base in nices and min(base + 10, 19) in nices, (base, nices)
     # The same frame without drawing differs only where the frame number and skeletons are.
     same = server.get("/v1/frame.jpg?overlay=0")
     if same.headers["x-frame-id"] == r.headers["x-frame-id"]:
@@ -510,7 +526,10 @@ class _Viewer:
 def test_figures_core_fps_with_viewers_and_pose_latency(server: DemoServer,
                                                         photo: bytes) -> None:
     # Two interleaved rounds: on a shared machine the load of others drifts over a minute.
+    # The server process's CPU (100 = one core) is the steadier figure there.
     fps: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    proc = psutil.Process(server.proc.pid)
     for _ in range(2):
         for n in (0, 1, 5, 20):
             viewers = [_Viewer(server) for _ in range(n)]
@@ -518,12 +537,16 @@ def test_figures_core_fps_with_viewers_and_pose_latency(server: DemoServer,
                 v.start()
             try:
                 time.sleep(1.0)
+                c0, t0 = sum(proc.cpu_times()[:2]), time.monotonic()
                 fps.setdefault(str(n), []).append(round(server.core_fps(5.0), 2))
+                c1, t1 = sum(proc.cpu_times()[:2]), time.monotonic()
+                cpu.setdefault(str(n), []).append(round(100 * (c1 - c0) / (t1 - t0), 1))
             finally:
                 for v in viewers:
                     v.close()
             assert all(v.frames > 0 and len(v.stream.annotations) > 0 for v in viewers)
     _figure("core_fps_by_viewers", fps)
+    _figure("server_cpu_percent_by_viewers", cpu)
     latencies = []
     for _ in range(30):
         t0 = time.perf_counter()

@@ -16,8 +16,10 @@ still-image pose and a readiness check as callables. Endpoints (all JSON unless 
     GET  /v1/stats          the stats payload (stats_schema.json)
     POST /v1/pose           a JPEG/PNG body or multipart file -> its annotation
     POST /v1/set/<name>     a command, payload as on MQTT ``set/<name>``
-    GET  /v1/frame.jpg      the latest frame, skeletons drawn (``?overlay=0``: without)
-    GET  /v1/video.mjpg     MJPEG of annotated frames at most ``mjpeg_max_fps`` (``?fps=``)
+    GET  /v1/frame.jpg      the latest frame, skeletons drawn (``?overlay=0``: without;
+                            ``?width=``: scaled down, px)
+    GET  /v1/video.mjpg     MJPEG of annotated frames at most ``mjpeg_max_fps`` (``?fps=``,
+                            ``?overlay=``, ``?width=``)
     GET  /metrics           Prometheus text format
 
 **Nothing here can slow the core.** :meth:`~HttpTransport.write` appends to a bounded queue
@@ -46,6 +48,7 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -165,6 +168,14 @@ def encode_jpeg(image: U8, annotation: Annotation | None, *, max_width: int,
     return bytes(buf)
 
 
+def _lower_priority(nice: int) -> None:
+    """Raises the calling thread's nice value by ``nice`` (Linux: niceness is per thread)."""
+    if nice and hasattr(os, "setpriority"):
+        with contextlib.suppress(OSError):
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+
+
 class _Client:
     """One streaming client's bounded queue (touched only on the server's loop)."""
 
@@ -265,11 +276,15 @@ class HttpTransport:
         self._n_streaming = 0
         self._events_kept: deque[tuple[int, str]] = deque(maxlen=config.events_kept)
         self._event_seq = 0
-        self._jpeg: dict[tuple[int, bool], asyncio.Future[bytes]] = {}
+        self._jpeg: dict[tuple[int, bool, int], asyncio.Future[bytes]] = {}
         self._buckets: dict[str, _Bucket] = {}
         self._pose_waiting = 0
-        self._jpeg_pool = ThreadPoolExecutor(1, thread_name_prefix="http-jpeg")
-        self._pose_pool = ThreadPoolExecutor(1, thread_name_prefix="http-pose")
+        # JPEG encoding and still images run at a lower priority than the core's threads.
+        lower = (config.worker_nice,)
+        self._jpeg_pool = ThreadPoolExecutor(1, thread_name_prefix="http-jpeg",
+                                             initializer=_lower_priority, initargs=lower)
+        self._pose_pool = ThreadPoolExecutor(1, thread_name_prefix="http-pose",
+                                             initializer=_lower_priority, initargs=lower)
         self._work_pool = ThreadPoolExecutor(2, thread_name_prefix="http-work")
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
@@ -642,20 +657,20 @@ class HttpTransport:
             self._event_clients.discard(client)
             self._n_streaming -= 1
 
-    async def _jpeg_of_latest(self, overlay: bool) -> tuple[int, bytes] | None:
-        """The newest frame as JPEG, encoded once per frame in the JPEG worker."""
+    async def _jpeg_of_latest(self, overlay: bool, width: int) -> tuple[int, bytes] | None:
+        """The newest frame as JPEG, encoded once per frame and view in the JPEG worker."""
         latest = self._latest
         if latest is None:
             return None
         frame, annotation, _ = latest
-        key = (annotation.frame_id, overlay)
+        key = (annotation.frame_id, overlay, width)
         fut = self._jpeg.get(key)
         if fut is None:
-            c = self.config
+            quality = self.config.jpeg_quality
 
             def encode() -> bytes:
                 return encode_jpeg(frame.image, annotation if overlay else None,
-                                   max_width=c.jpeg_max_width, quality=c.jpeg_quality)
+                                   max_width=width, quality=quality)
 
             fut = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(
                 self._jpeg_pool, encode))
@@ -663,11 +678,23 @@ class HttpTransport:
             self.counters.jpeg_encoded += 1
         return annotation.frame_id, await asyncio.shield(fut)
 
-    def _overlay(self, request: web.Request) -> bool:
-        return request.query.get("overlay", "1") not in ("0", "false", "no")
+    def _view(self, request: web.Request) -> tuple[bool, int] | web.Response:
+        """``?overlay=0`` (no skeletons) and ``?width=`` (px, in steps of 64) of a frame."""
+        overlay = request.query.get("overlay", "1") not in ("0", "false", "no")
+        top = self.config.jpeg_max_width
+        text = request.query.get("width")
+        if text is None:
+            return overlay, top
+        if not text.isdigit() or not 64 <= int(text) <= 8192:
+            return _error(400, f"width must be an integer in [64, {top}] px")
+        # Steps of 64 px bound the number of encodings per frame whatever clients ask.
+        return overlay, max(64, min(top, int(text)) // 64 * 64)
 
     async def _frame_jpg(self, request: web.Request) -> web.Response:
-        got = await self._jpeg_of_latest(self._overlay(request))
+        view = self._view(request)
+        if isinstance(view, web.Response):
+            return view
+        got = await self._jpeg_of_latest(*view)
         if got is None:
             return _error(503, "no frame processed yet", {"Retry-After": "1"})
         frame_id, body = got
@@ -684,10 +711,12 @@ class HttpTransport:
             if not 0 < asked <= fps:
                 return _error(400, f"fps must be in (0, {fps:g}] (http.mjpeg_max_fps)")
             fps = asked
+        view = self._view(request)
+        if isinstance(view, web.Response):
+            return view
         refused = self._admit()
         if refused is not None:
             return refused
-        overlay = self._overlay(request)
         self._n_streaming += 1
         try:
             resp = web.StreamResponse(headers={
@@ -709,7 +738,7 @@ class HttpTransport:
                         continue
                     if self._stop.is_set():
                         break
-                got = await self._jpeg_of_latest(overlay)
+                got = await self._jpeg_of_latest(*view)
                 if got is None:
                     continue
                 sent, body = got

@@ -56,6 +56,8 @@ class HttpConfig(BaseModel):
     jpeg_quality: int = Field(default=80, ge=10, le=100)
     jpeg_max_width: int = Field(default=1280, ge=64, le=8192, description="wider frames are "
                                 "scaled down before JPEG encoding")
+    worker_nice: int = Field(default=10, ge=0, le=19, description="nice value added to the "
+                             "JPEG and still-image worker threads, so that the core wins")
     ready_max_frame_age_s: float = Field(default=5.0, gt=0, le=3600, description="/readyz "
                                          "fails when the newest frame is older than this")
 

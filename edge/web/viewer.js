@@ -177,7 +177,10 @@
     for (;;) {
       const t0 = performance.now();
       try {
-        const r = await api("/v1/frame.jpg?overlay=0");
+        // Frames at the size they are shown: encoding is the server's largest cost.
+        const shown = video.getBoundingClientRect().width * (window.devicePixelRatio || 1);
+        const width = Math.max(320, Math.min(1280, Math.ceil(shown / 64) * 64));
+        const r = await api(`/v1/frame.jpg?overlay=0&width=${width}`);
         if (r.ok) {
           const id = Number(r.headers.get("X-Frame-Id"));
           const bitmap = await createImageBitmap(await r.blob());
