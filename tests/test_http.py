@@ -496,7 +496,7 @@ def _figure(name: str, value: Any) -> None:
 
 
 class _Viewer:
-    """What one browser viewer asks for: the stream, and frames like the page (12/s)."""
+    """What one browser viewer asks for: the stream, and frames like the page (12/s, 640 px)."""
 
     def __init__(self, server: DemoServer) -> None:
         self.stream = StreamReader(server)
@@ -508,7 +508,7 @@ class _Viewer:
     def _frames(self) -> None:
         while not self.stop.is_set():
             t0 = time.monotonic()
-            if self.server.get("/v1/frame.jpg?overlay=0").status == 200:
+            if self.server.get("/v1/frame.jpg?overlay=0&width=640").status == 200:
                 self.frames += 1
             self.stop.wait(max(0.0, 1 / 12 - (time.monotonic() - t0)))
 
