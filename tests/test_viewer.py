@@ -175,12 +175,15 @@ def test_viewer_draws_live_skeletons_and_3d(server: DemoServer, browser: WebDriv
         assert grid > 0.01, "dragging did not turn the 3D view"
 
         # Rates against budgets and the people count.
-        rows = browser.find_elements(By.CSS_SELECTOR, "#stages tbody tr")
-        _wait("the stage table", lambda: len(
-            browser.find_elements(By.CSS_SELECTOR, "#stages tbody tr")) == 5, 20)
-        rows = browser.find_elements(By.CSS_SELECTOR, "#stages tbody tr")
-        names = [r.find_element(By.TAG_NAME, "td").text for r in rows]
-        assert names == ["detect", "pose2d", "pose3d", "track", "total"]
+        # Read in one script: the page rebuilds the table with every stats update.
+        def stage_names() -> list[str]:
+            names: list[str] = browser.execute_script(
+                "return [...document.querySelectorAll('#stages tbody tr')]"
+                ".map(r => r.cells[0].textContent);")
+            return names
+
+        _wait("the stage table", lambda: len(stage_names()) == 5, 20)
+        assert stage_names() == ["detect", "pose2d", "pose3d", "track", "total"]
         assert browser.find_element(By.ID, "people").text.isdigit()
         assert browser.find_element(By.ID, "conn").text == "live"
         OUT.mkdir(parents=True, exist_ok=True)
