@@ -116,6 +116,7 @@ class HttpCounters:
             or an events client ``events_kept`` behind).
         clients_refused: Streaming clients refused over ``max_clients``.
         events_in: Events handed to :meth:`HttpTransport.events`.
+        events_dropped: Of those, dropped because the server's loop did not take them.
         requests: HTTP requests answered.
         unauthorized: Requests refused for a missing or wrong token.
         pose_ok: ``POST /v1/pose`` answered with an annotation.
@@ -132,6 +133,7 @@ class HttpCounters:
     clients_disconnected: int = 0
     clients_refused: int = 0
     events_in: int = 0
+    events_dropped: int = 0
     requests: int = 0
     unauthorized: int = 0
     pose_ok: int = 0
@@ -262,7 +264,8 @@ class HttpTransport:
         # Shared with the core thread: only these, under this lock.
         self._lock = threading.Lock()
         self._inbox: deque[tuple[Frame, Annotation]] = deque(maxlen=config.queue)
-        self._events_inbox: deque[dict[str, Any]] = deque()
+        # Bounded only against a dead loop; events stay lossless on the durable (MQTT) path.
+        self._events_inbox: deque[dict[str, Any]] = deque(maxlen=100_000)
         self._stats_inbox: dict[str, Any] | None = None
         self._wake_pending = False
         # Owned by the server's loop thread.
@@ -335,6 +338,8 @@ class HttpTransport:
         if not events:
             return
         with self._lock:
+            room = self._events_inbox.maxlen or 0
+            self.counters.events_dropped += max(0, len(self._events_inbox) + len(events) - room)
             self._events_inbox.extend(events)
             self.counters.events_in += len(events)
         self._wake()
