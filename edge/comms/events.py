@@ -34,9 +34,10 @@ not UTF-8, not JSON, holds a non-finite or out-of-range number, or whose ``seq``
 its key, is *damage*: it is deleted and counted. A file SQLite cannot read at all is set aside
 (``events.db.damaged-<time>``), what rows can still be read are salvaged, and a new journal is
 made. Whenever the numbering is in doubt - damage of any kind, a journal that is new while an
-older one existed, an unclean stop with ``journal_sync_ms > 0`` (the tail may be gone) - the
-queue starts a **new stream id** (numbering continues from the highest ``seq`` known), so
-``(stream, seq)`` never names two different events. A WARNING says what was lost and why.
+older one existed, another file in the journal's place (a restored copy), an unclean stop with
+``journal_sync_ms > 0`` (the tail may be gone) - the queue starts a **new stream id**
+(numbering continues from the highest ``seq`` known), so ``(stream, seq)`` never names two
+different events. A WARNING says what was lost and why.
 
 A journal of the previous format (``events.jsonl``, one JSON record a line) is migrated once:
 its events are imported (damaged lines counted), and it is renamed ``events.jsonl.migrated``.
@@ -44,6 +45,7 @@ its events are imported (damaged lines counted), and it is renamed ``events.json
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -58,7 +60,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from edge.annotation import Annotation
 from edge.track import TrackEvent
@@ -69,6 +71,7 @@ logger = logging.getLogger(__name__)
 EVENTS_SCHEMA_VERSION = 1
 JOURNAL_NAME = "events.db"
 LEGACY_JOURNAL_NAME = "events.jsonl"
+LOCK_NAME = "events.lock"
 JOURNAL_FORMAT = "1"
 MAX_SEQ = 2**62  # far beyond any device's life; a larger number in a journal is damage
 
@@ -313,6 +316,7 @@ class EventQueue:
         self.write_errors = 0
         self.report = JournalReport()
         self._db: sqlite3.Connection | None = None
+        self._lockfile: BinaryIO | None = None
         self._dirty = False
         self._closing = threading.Event()
         self._syncer: threading.Thread | None = None
@@ -350,6 +354,14 @@ class EventQueue:
         except OSError as e:
             raise JournalError(f"state folder {state_dir}: cannot create it: "
                                f"{e.strerror or e}") from None
+        try:  # one daemon per state folder: two would interleave their numbering
+            self._lockfile = open(state_dir / LOCK_NAME, "ab")  # noqa: SIM115 - held open
+            fcntl.flock(self._lockfile.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JournalError(f"event journal {self.path} is in use by another edge-pose "
+                               "process; give each one its own service.state_dir") from None
+        except OSError as e:
+            raise JournalError(f"state folder {state_dir}: {e.strerror or e}") from None
         rep = self.report
         existed = self.path.exists()
         legacy = self._read_legacy(state_dir / LEGACY_JOURNAL_NAME)
@@ -390,6 +402,8 @@ class EventQueue:
             doubt = "the journal had no numbering (replaced or recreated)"
         elif stream is not None and (next_seq is None or not next_seq.isdigit()):
             doubt = "the journal's next_seq is unreadable"
+        elif stream is not None and meta.get("file") not in (None, self._file_id()):
+            doubt = "the journal file was replaced (it is not the file written last)"
         elif stream is not None and clean != "1" and self.sync_ms > 0:
             doubt = (f"the last run did not stop cleanly and journal_sync_ms = {self.sync_ms}:"
                      " its last events may not have reached the disk")
@@ -535,8 +549,13 @@ class EventQueue:
 
     # ------------------------------------------------------------------------------ writing
 
-    def _commit(self, sql: list[tuple[str, tuple[Any, ...]]], durable: bool) -> None:
-        """Runs ``sql`` in one transaction; on failure the queue goes on in memory only."""
+    def _commit(self, sql: list[tuple[str, tuple[Any, ...]]], durable: bool,
+                strict: bool = False) -> None:
+        """Runs ``sql`` in one transaction; on failure the queue goes on in memory only.
+
+        Raises:
+            JournalError: With ``strict``, when the transaction fails.
+        """
         db = self._db
         if db is None:
             return
@@ -559,15 +578,24 @@ class EventQueue:
                 logger.warning("event journal %s writable again", self.path)
                 self.write_errors = 0
         except sqlite3.Error as e:
+            if strict:
+                raise JournalError(f"event journal {self.path}: cannot write it: {e}; check "
+                                   "the disk and service.state_dir") from None
             self.write_errors += 1
             if self.write_errors == 1:
                 logger.error("event journal %s: write failed (%s); events are kept in memory "
                              "only until it works again (check the disk and service.state_dir)",
                              self.path, e)
 
+    def _file_id(self) -> str:
+        """Device and inode of the journal: another file in its place casts doubt."""
+        assert self.path is not None
+        st = os.stat(self.path)
+        return f"{st.st_dev}:{st.st_ino}"
+
     def _meta_sql(self, clean: bool) -> list[tuple[str, tuple[Any, ...]]]:
         return [("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, v)) for k, v in (
-            ("format", JOURNAL_FORMAT), ("stream", self.stream),
+            ("format", JOURNAL_FORMAT), ("stream", self.stream), ("file", self._file_id()),
             ("next_seq", str(self.next_seq)), ("clean", "1" if clean else "0"))]
 
     def _rewrite(self, clean: bool) -> None:
@@ -576,7 +604,7 @@ class EventQueue:
         for seq, ev in self._pending.items():
             body = _encode(ev)
             sql.append(("INSERT INTO events VALUES (?, ?, ?)", (seq, body, zlib.crc32(body))))
-        self._commit(sql, durable=True)
+        self._commit(sql, durable=True, strict=True)
         self._checkpoint()
 
     def _checkpoint(self) -> None:
@@ -679,3 +707,6 @@ class EventQueue:
                 logger.error("event journal %s: final sync failed: %s", self.path, e)
             self._db.close()
             self._db = None
+            if self._lockfile is not None:
+                self._lockfile.close()  # releases the lock
+                self._lockfile = None
