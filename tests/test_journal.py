@@ -173,7 +173,9 @@ def test_garbage_appended_to_the_wal_loses_no_committed_event(tmp_path: Path) ->
     with open(wal, "ab") as f:
         f.write(os.urandom(5000))
     q2 = EventQueue(crash)
-    assert q2.seqs() == [1, 2, 3, 4] and q2.stream == q.stream
+    # SQLite ignores WAL frames whose checksums fail: every committed event is there. (The
+    # stream is new only because the copy is another file: see the replaced-journal test.)
+    assert q2.seqs() == [1, 2, 3, 4] and q2.report.damaged == 0
     q2.close()
 
 
