@@ -432,6 +432,13 @@ class MqttPublisher:
                 self._wake.wait(0.2)
                 self._wake.clear()
                 self._step()
+            # Stopping soon after the start (a source that would not open): the first
+            # connection may still be on its way; wait for it so the reason gets out.
+            while (not self._connected and self.counters.connects == 0
+                   and time.monotonic() < self._deadline):
+                self._wake.wait(0.05)
+                self._wake.clear()
+                self._step()
             # Stopping: deliver what is queued while the broker is there, up to the deadline.
             while (self._connected and not self._drained()
                    and time.monotonic() < self._deadline):
