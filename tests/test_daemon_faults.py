@@ -223,9 +223,12 @@ def test_sigkill_at_random_moments_with_a_flapping_broker_loses_no_event(
         if broker.proc is None:
             broker.start()
         # A last run with the broker up delivers what the killed ones left in the journal.
+        ready_before = d.log.read_text(errors="replace").count("INFO edge.service: ready")
+        n_stats = len(sub.on("stats"))
         d.start()
-        wait_until(lambda: bool(journalled) and not _journal_events(d.state)
-                   and len(sub.on("stats")) > 0, 90, "the journal drained")
+        wait_until(lambda: d.log.read_text(errors="replace").count("INFO edge.service: ready")
+                   > ready_before and len(sub.on("stats")) > n_stats, 90, "the last run")
+        wait_until(lambda: not _journal_events(d.state), 90, "the journal drained")
         d.signal(signal.SIGTERM)
         assert d.wait(30) == 0, d.output()
         delivered: dict[tuple[str, int], dict[str, Any]] = {}
