@@ -631,24 +631,47 @@ class EventQueue:
         Returns:
             The numbered payload.
         """
+        return self.add_many([payload])[0]
+
+    def add_many(self, payloads: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """:meth:`add` for several events in one transaction (one disk sync for all).
+
+        A non-finite number in a payload (a bug upstream) is published as null and logged,
+        rather than refused: the event itself still happened.
+
+        Returns:
+            The numbered payloads, in order.
+        """
         with self._lock:
-            ev = {**payload, "seq": self.next_seq, "stream": self.stream}
-            body = _encode(ev)  # raises ValueError on a non-finite number: a caller's bug
-            self.next_seq += 1
+            out = []
             sql: list[tuple[str, tuple[Any, ...]]] = []
-            if len(self._pending) >= self.maxlen:
-                old, _ = self._pending.popitem(last=False)
-                self.dropped += 1
-                sql.append(("DELETE FROM events WHERE seq = ?", (old,)))
-                logger.warning("event queue full (%d): dropped event seq %d", self.maxlen, old)
-            self._pending[ev["seq"]] = ev
-            self.added += 1
-            sql.append(("INSERT OR REPLACE INTO events VALUES (?, ?, ?)",
-                        (ev["seq"], body, zlib.crc32(body))))
-            sql.append(("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)",
-                        (str(self.next_seq),)))
-            self._commit(sql, durable=True)
-            return ev
+            for payload in payloads:
+                ev = {**payload, "seq": self.next_seq, "stream": self.stream}
+                try:
+                    body = _encode(ev)
+                except ValueError:
+                    logger.error("event seq %d has a non-finite number; published as null: "
+                                 "%r", self.next_seq, ev)
+                    ev = {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                          for k, v in ev.items()}
+                    body = _encode(ev)
+                self.next_seq += 1
+                if len(self._pending) >= self.maxlen:
+                    old, _ = self._pending.popitem(last=False)
+                    self.dropped += 1
+                    sql.append(("DELETE FROM events WHERE seq = ?", (old,)))
+                    logger.warning("event queue full (%d): dropped event seq %d", self.maxlen,
+                                   old)
+                self._pending[ev["seq"]] = ev
+                self.added += 1
+                sql.append(("INSERT OR REPLACE INTO events VALUES (?, ?, ?)",
+                            (ev["seq"], body, zlib.crc32(body))))
+                out.append(ev)
+            if out:
+                sql.append(("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)",
+                            (str(self.next_seq),)))
+                self._commit(sql, durable=True)
+            return out
 
     def ack(self, seq: int) -> bool:
         """Removes an acknowledged event.
