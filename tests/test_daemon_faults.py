@@ -4,9 +4,9 @@
   run by setting it) and comes back: the daemon is connected again within 5 s, logs the loss
   once with host, port and reason, and never logs paho's "Client is not connected".
 * Power cuts: the daemon is SIGKILLed at random moments, for ``EDGE_POSE_POWERCUT_S`` (default
-  45 s) while the broker flaps; every event it acknowledged as journalled (every event seen in
-  its journal at any moment) is delivered, and no ``(stream, seq)`` ever names two different
-  events.
+  45 s; ``EDGE_POSE_POWERCUT_SYNC_MS`` sets ``service.journal_sync_ms``) while the broker
+  flaps; every event it acknowledged as journalled (every event seen in its journal at any
+  moment) is delivered, and no ``(stream, seq)`` ever names two different events.
 * A run that fails publishes ``availability = failed`` with the reason in the retained
   ``status``; a requested stop publishes ``stopped``.
 * A damaged journal: the daemon starts, warns, and delivers what could still be read.
@@ -35,6 +35,7 @@ from test_service import (  # the shared Mosquitto / daemon / subscriber helpers
 
 BROKER_DOWN_S = float(os.environ.get("EDGE_POSE_BROKER_DOWN_S", "8"))
 POWERCUT_S = float(os.environ.get("EDGE_POSE_POWERCUT_S", "45"))
+POWERCUT_SYNC_MS = int(os.environ.get("EDGE_POSE_POWERCUT_SYNC_MS", "0"))
 FIGURES = Path(os.environ.get("EDGE_POSE_FIGURES", "/tmp")) / "edge-pose-fault-figures.jsonl"
 
 
@@ -204,7 +205,8 @@ def test_sigkill_at_random_moments_with_a_flapping_broker_loses_no_event(
     kills = 0
     end = time.monotonic() + POWERCUT_S
     d = Daemon(tmp_path, broker.port, clip, device="cut", loop=True,
-               mqtt={"reconnect_min_s": 0.2, "reconnect_max_s": 1.0})
+               mqtt={"reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
+               service={"journal_sync_ms": POWERCUT_SYNC_MS})
     try:
         flapper.start()
         while time.monotonic() < end:
@@ -252,7 +254,8 @@ def test_sigkill_at_random_moments_with_a_flapping_broker_loses_no_event(
     lost = set(journalled) - set(delivered)
     dup_msgs = len(sub.on("events")) - len(delivered)
     streams = sorted({k[0] for k in delivered})
-    _figure(kind="powercut", seconds=POWERCUT_S, seed=seed, kills=kills, broker_flaps=flaps[0],
+    _figure(kind="powercut", seconds=POWERCUT_S, sync_ms=POWERCUT_SYNC_MS, seed=seed,
+            kills=kills, broker_flaps=flaps[0],
             journalled=len(journalled), delivered=len(delivered), redelivered=dup_msgs,
             lost=len(lost), conflicts=len(conflicts), streams=len(streams))
     assert kills >= 3 and journalled, (kills, len(journalled))
