@@ -192,7 +192,13 @@ def test_an_unclean_stop_with_relaxed_durability_starts_a_new_stream(
     q2.close()
     q3 = EventQueue(tmp_path, sync_ms=50)  # after a clean stop the numbering is trusted
     assert q3.stream == q2.stream
-    q3.close()
+    killed(q3)
+    q4 = EventQueue(tmp_path)  # durable now, but the run that was cut was not
+    assert q4.stream != q3.stream
+    killed(q4)
+    q5 = EventQueue(tmp_path, sync_ms=50)  # the run that was cut was durable: no doubt
+    assert q5.stream == q4.stream
+    q5.close()
 
 
 def test_a_replaced_journal_file_starts_a_new_stream(tmp_path: Path,

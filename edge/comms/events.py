@@ -404,9 +404,10 @@ class EventQueue:
             doubt = "the journal's next_seq is unreadable"
         elif stream is not None and meta.get("file") not in (None, self._file_id()):
             doubt = "the journal file was replaced (it is not the file written last)"
-        elif stream is not None and clean != "1" and self.sync_ms > 0:
-            doubt = (f"the last run did not stop cleanly and journal_sync_ms = {self.sync_ms}:"
-                     " its last events may not have reached the disk")
+        elif stream is not None and clean != "1" and meta.get("sync_ms", "0") != "0":
+            doubt = (f"the last run did not stop cleanly with journal_sync_ms = "
+                     f"{meta.get('sync_ms', '?')[:10]}: its last events may not have reached "
+                     "the disk")
         if stream is not None and next_seq is not None and next_seq.isdigit():
             self.next_seq = max(self.next_seq, min(int(next_seq), MAX_SEQ - 1))
         self.next_seq = max(self.next_seq, highest + 1)
@@ -596,7 +597,8 @@ class EventQueue:
     def _meta_sql(self, clean: bool) -> list[tuple[str, tuple[Any, ...]]]:
         return [("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, v)) for k, v in (
             ("format", JOURNAL_FORMAT), ("stream", self.stream), ("file", self._file_id()),
-            ("next_seq", str(self.next_seq)), ("clean", "1" if clean else "0"))]
+            ("next_seq", str(self.next_seq)), ("clean", "1" if clean else "0"),
+            ("sync_ms", str(self.sync_ms)))]
 
     def _rewrite(self, clean: bool) -> None:
         """Writes the numbering and every pending event (on open), durably."""
