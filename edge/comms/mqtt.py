@@ -32,7 +32,9 @@ thread), not paho's ``loop_start``: paho's reconnect waits up to its maximum wit
 logs "Client is not connected" on every turn while the broker is away. Ours retries after
 ``reconnect_min_s`` doubling to ``reconnect_max_s`` (default 3 s), each delay drawn at random
 between its half and itself (many devices do not come back in step), and logs host, port and
-reason once per change of state (connected, lost, unreachable for another reason).
+reason once per change of state (connected, lost, unreachable for another reason). MQTT 5
+needs a broker from this decade (Mosquitto >= 1.6, EMQX, HiveMQ, VerneMQ); an MQTT 3-only broker
+refuses the connection, which is logged with its reason.
 
 Threads: the network thread runs paho's callbacks, which only record facts
 (connected, acknowledged mids, commands) and wake the publisher thread; every ``publish`` except
