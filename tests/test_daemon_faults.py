@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 from test_service import (  # the shared Mosquitto / daemon / subscriber helpers
     Broker,
     Daemon,
@@ -124,6 +125,12 @@ def test_a_failed_run_says_failed_with_its_reason_and_a_stop_says_stopped(
         wait_until(lambda: sub.payloads("availability")[-1:] == ["stopped"], 10, "stopped")
         stopped = _status(sub)[-1]
         assert stopped["state"] == "stopped" and stopped["reason"] is None
+        assert stopped["journal"]["pending"] == 0 and stopped["journal"]["write_errors"] == 0
+        schema = json.loads((Path(__file__).parent.parent / "edge" / "status_schema.json")
+                            .read_text(encoding="utf-8"))
+        assert len(_status(sub)) >= 4  # online, failed, online, stopped
+        for st in _status(sub):
+            jsonschema.validate(st, schema)
     finally:
         d.kill()
         sub.stop()
@@ -161,6 +168,9 @@ def test_the_daemon_starts_on_a_damaged_journal_and_delivers_what_it_can_read(
     log = d.log.read_text(errors="replace")
     assert "Traceback" not in log
     assert "3 damaged line(s) skipped" in log and "new stream" in log
+    status = [m.json() for m in sub.on("status")]
+    assert status[0]["journal"]["damaged_at_start"] == 3
+    assert "damaged" in status[0]["journal"]["new_stream_because"]
     new = [m.json() for m in sub.on("events") if m.json()["stream"] != "old0stream"]
     assert new and all(e["seq"] >= 6 for e in new)  # numbering goes on, under a new stream
 

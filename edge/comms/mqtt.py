@@ -6,10 +6,12 @@ Topics, under ``<topic_root>/<device_id>/``:
   stop (SIGTERM, the end of a file source); ``failed`` when the daemon exits on an error (systemd
   restarts it); ``offline`` as the last will (the broker sends it when the connection dies: a
   crash, SIGKILL, a power cut, a network loss).
-* ``status`` - retained, QoS 1, JSON: ``{"v": 1, "state": "online" | "stopped" | "failed",
-  "reason": str | null, "ts": epoch s, "since": epoch s}`` - the why behind ``availability``
-  (``since``: when this connection or state began). While ``availability`` is ``offline`` it
-  keeps the last state the daemon could publish.
+* ``status`` - retained, QoS 1, JSON (``edge/status_schema.json``): ``state`` (``online`` |
+  ``stopped`` | ``failed``), ``reason`` (the error of a failed run, else null), ``ts``,
+  ``since`` (when this connection or state began, epoch s) and ``journal`` (the current
+  ``stream``, events pending, damage found at start and why a new stream began) - the why behind
+  ``availability``. While ``availability`` is ``offline`` it keeps the last state the daemon
+  could publish.
 * ``pose`` - each frame's annotation (QoS ``mqtt.pose_qos``). While disconnected only the
   newest ``mqtt.pose_queue`` frames are kept; older ones are dropped and counted
   (``mqtt.pose_dropped`` in ``stats``). paho's own ``max_queued_messages_set`` is not used: it
@@ -367,8 +369,13 @@ class MqttPublisher:
             self._resend_wait = True
 
     def _publish_status(self, state: str, reason: str | None) -> mqtt.MQTTMessageInfo:
+        rep = self.events.report
         payload = {"v": STATUS_SCHEMA_VERSION, "state": state, "reason": reason,
-                   "ts": round(time.time(), 3), "since": round(self._since, 3)}
+                   "ts": round(time.time(), 3), "since": round(self._since, 3),
+                   "journal": {"stream": self.events.stream, "pending": len(self.events),
+                               "damaged_at_start": rep.damaged,
+                               "new_stream_because": rep.new_stream or None,
+                               "write_errors": self.events.write_errors}}
         return self._publish("status", json.dumps(payload), qos=1, retain=True)
 
     def _publish_discovery(self) -> None:
