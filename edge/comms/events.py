@@ -551,15 +551,18 @@ class EventQueue:
     # ------------------------------------------------------------------------------ writing
 
     def _commit(self, sql: list[tuple[str, tuple[Any, ...]]], durable: bool,
-                strict: bool = False) -> None:
+                strict: bool = False) -> bool:
         """Runs ``sql`` in one transaction; on failure the queue goes on in memory only.
+
+        Returns:
+            Whether the transaction was committed.
 
         Raises:
             JournalError: With ``strict``, when the transaction fails.
         """
         db = self._db
         if db is None:
-            return
+            return False
         try:
             if self.sync_ms == 0 and not durable:
                 db.execute("PRAGMA synchronous=NORMAL")  # acks: a lost one only re-sends
@@ -578,6 +581,7 @@ class EventQueue:
             if self.write_errors:
                 logger.warning("event journal %s writable again", self.path)
                 self.write_errors = 0
+            return True
         except sqlite3.Error as e:
             if strict:
                 raise JournalError(f"event journal {self.path}: cannot write it: {e}; check "
@@ -587,6 +591,7 @@ class EventQueue:
                 logger.error("event journal %s: write failed (%s); events are kept in memory "
                              "only until it works again (check the disk and service.state_dir)",
                              self.path, e)
+            return False
 
     def _file_id(self) -> str:
         """Device and inode of the journal: another file in its place casts doubt."""
@@ -672,7 +677,9 @@ class EventQueue:
             if out:
                 sql.append(("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)",
                             (str(self.next_seq),)))
-                self._commit(sql, durable=True)
+                if self._commit(sql, durable=True):
+                    logger.debug("journalled stream %s seq %d-%d", self.stream, out[0]["seq"],
+                                 out[-1]["seq"])
             return out
 
     def ack(self, seq: int) -> bool:
