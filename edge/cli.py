@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from edge import __version__
+from edge.comms.events import JournalError
 from edge.config import Config, ConfigError, load_config
 from edge.runtime import ModelError, load_manifest, load_model, runtime_name, verify_file
 from edge.sinks import SinkError
@@ -196,11 +197,13 @@ def run(config: Config, *, progress: bool = True, stream: TextIO | None = None) 
 
 
 def _validate_config(path: Path) -> int:
+    from edge.preflight import preflight
+
     try:
-        load_config(path)
+        preflight(load_config(path), origin=str(path))
     except ConfigError as e:
         print(e, file=sys.stderr)
-        return 1
+        return 2
     print(f"{path}: ok")
     return 0
 
@@ -271,6 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ModelError, ConfigError, SourceError, SinkError) as e:
         print(f"edge-pose: {e}", file=sys.stderr)
         return 2
+    except JournalError as e:  # at run time (preflight catches what config can fix)
+        print(f"edge-pose: {e}", file=sys.stderr)
+        return 1
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -1,7 +1,10 @@
 """The one validated configuration of edge-pose, loaded from TOML.
 
 Every section is a pydantic model with ``extra="forbid"``, so a misspelt key is an error that
-names its path. ``edge-pose validate-config FILE`` prints every error at once.
+names its path. Types are strict: a string is never turned into a number or a boolean
+(``port = "1883"``, ``loop = "yes"`` are errors; an integer where a float is expected is fine),
+and every number must be finite. ``edge-pose validate-config FILE`` prints every error at once,
+then runs the checks the daemon makes before it starts (:mod:`edge.preflight`).
 """
 
 from __future__ import annotations
@@ -17,10 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
+#: A path from TOML (a string); the one non-strict type (TOML has no path type).
+PathStr = Annotated[Path, Field(strict=False)]
+
+#: ``detector_hz`` range, config and ``set/detector_hz`` alike: below 0.1 Hz the detector
+#: practically never runs while the device looks healthy; above 60 Hz is no camera's rate.
+DETECTOR_HZ_MIN, DETECTOR_HZ_MAX = 0.1, 60.0
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class SourceConfig(_Section):
@@ -59,7 +68,7 @@ class ModelsConfig(_Section):
         "joints), its causal temporal variant (built by `make lifter`, not shipped), or the "
         "landmark model's world landmarks (all 33 joints)")
     threads: int = Field(default=2, ge=1, le=64, description="interpreter threads per model")
-    dir: Path | None = Field(default=None, description="models folder (default: shipped)")
+    dir: PathStr | None = Field(default=None, description="models folder (default: shipped)")
 
 
 class DetectorConfig(_Section):
@@ -95,8 +104,8 @@ class SchedulerConfig(_Section):
     """
 
     mode: Literal["auto", "realtime", "every-frame", "image"] = "auto"
-    rate_hz: PositiveFloat = 30.0
-    detector_hz: PositiveFloat = 5.0
+    rate_hz: float = Field(default=30.0, ge=0.1, le=240.0)
+    detector_hz: float = Field(default=5.0, ge=DETECTOR_HZ_MIN, le=DETECTOR_HZ_MAX)
     detector_every: int = Field(default=6, ge=1)
     budget_detector_fps: PositiveFloat = 5.0
     budget_pose2d_fps: PositiveFloat = 55.0
@@ -146,7 +155,7 @@ class AnnotationConfig(_Section):
 class OutputConfig(_Section):
     """File and console sinks."""
 
-    dir: Path | None = None
+    dir: PathStr | None = None
     jsonl: bool = True
     video: bool = Field(default=True, description="annotated.mp4 (video and live modes)")
     images: bool = Field(default=True, description="annotated images in annotated/ (image mode)")
@@ -162,9 +171,9 @@ class MqttTlsConfig(_Section):
     """
 
     enabled: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    ca_file: PathStr | None = None
+    cert_file: PathStr | None = None
+    key_file: PathStr | None = None
     insecure: bool = False
 
     @model_validator(mode="after")
@@ -201,8 +210,10 @@ class MqttConfig(_Section):
                               pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     password_credential: str = Field(default="mqtt_password", pattern=r"^[A-Za-z0-9_.-]+$")
     tls: MqttTlsConfig = MqttTlsConfig()
-    reconnect_min_s: int = Field(default=1, ge=1, le=3600)
-    reconnect_max_s: int = Field(default=60, ge=1, le=3600)
+    reconnect_min_s: float = Field(default=0.5, ge=0.05, le=3600, description="first "
+                                   "reconnect delay, s (doubles per failed attempt)")
+    reconnect_max_s: float = Field(default=3.0, ge=0.05, le=3600, description="largest "
+                                   "reconnect delay, s; each delay is jittered down to half")
     pose_qos: Literal[0, 1, 2] = 0
     pose_queue: int = Field(default=5, ge=0, le=1000, description="newest pose frames kept "
                             "while disconnected (older ones are dropped and counted)")
@@ -226,7 +237,10 @@ class ServiceConfig(_Section):
     ``$STATE_DIRECTORY`` (systemd ``StateDirectory=``), else ``/var/lib/edge-pose``.
     """
 
-    state_dir: Path | None = None
+    state_dir: PathStr | None = None
+    journal_sync_ms: int = Field(default=0, ge=0, le=60_000, description="0: every event "
+                                 "is on disk before it is published; N: synced within N ms "
+                                 "(a power cut may lose the last N ms; a new stream follows)")
     shutdown_timeout_s: float = Field(default=5.0, ge=0, le=300, description="how long a stop "
                                       "waits for queued events to be acknowledged")
     watchdog: bool = Field(default=True, description="ping systemd's watchdog from the frame "
@@ -267,13 +281,18 @@ class ConfigError(ValueError):
 
 def _errors(e: ValidationError) -> list[tuple[str, str]]:
     out = []
-    for err in e.errors():
+    for err in e.errors(include_url=False):
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif err["type"] in ("float_type", "int_type", "bool_type", "string_type"):
+            msg += f" (got {type(err['input']).__name__} {str(err['input'])[:40]!r})"
         out.append((loc, msg))
     return out
+
+
+MAX_CONFIG_BYTES = 1_000_000
 
 
 def parse_config(data: dict[str, Any], origin: str = "<dict>") -> Config:
@@ -295,14 +314,26 @@ def load_config(path: Path) -> Config:
         ConfigError: When the file is missing, is not TOML, or does not validate.
     """
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(str(path), [("(file)", "no such file")]) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(str(path), [("(file)", f"unreadable: {e}")]) from None
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(str(path), [("(file)", f"{len(text)} characters; a config is at "
+                                       f"most {MAX_CONFIG_BYTES}")])
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(str(path), [("(file)", f"not valid TOML: {e}")]) from None
-    return parse_config(data, str(path))
+    except RecursionError:
+        raise ConfigError(str(path), [("(file)", "nested too deeply to be a config")]
+                          ) from None
+    try:
+        return parse_config(data, str(path))
+    except RecursionError:
+        raise ConfigError(str(path), [("(top level)", "nested too deeply to be a config")]
+                          ) from None
 
 
 @dataclass(frozen=True)

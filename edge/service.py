@@ -38,8 +38,9 @@ from edge.comms.commands import Controls
 from edge.comms.events import EventFilter, EventQueue
 from edge.comms.mqtt import MqttPublisher
 from edge.comms.system import SystemProbe
-from edge.config import Config, load_config, load_secrets
+from edge.config import Config, load_config
 from edge.pipeline import Pipeline, PoseCore, StepResult, build_pipeline
+from edge.preflight import preflight, resolve_state_dir
 from edge.scheduler import RunStats, run_every_frame, run_realtime
 from edge.sdnotify import Notifier
 from edge.sinks import JsonlSink, Sink, SinkError, StdoutSink, VideoSink
@@ -49,7 +50,6 @@ from edge.types import Detections, DetectorResult, Frame
 logger = logging.getLogger(__name__)
 
 STATS_SCHEMA_VERSION = 1
-DEFAULT_STATE_DIR = Path("/var/lib/edge-pose")
 
 
 def state_dir(config: Config, environ: Mapping[str, str] | None = None) -> Path:
@@ -59,11 +59,7 @@ def state_dir(config: Config, environ: Mapping[str, str] | None = None) -> Path:
         ``service.state_dir``, else ``$STATE_DIRECTORY`` (its first entry), else
         ``/var/lib/edge-pose``.
     """
-    env = os.environ if environ is None else environ
-    if config.service.state_dir is not None:
-        return config.service.state_dir
-    sd = env.get("STATE_DIRECTORY", "")
-    return Path(sd.split(":")[0]) if sd else DEFAULT_STATE_DIR
+    return resolve_state_dir(config, environ)
 
 
 class ControlledCore:
@@ -97,8 +93,7 @@ class ControlledCore:
     def _queue(self, payloads: list[dict[str, Any]]) -> None:
         if self.events is None or not payloads:
             return
-        for p in payloads:
-            self.events.add(p)
+        self.events.add_many(payloads)  # one journal commit (one disk sync) per tick
         if self.on_events is not None:
             self.on_events()
 
@@ -279,7 +274,7 @@ def run_daemon(config_path: Path, environ: Mapping[str, str] | None = None) -> i
     """
     env = os.environ if environ is None else environ
     config = load_config(config_path)
-    secrets = load_secrets(config, env)
+    secrets = preflight(config, env, origin=str(config_path))
     _setup_logging(config, env)
     notifier = Notifier(env)
     stop = threading.Event()
@@ -304,11 +299,13 @@ def run_daemon(config_path: Path, environ: Mapping[str, str] | None = None) -> i
     sinks: list[Sink] = []
     source = None
     code = 0
+    failure: str | None = None  # why the run failed: availability "failed", not "stopped"
     try:
         logger.info("edge-pose %s daemon, device %s, config %s", __version__, dev, config_path)
         if config.mqtt.enabled:
             sdir = state_dir(config, env)
-            events = EventQueue(sdir, config.mqtt.events_queue)
+            events = EventQueue(sdir, config.mqtt.events_queue,
+                                config.service.journal_sync_ms)
             logger.info("event journal %s (%d pending, next seq %d)", events.path, len(events),
                         events.next_seq)
             if config.mqtt.username and secrets.mqtt_password is None:
@@ -370,6 +367,11 @@ def run_daemon(config_path: Path, environ: Mapping[str, str] | None = None) -> i
         reporter.finished = True
         logger.info("stopped after %d frames (%s)", run_stats.frames_processed,
                     "signal" if signalled.is_set() else (run_stats.error or "end of source"))
+        if code != 0:
+            failure = run_stats.error or f"exit status {code}"
+    except Exception as e:
+        failure = f"{type(e).__name__}: {e}"
+        raise
     finally:
         notifier.stopping("stopping: flushing queues")
         for sink in sinks:
@@ -380,7 +382,7 @@ def run_daemon(config_path: Path, environ: Mapping[str, str] | None = None) -> i
         if source is not None:
             source.close()
         if publisher is not None:
-            publisher.close(config.service.shutdown_timeout_s)
+            publisher.close(config.service.shutdown_timeout_s, failure=failure)
         elif events is not None:
             events.close()
         notifier.close()

@@ -24,7 +24,17 @@ def test_defaults_follow_the_design() -> None:
     ({"tracking": {"max_persons": 0}}, [("tracking.max_persons", "greater than or equal")]),
     ({"models": {"precision": "int4"}}, [("models.precision", "'int8' or 'float'")]),
     ({"scheduler": {"rate_hz": -1}, "annotation": {"device_id": "a b"}},
-     [("scheduler.rate_hz", "greater than 0"), ("annotation.device_id", "pattern")]),
+     [("scheduler.rate_hz", "greater than or equal to 0.1"),
+      ("annotation.device_id", "pattern")]),
+    # Strict types: no silent string-to-number or string-to-bool; finite numbers only.
+    ({"mqtt": {"port": "1883"}}, [("mqtt.port", "valid integer")]),
+    ({"source": {"loop": "yes"}}, [("source.loop", "valid boolean")]),
+    ({"tracking": {"max_persons": 2.0}}, [("tracking.max_persons", "valid integer")]),
+    ({"scheduler": {"rate_hz": float("inf")}}, [("scheduler.rate_hz", "finite number")]),
+    ({"scheduler": {"detector_hz": float("nan")}}, [("scheduler.detector_hz", "finite")]),
+    ({"scheduler": {"detector_hz": 1e-320}}, [("scheduler.detector_hz", "0.1")]),
+    ({"mqtt": {"enabled": 1}}, [("mqtt.enabled", "valid boolean")]),
+    ({"service": {"state_dir": 3}}, [("service.state_dir", "path")]),
     ({"source": {"reconnect_initial_s": 5, "reconnect_max_s": 1}},
      [("source", "reconnect_max_s must be >= reconnect_initial_s")]),
 ])
@@ -38,11 +48,27 @@ def test_every_error_has_its_key_path(data: dict[str, object],
         assert gkey == key and msg in gmsg
 
 
+def test_toml_ints_fill_float_fields_and_strings_fill_paths() -> None:
+    c = parse_config({"scheduler": {"rate_hz": 10, "detector_hz": 2},
+                      "mqtt": {"reconnect_min_s": 1, "reconnect_max_s": 2},
+                      "service": {"state_dir": "/tmp/x"}})
+    assert c.scheduler.rate_hz == 10.0 and isinstance(c.scheduler.rate_hz, float)
+    assert c.mqtt.reconnect_max_s == 2.0 and c.service.state_dir == Path("/tmp/x")
+
+
+def test_a_deeply_nested_array_is_a_config_error_not_a_crash(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(deep)
+
+
 def test_toml_file_round_trip_and_validate_config_cli(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     good = tmp_path / "good.toml"
     good.write_text('[source]\nuri = "0"\n[tracking]\nmax_persons = 2\n'
-                    '[scheduler]\nmode = "every-frame"\ndetector_every = 3\n')
+                    '[scheduler]\nmode = "every-frame"\ndetector_every = 3\n'
+                    f'[service]\nstate_dir = "{tmp_path / "state"}"\n')
     c = load_config(good)
     assert (c.source.uri, c.tracking.max_persons, c.scheduler.detector_every) == ("0", 2, 3)
     assert cli.main(["validate-config", str(good)]) == 0
@@ -50,13 +76,13 @@ def test_toml_file_round_trip_and_validate_config_cli(tmp_path: Path,
 
     bad = tmp_path / "bad.toml"
     bad.write_text('[tracking]\nmax_persons = "many"\ncolour = "red"\n')
-    assert cli.main(["validate-config", str(bad)]) == 1
+    assert cli.main(["validate-config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "2 error(s)" in err and "tracking.max_persons" in err and "tracking.colour" in err
 
     broken = tmp_path / "broken.toml"
     broken.write_text("[tracking\n")
-    assert cli.main(["validate-config", str(broken)]) == 1
+    assert cli.main(["validate-config", str(broken)]) == 2
     assert "not valid TOML" in capsys.readouterr().err
-    assert cli.main(["validate-config", str(tmp_path / "missing.toml")]) == 1
+    assert cli.main(["validate-config", str(tmp_path / "missing.toml")]) == 2
     assert "no such file" in capsys.readouterr().err

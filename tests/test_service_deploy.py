@@ -58,7 +58,7 @@ def test_validate_config_names_every_bad_service_key(tmp_path: Path,
                    "[mqtt.tls]\ncert_file = \"/x.crt\"\n"
                    "[mqtt.home_assistant]\ndiscovery_prefix = \"home assistant\"\n"
                    "[service]\nshutdown_timeout_s = -1\nwatchdgo = true\n")
-    assert cli.main(["validate-config", str(bad)]) == 1
+    assert cli.main(["validate-config", str(bad)]) == 2
     err = capsys.readouterr().err
     for key in ("mqtt.port", "mqtt.pose_qos", "mqtt.password: unknown key",
                 "mqtt.tls", "mqtt.home_assistant.discovery_prefix",

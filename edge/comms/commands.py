@@ -2,8 +2,12 @@
 
 A command payload is a JSON value (``true``, ``3``, ``2.5``) or, for switches, ``ON``/``OFF``
 (what Home Assistant sends). Anything else - an unknown name, a payload over the size limit, not
-UTF-8, not JSON, the wrong type, out of range, a retained message - raises
-:class:`CommandError` and changes nothing.
+UTF-8, not JSON, the wrong type, out of range - raises :class:`CommandError` and changes
+nothing; a retained message is refused before it gets here (:mod:`edge.comms.mqtt`).
+
+Ranges (the same as the config's): ``max_persons`` in [1, 32]; ``detector_hz`` in
+[0.1, min(60, scheduler.rate_hz)] Hz - below 0.1 Hz the detector practically never runs while
+the device still looks healthy.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import math
 import threading
 from dataclasses import dataclass
 from typing import Any
+
+from edge.config import DETECTOR_HZ_MAX, DETECTOR_HZ_MIN
 
 COMMANDS = ("enabled", "max_persons", "detector_hz")
 MAX_PERSONS_LIMIT = 32
@@ -31,7 +37,8 @@ class Controls:
             tracks are dropped, no pose frames).
         max_persons: Most people tracked at once.
         detector_hz: Detector runs per second (at most ``detector_hz_max``).
-        detector_hz_max: Upper bound of ``detector_hz`` (the core's tick rate).
+        detector_hz_max: Upper bound of ``detector_hz`` (the core's tick rate; at most
+            :data:`~edge.config.DETECTOR_HZ_MAX`).
     """
 
     enabled: bool
@@ -96,7 +103,7 @@ def parse_command(name: str, payload: bytes, *, max_bytes: int = 256,
         name: The setting (one of :data:`COMMANDS`).
         payload: Raw payload.
         max_bytes: Size limit of the payload.
-        detector_hz_max: Largest accepted ``detector_hz``.
+        detector_hz_max: Largest accepted ``detector_hz`` (capped at 60 Hz).
 
     Returns:
         The value: ``bool`` for ``enabled``, ``int`` for ``max_persons``, ``float`` for
@@ -123,6 +130,7 @@ def parse_command(name: str, payload: bytes, *, max_bytes: int = 256,
             raise CommandError(f"max_persons must be in [1, {MAX_PERSONS_LIMIT}], got {value}")
         return int(value)
     hz = float(value)
-    if not (math.isfinite(hz) and 0.0 < hz <= detector_hz_max):
-        raise CommandError(f"detector_hz must be in (0, {detector_hz_max:g}], got {hz}")
+    hi = min(detector_hz_max, DETECTOR_HZ_MAX)
+    if not (math.isfinite(hz) and DETECTOR_HZ_MIN <= hz <= hi):
+        raise CommandError(f"detector_hz must be in [{DETECTOR_HZ_MIN:g}, {hi:g}] Hz, got {hz}")
     return hz

@@ -1,8 +1,8 @@
 """Home Assistant MQTT discovery: one device per edge-pose box, with people-count and fps sensors.
 
 Both sensors read the ``stats`` topic (``value_json.people``, ``value_json.fps``) and follow the
-``availability`` topic: ``online`` is available, ``stopped`` and ``offline`` are not. The
-configs are retained and published again whenever Home Assistant announces itself on
+``availability`` topic: ``online`` is available; ``stopped``, ``failed`` and ``offline`` are
+not. The configs are retained and published again whenever Home Assistant announces itself on
 ``<discovery_prefix>/status`` (its birth message ``online``), as its documentation advises.
 """
 

@@ -2,8 +2,16 @@
 
 Topics, under ``<topic_root>/<device_id>/``:
 
-* ``availability`` - retained, QoS 1: ``online`` on every connect, ``stopped`` on a clean exit,
-  ``offline`` as the last will (the broker sends it when the connection dies).
+* ``availability`` - retained, QoS 1: ``online`` on every connect; ``stopped`` when asked to
+  stop (SIGTERM, the end of a file source); ``failed`` when the daemon exits on an error (systemd
+  restarts it); ``offline`` as the last will (the broker sends it when the connection dies: a
+  crash, SIGKILL, a power cut, a network loss).
+* ``status`` - retained, QoS 1, JSON (``edge/status_schema.json``): ``state`` (``online`` |
+  ``stopped`` | ``failed``), ``reason`` (the error of a failed run, else null), ``ts``,
+  ``since`` (when this connection or state began, epoch s) and ``journal`` (the current
+  ``stream``, events pending, damage found at start and why a new stream began) - the why behind
+  ``availability``. While ``availability`` is ``offline`` it keeps the last state the daemon
+  could publish.
 * ``pose`` - each frame's annotation (QoS ``mqtt.pose_qos``). While disconnected only the
   newest ``mqtt.pose_queue`` frames are kept; older ones are dropped and counted
   (``mqtt.pose_dropped`` in ``stats``). paho's own ``max_queued_messages_set`` is not used: it
@@ -14,11 +22,23 @@ Topics, under ``<topic_root>/<device_id>/``:
   reconnect, paho first resends the unacknowledged ones (same order, DUP flag); new events wait
   until those are acknowledged, so the order holds across outages.
 * ``stats`` - every ``mqtt.stats_interval_s`` while connected, and once more at a clean stop.
-* ``set/<name>`` - commands (:mod:`edge.comms.commands`); retained ones are ignored (they would
-  replay a stale command on every reconnect); each accepted value is echoed, retained, on
-  ``state/<name>``, and all states are published on connect.
+* ``set/<name>`` - commands (:mod:`edge.comms.commands`). Retained ones are refused, however
+  they arrive: the client speaks MQTT 5 and subscribes with *retain as published*, so a retained
+  command keeps its retain flag on live delivery too (MQTT 3.1.1 brokers clear it, which let a
+  retained command through while connected), and the replay of a stale one on every reconnect is
+  refused as well. Each accepted value is echoed, retained, on ``state/<name>``, and all states
+  are published on connect.
 
-Threads: paho's network loop (``loop_start``) runs the callbacks, which only record facts
+**Connection.** The client's network loop is ours (``client.loop`` on the ``mqtt-network``
+thread), not paho's ``loop_start``: paho's reconnect waits up to its maximum without jitter and
+logs "Client is not connected" on every turn while the broker is away. Ours retries after
+``reconnect_min_s`` doubling to ``reconnect_max_s`` (default 3 s), each delay drawn at random
+between its half and itself (many devices do not come back in step), and logs host, port and
+reason once per change of state (connected, lost, unreachable for another reason). MQTT 5
+needs a broker from this decade (Mosquitto >= 1.6, EMQX, HiveMQ, VerneMQ); an MQTT 3-only broker
+refuses the connection, which is logged with its reason.
+
+Threads: the network thread runs paho's callbacks, which only record facts
 (connected, acknowledged mids, commands) and wake the publisher thread; every ``publish`` except
 a pose frame while connected happens on the publisher thread. The callbacks never take a lock
 the publishing thread holds while calling paho: paho calls ``on_publish`` holding its own
@@ -29,6 +49,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import ssl
 import threading
 import time
@@ -41,15 +62,28 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.comms.commands import COMMANDS, CommandError, Controls
 from edge.comms.events import EventQueue
 from edge.comms.homeassistant import discovery_messages
-from edge.config import Config, Secrets
+from edge.config import Config, ConfigError, Secrets
 
 logger = logging.getLogger(__name__)
 
 EVENT_WINDOW = 100  # unacknowledged events in flight at once
+STATUS_SCHEMA_VERSION = 1
+
+
+def backoff_s(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
+    """The wait before reconnect attempt ``attempt`` (0-based), s.
+
+    ``min_s * 2**attempt`` capped at ``max_s``, then drawn uniformly from its upper half
+    ("equal jitter"): prompt when the broker returns, and devices that lost it together do not
+    all come back in the same instant.
+    """
+    base = min(max_s, min_s * 2.0 ** min(attempt, 30))
+    return base * (0.5 + 0.5 * rng.random())
 
 
 @dataclass
@@ -87,19 +121,21 @@ class MqttPublisher:
         self._stats = stats
         self.counters = MqttCounters()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                  client_id=f"edgepose-{self.device_id}", clean_session=True)
-        self.client.enable_logger(logging.getLogger("paho.mqtt"))
+                                  client_id=f"edgepose-{self.device_id}",
+                                  protocol=mqtt.MQTTv5)
         self.client.will_set(self.topic("availability"), "offline", qos=1, retain=True)
         if mc.username is not None:
             self.client.username_pw_set(mc.username, secrets.mqtt_password)
         if mc.tls.enabled:
-            self.client.tls_set(
-                ca_certs=None if mc.tls.ca_file is None else str(mc.tls.ca_file),
-                certfile=None if mc.tls.cert_file is None else str(mc.tls.cert_file),
-                keyfile=None if mc.tls.key_file is None else str(mc.tls.key_file),
-                cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            try:
+                self.client.tls_set(
+                    ca_certs=None if mc.tls.ca_file is None else str(mc.tls.ca_file),
+                    certfile=None if mc.tls.cert_file is None else str(mc.tls.cert_file),
+                    keyfile=None if mc.tls.key_file is None else str(mc.tls.key_file),
+                    cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            except (OSError, ValueError) as e:  # preflight checks these; a race is possible
+                raise ConfigError("<config>", [("mqtt.tls", str(e))]) from None
             self.client.tls_insecure_set(mc.tls.insecure)
-        self.client.reconnect_delay_set(mc.reconnect_min_s, mc.reconnect_max_s)
         self.client.max_inflight_messages_set(EVENT_WINDOW + 20)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -113,13 +149,23 @@ class MqttPublisher:
         self._ha_due = False
         self._poses: deque[str] = deque(maxlen=max(mc.pose_queue, 1))
         self._pose_lock = threading.Lock()
-        self._acks: deque[int] = deque()
+        self._acks: deque[tuple[int, str | None]] = deque()  # (mid, refusal or None)
         self._states: deque[str] = deque()
         self._sent: dict[int, int] = {}  # mid -> seq of events handed to paho, not yet acked
         self._last_sent_seq = 0
         self._resend_wait = False
         self._next_stats = time.monotonic() + mc.stats_interval_s
         self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
+        self._net = threading.Thread(target=self._net_loop, name="mqtt-network", daemon=True)
+        self._net_stop = threading.Event()
+        self._rng = random.Random()
+        self._attempt = 0
+        self._link = "starting"  # starting | up | down: what was last logged
+        self._link_reason = ""
+        self._link_since = time.monotonic()
+        self._since = time.time()
+        self._disconnect_reason = ""
+        self._failure: str | None = None
         self._deadline = 0.0
         self.closed = threading.Event()
 
@@ -137,14 +183,25 @@ class MqttPublisher:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
                     reason_code: ReasonCode, properties: Properties | None) -> None:
         if reason_code.is_failure:
-            logger.error("MQTT broker %s:%d refused the connection: %s", self.config.host,
-                         self.config.port, reason_code)
+            self._disconnect_reason = f"refused the connection: {reason_code}"
+            if self._link_reason != self._disconnect_reason:
+                self._link, self._link_reason = "down", self._disconnect_reason
+                logger.error("MQTT broker %s:%d refused the connection: %s", self.config.host,
+                             self.config.port, reason_code)
             return
-        logger.info("MQTT connected to %s:%d", self.config.host, self.config.port)
+        away = time.monotonic() - self._link_since
+        logger.info("MQTT connected to %s:%d%s", self.config.host, self.config.port,
+                    f" after {away:.1f} s away" if self._link == "down" else "")
+        self._link, self._link_reason, self._link_since = "up", "", time.monotonic()
+        self._since = time.time()
+        self._attempt = 0
         self.counters.connects += 1
-        subs = [(self.topic("set/+"), 1)]
+        # Retain as published: a retained command keeps its flag even on live delivery, so
+        # it can be refused (see the module docstring).
+        subs = [(self.topic("set/+"), SubscribeOptions(qos=1, retainAsPublished=True))]
         if self.config.home_assistant.enabled:
-            subs.append((f"{self.config.home_assistant.discovery_prefix}/status", 1))
+            subs.append((f"{self.config.home_assistant.discovery_prefix}/status",
+                         SubscribeOptions(qos=1)))
         client.subscribe(subs)
         self._connected = True
         self._just_connected = True
@@ -155,14 +212,14 @@ class MqttPublisher:
                        properties: Properties | None) -> None:
         if self._connected and not self._stop.is_set():
             self.counters.disconnects += 1
-            logger.warning("MQTT disconnected (%s); reconnecting with backoff up to %d s",
-                           reason_code, self.config.reconnect_max_s)
+        self._disconnect_reason = str(reason_code)
         self._connected = False
         self._wake.set()
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
                     reason_code: ReasonCode, properties: Properties) -> None:
-        self._acks.append(mid)  # deque.append is atomic; no lock (see the module docstring)
+        # deque.append is atomic; no lock (see the module docstring)
+        self._acks.append((mid, str(reason_code) if reason_code.is_failure else None))
         self._wake.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -179,8 +236,8 @@ class MqttPublisher:
         name = msg.topic[len(prefix):]
         if msg.retain:
             self.counters.commands_rejected += 1
-            logger.warning("ignored retained command %s (commands must not be retained)",
-                           msg.topic)
+            logger.warning("ignored retained command %s (commands must not be retained; "
+                           "clear it with an empty retained message)", msg.topic[:200])
             return
         try:
             value = self.controls.apply(name, bytes(msg.payload),
@@ -225,26 +282,83 @@ class MqttPublisher:
     def start(self) -> None:
         """Starts connecting (in the background: no broker yet is fine) and publishing."""
         mc = self.config
-        self.client.connect_async(mc.host, mc.port, keepalive=mc.keepalive_s)
-        self.client.loop_start()
+        self.client.connect_async(mc.host, mc.port, keepalive=mc.keepalive_s, clean_start=True)
+        self._net.start()
         self._thread.start()
+
+    # ------------------------------------------------------------------- network thread
+
+    def _link_down(self, reason: str) -> None:
+        """Logs a lost or failed connection once per change of state or reason."""
+        mc = self.config
+        if self._link == "up":
+            logger.warning("MQTT connection to %s:%d lost: %s; reconnecting (every %g-%g s)",
+                           mc.host, mc.port, reason, mc.reconnect_min_s, mc.reconnect_max_s)
+            self._link_since = time.monotonic()
+        elif reason != self._link_reason:
+            logger.warning("MQTT broker %s:%d unreachable: %s; retrying (every %g-%g s)",
+                           mc.host, mc.port, reason, mc.reconnect_min_s, mc.reconnect_max_s)
+        self._link, self._link_reason = "down", reason
+
+    def _wait_backoff(self) -> None:
+        mc = self.config
+        self._net_stop.wait(backoff_s(self._attempt, mc.reconnect_min_s, mc.reconnect_max_s,
+                                      self._rng))
+        self._attempt += 1
+
+    def _net_loop(self) -> None:
+        """Connects, runs paho's loop, reconnects with jittered backoff until closed."""
+        client = self.client
+        while not self._net_stop.is_set():
+            if client.socket() is None:
+                if self._stop.is_set():
+                    break  # stopping while disconnected: nothing to send, no reconnect
+                try:
+                    client.reconnect()
+                except (OSError, ValueError) as e:  # refused, unreachable, DNS, TLS
+                    self._link_down(f"{type(e).__name__}: {e}")
+                    self._wait_backoff()
+                    continue
+                self._disconnect_reason = ""
+            try:
+                rc = client.loop(0.1)
+            except Exception:  # a bug in a callback must not end the connection for good
+                logger.exception("MQTT network loop failed; reconnecting")
+                client.disconnect()
+                rc = MQTTErrorCode.MQTT_ERR_UNKNOWN
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                continue
+            self._connected = False
+            self._wake.set()
+            if self._net_stop.is_set() or (self._stop.is_set() and client.socket() is None):
+                break
+            self._link_down(self._disconnect_reason or mqtt.error_string(rc))
+            self._wait_backoff()
 
     def _publish(self, name: str, payload: str, *, qos: int = 0, retain: bool = False
                  ) -> mqtt.MQTTMessageInfo:
         return self.client.publish(self.topic(name), payload, qos=qos, retain=retain)
 
     def _process_acks(self) -> None:
+        acked = []
         while self._acks:
-            mid = self._acks.popleft()
+            mid, refused = self._acks.popleft()
             seq = self._sent.pop(mid, None)
-            if seq is not None and self.events.ack(seq):
-                self.counters.events_published += 1
+            if seq is None:
+                continue
+            if refused is not None:  # the broker took it but will not deliver it
+                logger.error("the broker refused event seq %d: %s (check its ACL for %s)",
+                             seq, refused, self.topic("events"))
+            acked.append(seq)
+        if acked:
+            self.counters.events_published += self.events.ack_many(acked)
         if self._resend_wait and not self._sent:
             self._resend_wait = False
 
     def _on_connected(self) -> None:
         self._just_connected = False
         self._publish("availability", "online", qos=1, retain=True)
+        self._publish_status("online", None)
         for name in COMMANDS:
             self._publish(f"state/{name}", json.dumps(self.controls.get(name)), qos=1,
                           retain=True)
@@ -253,6 +367,16 @@ class MqttPublisher:
         if self._sent:
             # paho resends these itself after the CONNACK; new events wait for their acks.
             self._resend_wait = True
+
+    def _publish_status(self, state: str, reason: str | None) -> mqtt.MQTTMessageInfo:
+        rep = self.events.report
+        payload = {"v": STATUS_SCHEMA_VERSION, "state": state, "reason": reason,
+                   "ts": round(time.time(), 3), "since": round(self._since, 3),
+                   "journal": {"stream": self.events.stream, "pending": len(self.events),
+                               "damaged_at_start": rep.damaged,
+                               "new_stream_because": rep.new_stream or None,
+                               "write_errors": self.events.write_errors}}
+        return self._publish("status", json.dumps(payload), qos=1, retain=True)
 
     def _publish_discovery(self) -> None:
         self._ha_due = False
@@ -317,6 +441,13 @@ class MqttPublisher:
                 self._wake.wait(0.2)
                 self._wake.clear()
                 self._step()
+            # Stopping soon after the start (a source that would not open): the first
+            # connection may still be on its way; wait for it so the reason gets out.
+            while (not self._connected and self.counters.connects == 0
+                   and time.monotonic() < self._deadline):
+                self._wake.wait(0.05)
+                self._wake.clear()
+                self._step()
             # Stopping: deliver what is queued while the broker is there, up to the deadline.
             while (self._connected and not self._drained()
                    and time.monotonic() < self._deadline):
@@ -326,33 +457,52 @@ class MqttPublisher:
             self._process_acks()
             if self._connected:
                 self._publish_stats()
-                info = self._publish("availability", "stopped", qos=1, retain=True)
+                state = "stopped" if self._failure is None else "failed"
+                self._since = time.time()
+                self._publish_status(state, self._failure)
+                info = self._publish("availability", state, qos=1, retain=True)
                 try:
                     info.wait_for_publish(max(0.5, self._deadline - time.monotonic()))
                 except (RuntimeError, ValueError) as e:
-                    logger.warning("could not publish 'stopped': %s", e)
+                    logger.warning("could not publish %r: %s", state, e)
                 self.client.disconnect()
+            else:
+                logger.warning("MQTT broker %s:%d away at exit: availability stays as the "
+                               "last will says (offline)", self.config.host, self.config.port)
         except Exception:
             logger.exception("MQTT publisher failed")
         finally:
             self.closed.set()
 
-    def close(self, timeout_s: float) -> None:
-        """Flushes, says ``stopped`` and disconnects.
+    def close(self, timeout_s: float, failure: str | None = None) -> None:
+        """Flushes, says ``stopped`` (or ``failed``) and disconnects.
 
         Delivers what is queued (while connected, up to ``timeout_s``), publishes the last
-        ``stats`` and ``stopped``, disconnects cleanly (so no last will) and saves the events
-        not yet acknowledged to the journal.
+        ``stats``, ``status`` and ``availability``, disconnects cleanly (so no last will) and
+        closes the journal, which keeps the events not yet acknowledged.
+
+        Args:
+            timeout_s: Longest wait for queued events to be acknowledged, s.
+            failure: Why the daemon is exiting on an error (``availability = failed``, the
+                reason in ``status``); None for a requested stop.
         """
+        self._failure = failure
         if not self._thread.is_alive():
-            self.client.loop_stop()
+            self._net_stop.set()
+            if self._net.is_alive():
+                self._net.join(10.0)
             self.events.close()
             return
         self._deadline = time.monotonic() + timeout_s
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout_s + 5.0)
-        self.client.loop_stop()
+        # Let the network thread send the DISCONNECT, then end it.
+        end = time.monotonic() + 2.0
+        while self.client.socket() is not None and time.monotonic() < end:
+            time.sleep(0.02)
+        self._net_stop.set()
+        self._net.join(10.0)
         if self._sent or len(self.events):
             logger.info("%d event(s) not acknowledged yet: kept in %s for the next start",
                         len(self.events), self.events.path)

@@ -1,0 +1,198 @@
+"""Checks a validated config against the machine, before anything starts.
+
+The config model checks each value on its own (types, ranges); these checks need the file
+system or a library: the files named exist and can be read and parsed (TLS CA, certificate and
+key; the models and their manifest; the MQTT password credential), the state and output folders
+can be created and written, and the source URI is well formed. ``edge-pose validate-config``
+and ``edge-pose daemon`` run the same :func:`preflight`, so a config that validates is one the
+daemon starts with; every problem is a :class:`~edge.config.ConfigError` naming the key (exit
+status 2). Nothing is created or changed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from edge.comms.events import JournalError, check_state_dir
+from edge.config import Config, ConfigError, Secrets, load_secrets
+from edge.runtime import ModelError, load_manifest, verify_file
+
+#: Where the event journal lives when neither the config nor systemd says.
+DEFAULT_STATE_DIR = Path("/var/lib/edge-pose")
+URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
+_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$|^\[?[0-9A-Fa-f:.]+\]?$")
+
+
+def resolve_state_dir(config: Config, environ: Mapping[str, str] | None = None) -> Path:
+    """Where the event journal lives.
+
+    Returns:
+        ``service.state_dir``, else ``$STATE_DIRECTORY`` (its first entry), else
+        ``/var/lib/edge-pose``.
+    """
+    env = os.environ if environ is None else environ
+    if config.service.state_dir is not None:
+        return config.service.state_dir
+    sd = env.get("STATE_DIRECTORY", "")
+    return Path(sd.split(":")[0]) if sd else DEFAULT_STATE_DIR
+
+
+def _readable_file(path: Path) -> str | None:
+    """Why ``path`` is not a readable regular file, or None."""
+    try:
+        if not path.exists():
+            return f"{path}: no such file"
+        if not path.is_file():
+            return f"{path}: not a regular file"
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        return f"{path}: unreadable ({e.strerror or e})"
+    return None
+
+
+def check_tls(config: Config) -> list[tuple[str, str]]:
+    """The TLS files exist, are readable and parse (``mqtt.tls.*``)."""
+    tls = config.mqtt.tls
+    if not (config.mqtt.enabled and tls.enabled):
+        return []
+    errors = []
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(tls, key)
+        if path is not None and (why := _readable_file(path)) is not None:
+            errors.append((f"mqtt.tls.{key}", why))
+    if errors:
+        return errors
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if tls.ca_file is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(tls.ca_file))
+        except (ssl.SSLError, ValueError) as e:
+            errors.append(("mqtt.tls.ca_file", f"{tls.ca_file}: not a PEM CA certificate "
+                           f"({e})"))
+    if tls.cert_file is not None and tls.key_file is not None:
+        try:
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        except (ssl.SSLError, ValueError) as e:
+            errors.append(("mqtt.tls.cert_file", f"{tls.cert_file} with {tls.key_file}: not a "
+                           f"PEM certificate and its key ({e})"))
+    return errors
+
+
+def check_models(config: Config) -> list[tuple[str, str]]:
+    """The manifest loads and the detector and landmark models it names match their sha256."""
+    mc = config.models
+    key = "models.dir" if mc.dir is not None else "models"
+    try:
+        manifest = load_manifest(mc.dir)
+        det = manifest.find("detector", None, mc.detector_precision or mc.precision)
+        lm = manifest.find("landmark", mc.landmark, mc.precision)
+        for entry in (det, lm):
+            verify_file(manifest.folder / entry.file, entry.sha256)
+    except ModelError as e:
+        return [(key, str(e))]
+    return []
+
+
+def check_writable_dir(key: str, folder: Path) -> list[tuple[str, str]]:
+    """``folder`` exists as a writable folder or can be created (nothing is created)."""
+    d = Path(os.path.abspath(folder))
+    existing = d
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return [(key, f"{d}: {existing} is not a folder")]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [(key, f"{d}: {existing} is not writable by this user")]
+    return []
+
+
+def check_source(config: Config) -> list[tuple[str, str]]:
+    """``source.uri`` is well formed: a known word, a camera index, a URL or an existing path."""
+    uri = config.source.uri
+    if uri == "demo" or uri.isdigit():
+        return []
+    if uri == "picamera2" or uri.startswith("picamera2:"):
+        idx = uri.partition(":")[2]
+        return [] if idx.isdigit() else [("source.uri", f"{uri!r}: expected picamera2 or "
+                                          "picamera2:<index>")]
+    if "://" in uri:
+        try:
+            parts = urlsplit(uri)
+            port = parts.port  # ValueError when not a number in range
+        except ValueError as e:
+            return [("source.uri", f"{uri[:80]!r}: malformed URL ({e})")]
+        if parts.scheme not in URL_SCHEMES:
+            return [("source.uri", f"{uri[:80]!r}: scheme {parts.scheme!r} is not one of "
+                     f"{', '.join(URL_SCHEMES)}")]
+        if not parts.hostname or any(c.isspace() for c in uri) or port == 0:
+            return [("source.uri", f"{uri[:80]!r}: malformed URL (no host, a space or port "
+                     "0)")]
+        return []
+    path = Path(uri)
+    if path.is_dir():
+        if not os.access(path, os.R_OK | os.X_OK):
+            return [("source.uri", f"{path}: folder not readable")]
+        return []
+    why = _readable_file(path)
+    if why is not None:
+        return [("source.uri", f"{why}; expected demo, a video file, an image folder, a "
+                 "camera index, an rtsp/http URL or picamera2")]
+    return []
+
+
+def check_mqtt(config: Config) -> list[tuple[str, str]]:
+    """``mqtt.host`` looks like a host name or an address (no DNS lookup: offline)."""
+    host = config.mqtt.host
+    if config.mqtt.enabled and not _HOST.match(host):
+        return [("mqtt.host", f"{host[:80]!r} is not a host name or IP address")]
+    return []
+
+
+def preflight(config: Config, environ: Mapping[str, str] | None = None, *,
+              origin: str = "<config>", models: bool = True) -> Secrets:
+    """Runs every check the daemon needs before it starts, and reads the secrets.
+
+    Args:
+        config: The validated config.
+        environ: The environment (``os.environ`` when None): ``$CREDENTIALS_DIRECTORY``,
+            the password variable, ``$STATE_DIRECTORY``.
+        origin: The config file's name, for the error.
+        models: Whether to check the models (sha256 of the detector and landmark files).
+
+    Returns:
+        The secrets.
+
+    Raises:
+        ConfigError: Listing every problem with its key.
+    """
+    env = os.environ if environ is None else environ
+    errors: list[tuple[str, str]] = []
+    secrets = Secrets()
+    try:
+        secrets = load_secrets(config, env)
+    except ConfigError as e:
+        errors += [(k, f"{e.path}: {m}") for k, m in e.errors]
+    errors += check_mqtt(config)
+    errors += check_tls(config)
+    if models:
+        errors += check_models(config)
+    errors += check_source(config)
+    if config.mqtt.enabled:
+        sdir = resolve_state_dir(config, env)
+        key = "service.state_dir" if config.service.state_dir is not None else (
+            "service.state_dir ($STATE_DIRECTORY or the default)")
+        try:
+            check_state_dir(sdir)
+        except JournalError as e:
+            errors.append((key, str(e)))
+    if config.output.dir is not None:
+        errors += check_writable_dir("output.dir", config.output.dir)
+    if errors:
+        raise ConfigError(origin, errors)
+    return secrets
