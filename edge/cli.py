@@ -4,7 +4,8 @@ Subcommands:
     run             run the pipeline on a source; write annotations.jsonl and annotated.mp4
                     (still images: annotated/ and coco_keypoints.json)
     demo            ``run`` on the bundled demo clip, every frame
-    daemon          the device service: publish to MQTT until SIGTERM (see edge.service)
+    daemon          the device service: publish to MQTT (and HTTP) until SIGTERM
+    serve           the HTTP API and live browser viewer over a source
     validate-config check a TOML config and print every error with its key path
     models list     print the model manifest (key, file, precision, size, latency)
     models verify   check every model file against its sha256 and load it
@@ -17,13 +18,14 @@ import dataclasses
 import json
 import logging
 import sys
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from edge import __version__
 from edge.comms.events import JournalError
-from edge.config import Config, ConfigError, load_config
+from edge.config import Config, ConfigError, load_config, parse_config
 from edge.runtime import ModelError, load_manifest, load_model, runtime_name, verify_file
 from edge.sinks import SinkError
 from edge.sources import SourceError
@@ -118,6 +120,42 @@ def format_report(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _override(config: Config, updates: dict[str, dict[str, Any]], origin: str) -> Config:
+    """The config with command-line values put in, validated like the file (exit 2 on error)."""
+    data = config.model_dump()
+    for section, values in updates.items():
+        data[section].update(values)
+    return parse_config(data, origin)
+
+
+def _serve_config(args: argparse.Namespace) -> Config:
+    if args.config:
+        config = load_config(args.config)
+    else:
+        config = parse_config({"mqtt": {"enabled": False},
+                               "source": {"loop": not args.no_loop}}, "serve defaults")
+    updates: dict[str, dict[str, Any]] = {"http": {}}
+    if args.source is not None:
+        updates["source"] = {"uri": args.source}
+    if args.no_loop:
+        updates.setdefault("source", {})["loop"] = False
+    if args.threads is not None:
+        updates["models"] = {"threads": args.threads}
+    for item in args.http:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError("command line", [(f"--http {item}", "expected KEY=VALUE")])
+        try:
+            updates["http"][key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:  # a bare word: a string
+            updates["http"][key.strip()] = value.strip()
+    if args.host is not None:
+        updates["http"]["host"] = args.host
+    if args.port is not None:
+        updates["http"]["port"] = args.port
+    return _override(config, updates, "command line")
+
+
 def _run_config(args: argparse.Namespace) -> Config:
     config = load_config(args.config) if args.config else Config()
     updates: dict[str, dict[str, Any]] = {}
@@ -133,10 +171,7 @@ def _run_config(args: argparse.Namespace) -> Config:
     put("models", "threads", args.threads)
     put("scheduler", "mode", args.mode)
     put("output", "dir", args.out)
-    data = config.model_dump()
-    for section, values in updates.items():
-        data[section].update(values)
-    return Config.model_validate(data)
+    return _override(config, updates, "command line")
 
 
 def run(config: Config, *, progress: bool = True, stream: TextIO | None = None) -> int:
@@ -240,6 +275,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "notify and watchdog)")
     pd.add_argument("--config", type=Path, default=Path("/etc/edge-pose/config.toml"),
                     help="TOML config file (default: /etc/edge-pose/config.toml)")
+    ps = sub.add_parser("serve", help="the HTTP API and live browser viewer over a source "
+                        "(and MQTT when the config enables it)")
+    ps.add_argument("--config", type=Path, help="TOML config file (default: built-in "
+                    "defaults with MQTT off)")
+    ps.add_argument("--source", help="source URI (default: the config's; demo: the clip)")
+    ps.add_argument("--host", help="address to bind (default 127.0.0.1; any other needs a "
+                    "token)")
+    ps.add_argument("--port", type=int, help="port (default 8080; 0: any free port)")
+    ps.add_argument("--threads", type=int, help="interpreter threads per model")
+    ps.add_argument("--no-loop", action="store_true", help="stop at the end of a file (default "
+                    "without --config: loop it)")
+    ps.add_argument("--http", action="append", default=[], metavar="KEY=VALUE",
+                    help="set an [http] key, the value in TOML syntax (repeatable), e.g. "
+                    "--http pose_rate_per_s=10")
     pv = sub.add_parser("validate-config", help="check a TOML config file")
     pv.add_argument("file", type=Path)
     pm = sub.add_parser("models", help="list or verify the shipped models")
@@ -265,6 +314,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from edge.service import run_daemon
 
             return run_daemon(args.config)
+        if args.command == "serve":
+            from edge.service import run_service
+
+            return run_service(_serve_config(args), origin=str(args.config or "serve"),
+                               http=True)
         if args.command == "validate-config":
             return _validate_config(args.file)
         if args.command == "models":

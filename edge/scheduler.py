@@ -117,6 +117,9 @@ class RunStats:
     source_outages: int = 0
     source_error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    # Monotonic times of the latest processed frames, for the current rate.
+    _recent: deque[float] = field(default_factory=lambda: deque(maxlen=512), repr=False,
+                                  compare=False)
 
     @classmethod
     def with_budgets(cls, detector_fps: float, pose2d_fps: float, pose3d_fps: float) -> RunStats:
@@ -127,12 +130,26 @@ class RunStats:
     def add(self, annotation: Annotation, times_ms: dict[str, float]) -> None:
         """Accounts for one processed frame."""
         with self.lock:
+            self._recent.append(time.monotonic())
             self.frames_processed += 1
             self.person_frames += annotation.n_persons
             self.max_persons = max(self.max_persons, annotation.n_persons)
             for k, v in times_ms.items():
                 if k in self.stages:
                     self.stages[k].record(v)
+
+    def current_fps(self, window_s: float = 5.0) -> float | None:
+        """Frames processed per second over the last ``window_s`` seconds (None before two).
+
+        The same figure for every reader, however often they ask (MQTT stats, HTTP, metrics).
+        """
+        now = time.monotonic()
+        with self.lock:
+            recent = [t for t in self._recent if now - t <= window_s]
+        if len(recent) < 2:
+            return None
+        span = max(now - recent[0], 1e-3)
+        return len(recent) / span
 
     def source_lost(self, why: str) -> bool:
         """Marks a live source lost; True if it was not already."""

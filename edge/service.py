@@ -1,22 +1,32 @@
-"""The device daemon (``edge-pose daemon``): config -> MQTT -> models -> source -> frame loop.
+"""The device service (``edge-pose daemon``) and the HTTP server (``edge-pose serve``).
 
-Start, in order: load and validate the config and read its secrets; open the event journal and
-start the MQTT client (connecting in the background, so a broker that is not up yet is fine);
-load the models; open the source; tell systemd ``READY=1``; run the realtime loop, pinging the
-watchdog from it. Stop, in reverse, on SIGTERM/SIGINT (or when a file source ends): the current
-frame finishes, the source and sinks close, queued events are delivered while the broker is
+Both are the one :class:`~edge.app.Runtime` with transports attached: MQTT (``[mqtt]``), HTTP
+(``[http]``; always on for ``serve``) and the file outputs (``output.dir``).
+
+Start, in order: load and validate the config and run every check the daemon would fail on
+(:func:`edge.preflight.preflight`, exit 2 naming the key); open the event journal and start the
+MQTT client (connecting in the background, so a broker that is not up yet is fine) and the HTTP
+server (``/healthz`` answers while the models load); open the source and load the models; tell
+systemd ``READY=1``; run the loop, pinging the watchdog from it on every tick, with or without
+a frame. Stop, in reverse, on SIGTERM/SIGINT (or when a file source ends): the current frame
+finishes, the outputs and the source close, queued events are delivered while the broker is
 there (up to ``service.shutdown_timeout_s``) and the rest stay in the journal, the last
-``stats`` and ``stopped`` are published, and the client disconnects cleanly.
+``stats`` and ``stopped`` (or ``failed`` with the reason) are published, and the client
+disconnects cleanly.
 
-Run-time settings (``set/<name>``, see :mod:`edge.comms.commands`) reach the frame loop through
-:class:`~edge.comms.commands.Controls`: :class:`ControlledCore` applies ``max_persons`` and
-``enabled`` between frames on the core's thread, and :class:`DetectorGate` paces the detector
-at ``detector_hz`` (the scheduler's detector thread runs at the tick rate, the gate holds it
-back), so the scheduler itself needs no hooks.
+A live source never ends the service: a camera that goes away is reported (``source.state``
+``lost`` in ``stats``, a ``camera_lost`` event, ``camera_back`` when it delivers again) while
+the source reconnects and the loop keeps the watchdog fed. A *file* source ending is a normal
+end (exit 0; ``Restart=on-failure`` leaves it stopped), unless nothing at all could be read
+from it (exit 1).
 
-Exit status: 0 after a clean stop, 1 when the run failed (a dead camera: systemd restarts the
-service), 2 for a bad config or missing models (``RestartPreventExitStatus=2``: a restart
-would not help).
+Run-time settings (``set/<name>`` on MQTT, ``POST /v1/set/<name>`` on HTTP, one validation:
+:mod:`edge.comms.commands`) reach the frame loop through the runtime's
+:class:`~edge.comms.commands.Controls`.
+
+Exit status: 0 after a clean stop, 1 when the run failed (a broken file, a failing output:
+systemd restarts the service), 2 for a bad config or missing models
+(``RestartPreventExitStatus=2``: a restart would not help).
 """
 
 from __future__ import annotations
@@ -24,28 +34,29 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import secrets as _secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import cv2
+import numpy as np
+
 from edge import __version__
 from edge.annotation import Annotation
+from edge.app import Runtime, StillImages
 from edge.comms.commands import Controls
-from edge.comms.events import EventFilter, EventQueue
+from edge.comms.events import EVENTS_SCHEMA_VERSION, EventQueue
 from edge.comms.mqtt import MqttPublisher
 from edge.comms.system import SystemProbe
 from edge.config import Config, load_config
-from edge.pipeline import Pipeline, PoseCore, StepResult, build_pipeline
 from edge.preflight import preflight, resolve_state_dir
-from edge.scheduler import RunStats, run_every_frame, run_realtime
 from edge.sdnotify import Notifier
-from edge.sinks import JsonlSink, Sink, SinkError, StdoutSink, VideoSink
-from edge.sources import SourceError, open_source
-from edge.types import Detections, DetectorResult, Frame
+from edge.types import Frame
 
 logger = logging.getLogger(__name__)
 
@@ -62,104 +73,12 @@ def state_dir(config: Config, environ: Mapping[str, str] | None = None) -> Path:
     return resolve_state_dir(config, environ)
 
 
-class ControlledCore:
-    """The pipeline's core with run-time controls and event publishing around it.
-
-    Called only from the scheduler's core thread. Before each step it applies a changed
-    ``max_persons`` (a new frozen ``TrackerConfig``; tracks above the new limit are kept until
-    they leave, no new ones are opened) and ``enabled`` (disabling announces every shown track
-    as ``left`` and resets the core; while disabled, the core runs with no tracks, which is
-    cheap, and nothing is published on ``pose``). After each step it turns the tracker's events
-    into published events (:class:`~edge.comms.events.EventFilter`) and queues them.
-
-    Args:
-        core: The pipeline's core.
-        controls: The shared settings.
-        events: Where published events go (None: dropped, MQTT disabled).
-        device_id: For the event payloads.
-        on_events: Called after events were queued (wakes the publisher).
-    """
-
-    def __init__(self, core: PoseCore, controls: Controls, events: EventQueue | None,
-                 device_id: str, on_events: Callable[[], None] | None = None) -> None:
-        self.core = core
-        self.controls = controls
-        self.events = events
-        self.filter = EventFilter(device_id)
-        self.on_events = on_events
-        self._enabled = True
-        self.people = 0
-
-    def _queue(self, payloads: list[dict[str, Any]]) -> None:
-        if self.events is None or not payloads:
-            return
-        self.events.add_many(payloads)  # one journal commit (one disk sync) per tick
-        if self.on_events is not None:
-            self.on_events()
-
-    def step(self, frame: Frame, detected: DetectorResult | None) -> StepResult:
-        """Applies the controls, runs the core on ``frame``, queues the events."""
-        c = self.controls.snapshot()
-        tracker = self.core.tracker
-        if c["max_persons"] != tracker.config.max_persons:
-            tracker.config = dataclasses.replace(tracker.config, max_persons=c["max_persons"])
-            logger.info("max_persons is now %d", c["max_persons"])
-        if c["enabled"] != self._enabled:
-            self._enabled = c["enabled"]
-            logger.info("processing %s", "enabled" if self._enabled else "disabled")
-            if not self._enabled:
-                self._queue(self.filter.leave_all(frame))
-                self.core.reset()
-        if not self._enabled:
-            detected = None
-        result = self.core.step(frame, detected)
-        self.people = result.annotation.n_persons
-        if self._enabled:
-            self._queue(self.filter.update(frame, result.annotation, result.events))
-        return result
-
-
-class DetectorGate:
-    """The detector as the scheduler's detector thread sees it, paced by ``detector_hz``.
-
-    The scheduler runs its detector thread at the tick rate; each call waits here until
-    ``1 / detector_hz`` has passed since the previous run (re-read while waiting, so a command
-    takes effect at once), then runs the detector on the newest frame the core has seen or the
-    one it was given, whichever is newer. While disabled it returns no detections.
-
-    Args:
-        pipeline: Runs the detector.
-        controls: ``enabled`` and ``detector_hz``.
-        stop: Ends the waiting.
-    """
-
-    def __init__(self, pipeline: Pipeline, controls: Controls, stop: threading.Event) -> None:
-        self.pipeline = pipeline
-        self.controls = controls
-        self.stop = stop
-        self.newest: Frame | None = None
-        self._last = -float("inf")
-
-    def __call__(self, frame: Frame) -> DetectorResult:
-        """Runs the detector when its period has passed (see the class docstring)."""
-        while not self.stop.is_set():
-            if not self.controls.get("enabled"):
-                self.stop.wait(0.2)
-                return DetectorResult(Detections.empty(), frame.frame_id,
-                                      frame.t_capture_ns / 1e9, 0.0)
-            wait = self._last + 1.0 / self.controls.get("detector_hz") - time.monotonic()
-            if wait <= 0:
-                break
-            self.stop.wait(min(wait, 0.1))
-        newest = self.newest
-        if newest is not None and newest.frame_id > frame.frame_id:
-            frame = newest
-        self._last = time.monotonic()
-        return self.pipeline.detect(frame)
-
-
 class MqttPoseSink:
-    """A sink publishing each annotation on ``pose`` (nothing while disabled)."""
+    """A transport publishing each annotation on ``pose`` (nothing while disabled).
+
+    Never blocks: paho queues the message, and the publisher keeps only the newest
+    ``mqtt.pose_queue`` frames while the broker is away.
+    """
 
     def __init__(self, publisher: MqttPublisher, controls: Controls) -> None:
         self.publisher = publisher
@@ -171,81 +90,104 @@ class MqttPoseSink:
             self.publisher.publish_pose(annotation.to_json())
 
     def close(self) -> None:
-        """Nothing to release (the publisher is closed by the daemon)."""
+        """Nothing to release (the publisher is closed by the service)."""
+
+
+_MQTT_ZERO = {"connects": 0, "disconnects": 0, "pose_published": 0, "pose_dropped": 0,
+              "events_published": 0, "events_queued": 0, "events_dropped": 0,
+              "commands_accepted": 0, "commands_rejected": 0}
 
 
 class StatsReporter:
-    """Builds the ``stats`` payload (``stats_schema.json``) from the run's counters.
+    """Builds the ``stats`` payload (``stats_schema.json``) from the runtime's snapshot.
 
     Args:
         config: For the device id.
-        run_stats: The scheduler's live counters.
-        core: For the people count.
-        controls: The current settings.
-        source_dropped: Returns the source's dropped-frame count.
+        runtime: The runtime whose snapshot is reported.
     """
 
-    def __init__(self, config: Config, run_stats: RunStats, core: ControlledCore,
-                 controls: Controls, source_dropped: Callable[[], int] | None = None) -> None:
+    def __init__(self, config: Config, runtime: Runtime) -> None:
         self.device_id = config.annotation.device_id
-        self.run_stats = run_stats
-        self.core = core
-        self.controls = controls
+        self.runtime = runtime
         self.publisher: MqttPublisher | None = None
         self.events: EventQueue | None = None
-        self.source_dropped = source_dropped
         self.finished = False
         self._probe = SystemProbe()
         self._t0 = time.monotonic()
-        self._last = (self._t0, 0)
-
-    def _stages(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, st in list(self.run_stats.stages.items()):
-            for _ in range(5):  # the core thread may append meanwhile
-                try:
-                    s = st.summary()
-                    break
-                except RuntimeError:
-                    continue
-            else:
-                continue
-            out[name] = {k: s[k] for k in ("runs", "mean_ms", "p50_ms", "p90_ms", "fps")}
-        return out
 
     def __call__(self) -> dict[str, Any]:
-        """The payload, now."""
-        rs = self.run_stats
-        now = time.monotonic()
-        t_last, n_last = self._last
-        processed = rs.frames_processed
-        fps = (processed - n_last) / (now - t_last) if now - t_last > 0.05 else None
-        self._last = (now, processed)
+        """The payload, now (any thread)."""
+        snap = self.runtime.snapshot()
+        processed = snap["frames_processed"]
         if self.finished:
-            dropped = rs.frames_dropped
-        else:
-            src = int(self.source_dropped()) if self.source_dropped is not None else 0
-            dropped = max(0, rs.frames_read - processed - 1) + src
+            dropped = snap["frames_dropped"]
+        else:  # the newest frame read may still be on its way to the core
+            dropped = max(0, snap["frames_read"] - processed - 1) + snap["source_dropped"]
+        fps = self.runtime.stats.current_fps()
         pub = self.publisher
-        counters = dataclasses.asdict(pub.counters) if pub is not None else {}
-        mqtt = {**counters,
-                "events_queued": len(self.events) if self.events is not None else 0,
-                "events_dropped": self.events.dropped if self.events is not None else 0}
+        mqtt = dict(_MQTT_ZERO)
+        if pub is not None:
+            mqtt.update(dataclasses.asdict(pub.counters))
+        if self.events is not None:
+            mqtt.update(events_queued=len(self.events), events_dropped=self.events.dropped)
+        stages = {name: {k: st[k] for k in ("runs", "mean_ms", "p50_ms", "p90_ms", "fps")}
+                  for name, st in snap["stages"].items()}
         return {
             "v": STATS_SCHEMA_VERSION,
             "device_id": self.device_id,
             "ts": round(time.time(), 3),
             "version": __version__,
-            "uptime_s": round(now - self._t0, 1),
+            "uptime_s": round(time.monotonic() - self._t0, 1),
             "fps": None if fps is None else round(fps, 2),
-            "people": self.core.people,
-            "frames": {"read": rs.frames_read, "processed": processed, "dropped": dropped,
-                       "overrun": rs.ticks_overrun},
-            "stages": self._stages(),
-            "settings": self.controls.snapshot(),
+            "people": snap["people"],
+            "frames": {"read": snap["frames_read"], "processed": processed,
+                       "dropped": dropped, "overrun": snap["ticks_overrun"]},
+            "source": snap["source"],
+            "stages": stages,
+            "settings": snap["settings"],
             "mqtt": mqtt,
             "system": self._probe.sample(),
         }
+
+
+class EventNumbers:
+    """Numbers events for transports when there is no MQTT journal to do it (``serve``).
+
+    ``seq`` counts from 1 under a random ``stream`` id for this process only (no journal, so
+    a restart starts a new stream: ``(stream, seq)`` stays unique).
+    """
+
+    def __init__(self) -> None:
+        self.stream = _secrets.token_hex(8)
+        self.next_seq = 1
+        self._lock = threading.Lock()
+
+    def add_many(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The payloads with ``seq`` and ``stream``."""
+        with self._lock:
+            out = [{**p, "seq": self.next_seq + i, "stream": self.stream}
+                   for i, p in enumerate(payloads)]
+            self.next_seq += len(payloads)
+            return out
+
+
+def source_event(kind: str, device_id: str, frame_id: int, reason: str | None
+                 ) -> dict[str, Any]:
+    """A ``camera_lost`` / ``camera_back`` event payload (no track; without seq/stream).
+
+    Args:
+        kind: ``camera_lost`` or ``camera_back``.
+        device_id: The device.
+        frame_id: The last frame processed before it (0 if none).
+        reason: Why the source was lost (``camera_lost``), else None.
+    """
+    payload: dict[str, Any] = {
+        "v": EVENTS_SCHEMA_VERSION, "device_id": device_id, "kind": kind, "track_id": None,
+        "other_id": None, "ts": round(time.time(), 6),
+        "t_source": round(time.monotonic(), 6), "frame_id": int(frame_id)}
+    if reason is not None:
+        payload["reason"] = reason[:300]
+    return payload
 
 
 def _setup_logging(config: Config, environ: Mapping[str, str]) -> None:
@@ -257,135 +199,221 @@ def _setup_logging(config: Config, environ: Mapping[str, str]) -> None:
                                                 logging.getLevelName(config.logging.level)))
 
 
-def run_daemon(config_path: Path, environ: Mapping[str, str] | None = None) -> int:
-    """Runs the service until SIGTERM/SIGINT or the end of a file source.
+def _decode_image(body: bytes) -> Any:
+    image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError("OpenCV cannot decode it (truncated or damaged)")
+    return np.ascontiguousarray(image, np.uint8)
+
+
+def run_service(config: Config, environ: Mapping[str, str] | None = None, *,
+                origin: str = "<config>", http: bool | None = None) -> int:
+    """Runs the runtime with its transports until SIGTERM/SIGINT or a file source's end.
 
     Args:
-        config_path: The TOML config.
+        config: The validated config.
         environ: The environment (``os.environ`` when None): secrets, ``$STATE_DIRECTORY``,
-            ``$NOTIFY_SOCKET``, ``$WATCHDOG_USEC``.
+            ``$NOTIFY_SOCKET``, ``$WATCHDOG_USEC``, ``$CREDENTIALS_DIRECTORY``.
+        origin: The config's file name, for errors.
+        http: Serve HTTP whatever ``http.enabled`` says (``serve``); None: as it says.
 
     Returns:
         The exit status (see the module docstring).
 
     Raises:
-        edge.config.ConfigError: The config is invalid (the CLI prints it, exit status 2).
+        edge.config.ConfigError: The config cannot work (the CLI prints it, exit status 2).
         edge.runtime.ModelError: A model is missing or damaged (exit status 2).
     """
+    from edge.transports.http import HttpTransport
+    from edge.transports.http_config import check_bind, load_http_token
+
     env = os.environ if environ is None else environ
-    config = load_config(config_path)
-    secrets = preflight(config, env, origin=str(config_path))
+    secrets = preflight(config, env, origin=origin)
+    serve_http = config.http.enabled if http is None else http
+    token = load_http_token(config.http, env) if serve_http else None
+    if serve_http:
+        check_bind(config.http, token, origin)
     _setup_logging(config, env)
     notifier = Notifier(env)
-    stop = threading.Event()
+    rt = Runtime(config)
     signalled = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         signalled.set()
         logger.info("%s: stopping after the current frame", signal.Signals(signum).name)
         notifier.stopping("stopping")
-        stop.set()
+        rt.stop()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     dev = config.annotation.device_id
-    controls = Controls(enabled=True, max_persons=config.tracking.max_persons,
-                        detector_hz=min(config.scheduler.detector_hz, config.scheduler.rate_hz),
-                        detector_hz_max=config.scheduler.rate_hz)
-    sc = config.scheduler
-    run_stats = RunStats.with_budgets(sc.budget_detector_fps, sc.budget_pose2d_fps,
-                                      sc.budget_pose3d_fps)
+    reporter = StatsReporter(config, rt)
     publisher: MqttPublisher | None = None
-    events: EventQueue | None = None
-    sinks: list[Sink] = []
-    source = None
+    journal: EventQueue | None = None
+    numbers = EventNumbers()
+    server: HttpTransport | None = None
     code = 0
     failure: str | None = None  # why the run failed: availability "failed", not "stopped"
+    last_id = [0]  # the newest processed frame's id
+    last_frame = [-1.0]  # and its monotonic time
     try:
-        logger.info("edge-pose %s daemon, device %s, config %s", __version__, dev, config_path)
+        logger.info("edge-pose %s, device %s, config %s", __version__, dev, origin)
         if config.mqtt.enabled:
-            sdir = state_dir(config, env)
-            events = EventQueue(sdir, config.mqtt.events_queue,
-                                config.service.journal_sync_ms)
-            logger.info("event journal %s (%d pending, next seq %d)", events.path, len(events),
-                        events.next_seq)
+            journal = EventQueue(state_dir(config, env), config.mqtt.events_queue,
+                                 config.service.journal_sync_ms)
+            logger.info("event journal %s (%d pending, next seq %d)", journal.path,
+                        len(journal), journal.next_seq)
             if config.mqtt.username and secrets.mqtt_password is None:
                 logger.warning("mqtt.username is set but no password was found in "
                                "$CREDENTIALS_DIRECTORY/%s or $%s",
                                config.mqtt.password_credential, config.mqtt.password_env)
-        notifier.status("loading models")
-        pipeline = build_pipeline(config)
-        core = ControlledCore(pipeline.core, controls, events, dev)
-        reporter = StatsReporter(config, run_stats, core, controls)
-        if config.mqtt.enabled:
-            assert events is not None
-            publisher = MqttPublisher(config, secrets, events, controls, reporter)
-            reporter.publisher, reporter.events = publisher, events
-            core.on_events = publisher.wake
+            publisher = MqttPublisher(config, secrets, journal, rt.controls, reporter)
+            reporter.publisher, reporter.events = publisher, journal
             publisher.start()
-            sinks.append(MqttPoseSink(publisher, controls))
-        else:
-            logger.warning("mqtt.enabled = false: nothing is published")
-        if stop.is_set():
+        elif not serve_http:
+            logger.warning("mqtt.enabled = false and no [http]: nothing is published")
+        if serve_http:
+            still: list[StillImages] = []
+            still_lock = threading.Lock()
+
+            def pose_image(body: bytes) -> dict[str, Any]:
+                image = _decode_image(body)
+                with still_lock:  # loaded on the first request, kept for the next ones
+                    if not still:
+                        still.append(StillImages(config))
+                return still[0](image).payload
+
+            def command(name: str, payload: bytes) -> dict[str, Any]:
+                return {"name": name, "value": rt.controls.apply(name, payload)}
+
+            def stats_snapshot() -> dict[str, Any]:
+                if rt.core is None:
+                    raise RuntimeError("no stats before the models are loaded")
+                return reporter()
+
+            def ready() -> tuple[bool, str]:
+                if rt.core is None:
+                    return False, "loading models"
+                state = rt.stats.summary()["source"]["state"]
+                if state != "ok":
+                    return False, f"source {state}"
+                if last_frame[0] < 0:
+                    return False, "no frame yet"
+                age = time.monotonic() - last_frame[0]
+                if age > config.http.ready_max_frame_age_s:
+                    return False, f"newest frame is {age:.1f} s old"
+                return True, f"running, newest frame {age:.2f} s old"
+
+            sc = config.scheduler
+            server = HttpTransport(
+                config.http, stats_snapshot=stats_snapshot, command=command,
+                pose_image=pose_image, ready=ready, token=token, device_id=dev,
+                budgets={"detect": sc.budget_detector_fps, "pose2d": sc.budget_pose2d_fps,
+                         "pose3d": sc.budget_pose3d_fps})
+            server.start()
+            logger.info("HTTP API and viewer on %s", server.url)
+
+        def publish_events(payloads: list[dict[str, Any]]) -> None:
+            numbered = (journal.add_many(payloads) if journal is not None
+                        else numbers.add_many(payloads))
+            if publisher is not None:
+                publisher.wake()
+            if server is not None:
+                server.events(numbered)
+
+        notifier.status("loading models")
+        rt.open()
+        assert rt.core is not None and rt.source is not None
+        source = rt.source
+        rt.core.listeners.append(publish_events)
+        if publisher is not None:
+            rt.add_output(MqttPoseSink(publisher, rt.controls), name="mqtt", queued=False)
+        if server is not None:
+            rt.add_output(server, name="http", queued=False)
+        if config.output.dir is not None:
+            rt.add_file_outputs(config.output.dir)
+        def watchdog() -> None:
+            if config.service.watchdog:
+                notifier.watchdog()
+
+        rt.on_tick.append(watchdog)
+
+        def on_source(state: str, why: str | None) -> None:
+            kind = "camera_lost" if state == "lost" else "camera_back"
+            notifier.status(f"source {source.name}: {state}")
+            publish_events([source_event(kind, dev, last_id[0], why)])
+
+        rt.on_source.append(on_source)
+        stats_stop = threading.Event()
+        stats_thread: threading.Thread | None = None
+        if server is not None:
+            def push_stats() -> None:
+                while not stats_stop.wait(2.0):
+                    if server is not None:
+                        server.stats(reporter())
+
+            stats_thread = threading.Thread(target=push_stats, name="http-stats", daemon=True)
+            stats_thread.start()
+
+        def on_step(frame: Frame, result: Any) -> None:
+            first = last_frame[0] < 0
+            last_id[0], last_frame[0] = frame.frame_id, time.monotonic()
+            if first:
+                notifier.status(f"running: {source.name}")
+
+        if rt.stop_event.is_set():
             return 0
-        src = config.source
-        source = open_source(src.uri, width=src.width, height=src.height, fps=src.fps,
-                             loop=src.loop, reconnect_initial_s=src.reconnect_initial_s,
-                             reconnect_max_s=src.reconnect_max_s)
-        reporter.source_dropped = lambda: source.dropped if source is not None else 0
-        out = config.output
-        if out.dir is not None and out.jsonl:
-            sinks.append(JsonlSink(out.dir / "annotations.jsonl"))
-        if out.dir is not None and out.video:
-            sinks.append(VideoSink(out.dir / "annotated.mp4", source.fps or sc.rate_hz))
-        if out.stdout:
-            sinks.append(StdoutSink())
-        gate = DetectorGate(pipeline, controls, stop)
-        watchdog = notifier.watchdog if config.service.watchdog else (lambda: False)
-        frames_seen = [0]
-
-        def on_step(frame: Frame, result: StepResult) -> None:
-            gate.newest = frame
-            watchdog()
-            frames_seen[0] += 1
-            if frames_seen[0] == 1:
-                notifier.status(f"running: {source.name if source else ''}")
-
         watchdog()
         notifier.ready(f"models loaded, source {source.name} open")
-        logger.info("ready: source %s, %s mode at %.1f Hz", source.name, sc.mode, sc.rate_hz)
+        logger.info("ready: source %s, %s mode at %.1f Hz", source.name, rt.mode,
+                    config.scheduler.rate_hz)
         try:
-            if sc.mode == "every-frame":
-                run_every_frame(source, core, pipeline.detect, sinks, run_stats,
-                                detector_every=sc.detector_every, stop=stop, on_step=on_step)
-            else:
-                run_realtime(source, core, gate, sinks, run_stats, rate_hz=sc.rate_hz,
-                             detector_hz=sc.rate_hz, stop=stop, on_step=on_step)
-        except (SourceError, SinkError) as e:
-            logger.error("run failed: %s", e)
-            run_stats.error = str(e)
+            code = rt.run(on_step=on_step)
+        finally:
+            stats_stop.set()
+            if stats_thread is not None:
+                stats_thread.join(timeout=5)
+        skipped = getattr(source, "skipped", [])
+        if rt.stats.frames_processed == 0 and skipped and code == 0:
+            rt.stats.error = f"none of the {len(skipped)} images could be read"
+            logger.error("%s", rt.stats.error)
             code = 1
         reporter.finished = True
-        logger.info("stopped after %d frames (%s)", run_stats.frames_processed,
-                    "signal" if signalled.is_set() else (run_stats.error or "end of source"))
+        logger.info("stopped after %d frames (%s)", rt.stats.frames_processed,
+                    "signal" if signalled.is_set() else (rt.stats.error or "end of source"))
         if code != 0:
-            failure = run_stats.error or f"exit status {code}"
+            failure = rt.stats.error or f"exit status {code}"
     except Exception as e:
         failure = f"{type(e).__name__}: {e}"
         raise
     finally:
         notifier.stopping("stopping: flushing queues")
-        for sink in sinks:
-            try:
-                sink.close()
-            except SinkError as e:
-                logger.error("closing a sink failed: %s", e)
-        if source is not None:
-            source.close()
+        if rt.close() != 0 and failure is None:
+            failure = rt.stats.error
+            code = max(code, 1)
         if publisher is not None:
             publisher.close(config.service.shutdown_timeout_s, failure=failure)
-        elif events is not None:
-            events.close()
+        elif journal is not None:
+            journal.close()
+        if server is not None:
+            server.close()  # also closed as an output; safe twice (when never added)
         notifier.close()
         for s, h in previous.items():
             signal.signal(s, h)
     return code
+
+
+def run_daemon(config_path: Path, environ: Mapping[str, str] | None = None) -> int:
+    """``edge-pose daemon``: :func:`run_service` on the config file.
+
+    Args:
+        config_path: The TOML config.
+        environ: The environment (``os.environ`` when None).
+
+    Returns:
+        The exit status (see the module docstring).
+
+    Raises:
+        edge.config.ConfigError: The config is invalid (exit status 2).
+        edge.runtime.ModelError: A model is missing or damaged (exit status 2).
+    """
+    return run_service(load_config(config_path), environ, origin=str(config_path))

@@ -1,6 +1,6 @@
 """The HTTP demo server as a subprocess on the real demo clip, and a small real HTTP client.
 
-Used by test_http.py and test_viewer.py. The server is ``python -m edge.transports.http_demo``
+Used by test_http.py and test_viewer.py. The server is ``edge-pose serve``
 (real models, the real clip looping, the real transport); the client is the standard library's
 ``http.client`` (each request on a fresh connection, as probes and scripts do).
 """
@@ -44,14 +44,14 @@ class Reply:
 
 
 class DemoServer:
-    """``python -m edge.transports.http_demo`` on a free port (stopped with SIGTERM)."""
+    """``edge-pose serve --source demo`` on a free port (stopped with SIGTERM)."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int | None = None,
                  http: Mapping[str, object] | None = None,
                  env: Mapping[str, str] | None = None) -> None:
         self.host = host
         self.port = port if port is not None else free_port()
-        args = [sys.executable, "-m", "edge.transports.http_demo", "--source", "demo",
+        args = [sys.executable, "-m", "edge.cli", "serve", "--source", "demo",
                 "--host", host, "--port", str(self.port)]
         for k, v in (http or {}).items():
             args += ["--http", f"{k}={v}"]
@@ -59,7 +59,7 @@ class DemoServer:
                    if k not in ("EDGE_POSE_HTTP_TOKEN", "CREDENTIALS_DIRECTORY")}
         environ.update(env or {})
         OUT.mkdir(parents=True, exist_ok=True)
-        self.log_path = OUT / f"http_demo_{self.port}.log"
+        self.log_path = OUT / f"serve_{self.port}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(args, cwd=ROOT, env=environ, stdout=self._log,
                                      stderr=subprocess.STDOUT)

@@ -1,6 +1,6 @@
 """The HTTP transport end to end: a real server on the real demo clip, a real HTTP client.
 
-The server is ``python -m edge.transports.http_demo`` (real models, the clip looping at its
+The server is ``edge-pose serve`` (real models, the clip looping at its
 frame rate); every endpoint is checked against the JSON schemas, ``POST /v1/pose`` on a real
 photo with a person (frame 120 of the clip at 1280x720), bad input, slow and many clients, and
 the token on a non-loopback bind. Speed is never asserted: figures (pose latency, core fps with
