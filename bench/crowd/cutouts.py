@@ -16,7 +16,8 @@ heads pruned, the original still has both. From one call on the region's crop co
 
 A person-frame becomes a cutout only when it is clean: pose presence >= 0.9, the mask inside
 the frame and inside the crop (the whole body is there), no other tracked person near it (the
-mask would hold both), and the keypoints spanning most of the mask (the mask is this person).
+mask would hold both), the keypoints spanning most of the mask's height and almost no mask far
+outside the keypoints' box (the mask is this person and nobody else).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ _OUTPUTS = {"Identity": "landmarks", "Identity_1": "presence", "Identity_2": "se
 #: Cutouts are stored at most this tall (px); the benchmark pastes people up to 400 px.
 MAX_STORED_HEIGHT = 480
 #: Bump when the cutout recipe changes, so cached banks are rebuilt.
-BANK_VERSION = 1
+BANK_VERSION = 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,21 +112,43 @@ def original_model_path(cache: Path) -> Path:
     return sources.extract(sources.LANDMARK_FULL, cache / "dl", cache / "build" / "src")
 
 
-def _alpha_in_frame(seg_logits: F32, crop_to_frame: F32, shape: tuple[int, int]) -> F32:
-    """Warps (256, 256) segmentation logits into (H, W) frame probabilities."""
+def _alpha_in_frame(seg_logits: F32, crop_to_frame: F32, shape: tuple[int, int]
+                    ) -> tuple[F32, int, int]:
+    """Warps (256, 256) segmentation logits to frame probabilities, within the crop's extent.
+
+    Returns:
+        ``(alpha, x0, y0)``: (h, w) float32 probabilities of the frame window whose top-left
+        frame pixel is ``(x0, y0)`` (the crop's bounding box, clipped to the frame).
+    """
     prob = (1.0 / (1.0 + np.exp(-np.clip(seg_logits, -60.0, 60.0)))).astype(np.float32)
+    a = crop_to_frame.astype(np.float64)
+    corners = np.array([[0, 0], [256, 0], [0, 256], [256, 256]], np.float64) @ a[:, :2].T + a[:, 2]
     h, w = shape
-    # crop_to_frame maps crop px -> frame px, which is warpAffine's forward direction; outside
-    # the crop is 0 (not a person).
-    return np.asarray(cv2.warpAffine(prob, crop_to_frame.astype(np.float64), (w, h),
-                                     flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                                     borderValue=0.0), np.float32)
+    x0, y0 = (max(0, int(np.floor(v))) for v in corners.min(axis=0))
+    x1 = min(w, int(np.ceil(corners[:, 0].max())) + 1)
+    y1 = min(h, int(np.ceil(corners[:, 1].max())) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((0, 0), np.float32), x0, y0
+    a[:, 2] -= (x0, y0)
+    # crop_to_frame maps crop px -> frame px, warpAffine's forward direction; outside the crop
+    # is 0 (not a person).
+    alpha = cv2.warpAffine(prob, a, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return np.asarray(alpha, np.float32), x0, y0
 
 
-def _clean_cutout(frame: U8, alpha: F32, kp: F32, vis: F32, crop_to_frame: F32,
-                  others: list[F32]) -> tuple[U8, F32, float] | None:
-    """Applies the checks of the module docstring; returns (bgra, keypoints, scale) or None."""
+def _clean_cutout(frame: U8, alpha: F32, origin: tuple[int, int], kp_frame: F32, vis: F32,
+                  crop_to_frame: F32, others: list[F32]) -> tuple[U8, F32, float] | None:
+    """Applies the checks of the module docstring; returns (bgra, keypoints, scale) or None.
+
+    ``alpha`` is the window of the frame starting at ``origin`` (x0, y0), keypoints are frame px.
+    """
+    fh, fw = frame.shape[:2]
+    x0, y0 = origin
     h, w = alpha.shape
+    if h == 0 or w == 0:
+        return None
+    kp = (kp_frame - np.array([x0, y0], np.float32)).astype(np.float32)
     binary = (alpha >= 0.5).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     if n < 2:
@@ -139,27 +162,39 @@ def _clean_cutout(frame: U8, alpha: F32, kp: F32, vis: F32, crop_to_frame: F32,
     largest = max(keep, key=lambda i: stats[i, cv2.CC_STAT_AREA])
     keep = {i for i in keep if stats[i, cv2.CC_STAT_AREA] >= 0.02 * stats[largest,
                                                                             cv2.CC_STAT_AREA]}
-    person = np.isin(labels, list(keep))
+    lut = np.zeros(n, bool)
+    lut[list(keep)] = True
+    person = lut[labels]
     ys, xs = np.nonzero(person)
     x1, x2, y1, y2 = int(xs.min()), int(xs.max()), int(ys.min()), int(ys.max())
     margin = 3
-    if x1 < margin or y1 < margin or x2 >= w - margin or y2 >= h - margin:
+    if x0 + x1 < margin or y0 + y1 < margin or x0 + x2 >= fw - margin \
+            or y0 + y2 >= fh - margin:
         return None  # cut by the frame edge: not the whole body
     # The mask must also stay inside the crop the model saw, away from its edge.
     inv = cv2.invertAffineTransform(crop_to_frame.astype(np.float64))
-    corners = np.array([[x1, y1], [x2, y1], [x1, y2], [x2, y2]], np.float64)
+    corners = np.array([[x1, y1], [x2, y1], [x1, y2], [x2, y2]], np.float64) \
+        + np.array([x0, y0], np.float64)
     in_crop = corners @ inv[:, :2].T + inv[:, 2]
     if (in_crop < 4).any() or (in_crop > 252).any():
         return None
     mh = y2 - y1 + 1
-    kh = float(kp[:, 1].max() - kp[:, 1].min())
-    kw = float(kp[:, 0].max() - kp[:, 0].min())
-    if kh < 0.55 * mh or kh > 1.1 * mh or mh < 60 or kw > 1.3 * (x2 - x1 + 1):
+    kx1, ky1 = kp.min(axis=0)
+    kx2, ky2 = kp.max(axis=0)
+    if (ky2 - ky1) < 0.55 * mh or (ky2 - ky1) > 1.1 * mh or mh < 60:
         return None  # the mask is not (only) this person
+    # Mask far outside the keypoints' box (hands, feet and the top of the head are near it) is
+    # someone else, or a thing the person holds.
+    g = 0.15 * mh
+    near = np.zeros_like(person)
+    near[max(0, int(ky1 - g)):int(ky2 + g) + 1, max(0, int(kx1 - g)):int(kx2 + g) + 1] = True
+    if (person & ~near).sum() > 0.02 * person.sum():
+        return None
     grow = 0.1 * mh
     for box in others:
-        if not (box[2] < x1 - grow or box[0] > x2 + grow or box[3] < y1 - grow
-                or box[1] > y2 + grow):
+        bx = box - np.array([x0, y0, x0, y0], np.float32)
+        if not (bx[2] < x1 - grow or bx[0] > x2 + grow or bx[3] < y1 - grow
+                or bx[1] > y2 + grow):
             return None  # someone else is close: the mask may hold both
     if (vis[[5, 6, 11, 12]] < 0.5).sum() > 1:
         return None  # torso mostly hidden: a poor label
@@ -168,7 +203,7 @@ def _clean_cutout(frame: U8, alpha: F32, kp: F32, vis: F32, crop_to_frame: F32,
     # The soft edge just outside the kept components stays (a hard cut at 0.5 would show).
     soft = cv2.dilate(person.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     a = np.where(soft, alpha, 0.0)[y1:y2 + 1, x1:x2 + 1]
-    bgra = np.dstack([frame[y1:y2 + 1, x1:x2 + 1],
+    bgra = np.dstack([frame[y0 + y1:y0 + y2 + 1, x0 + x1:x0 + x2 + 1],
                       np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)])
     kp_out = (kp - np.array([x1, y1], np.float32)).astype(np.float32)
     scale = min(1.0, MAX_STORED_HEIGHT / bgra.shape[0])
@@ -247,10 +282,10 @@ def extract_clip(path: Path, clip: int, first_track: int, detector: PoseDetector
         for k in np.flatnonzero(alive):
             if poses.presence[k] < 0.9:
                 continue
-            alpha = _alpha_in_frame(outs["segmentation"][k, :, :, 0], affines[k],
-                                    frame.shape[:2])
+            alpha, x0, y0 = _alpha_in_frame(outs["segmentation"][k, :, :, 0], affines[k],
+                                            frame.shape[:2])
             others = [b for j, b in enumerate(boxes) if j != k and alive[j]]
-            got = _clean_cutout(frame, alpha, kps[k], viss[k], affines[k], others)
+            got = _clean_cutout(frame, alpha, (x0, y0), kps[k], viss[k], affines[k], others)
             if got is not None:
                 out.append(Cutout(got[0], got[1], viss[k] >= 0.5, clip, ids[k], fi, got[2]))
         regions = np.asarray(poses.next_regions, np.float32)[alive]

@@ -114,6 +114,15 @@ class Scenes:
         hi = min(MAX_HEIGHT, 0.85 * frame_h)
         return float(math.exp(self.rng.uniform(math.log(MIN_HEIGHT), math.log(hi))))
 
+    def ground(self, frame_h: int) -> tuple[float, float]:
+        """A frame's horizon row (10-40 % of the height) and camera height (1-1.5 bodies)."""
+        return float(self.rng.uniform(0.1, 0.4) * frame_h), float(self.rng.uniform(1.0, 1.5))
+
+    def feet(self, horizon: float, ratio: float, h: float, frame_h: int) -> float:
+        """Row of the feet of a person ``h`` px tall on the ground plane (+-10 %), in frame."""
+        y = horizon + ratio * h * self.rng.uniform(0.9, 1.1)
+        return float(min(y, frame_h - self.rng.uniform(0.0, 0.03) * frame_h))
+
     def _brightness(self) -> tuple[bool, float, float]:
         return (bool(self.rng.random() < 0.5), float(self.rng.uniform(0.8, 1.2)),
                 float(self.rng.uniform(-12.0, 12.0)))
@@ -121,10 +130,15 @@ class Scenes:
     def still(self, width: int, height: int, n: int) -> list[Placement]:
         """Placements of ``n`` people for one still frame, back to front.
 
-        About ``overlap_share`` of them are put beside an earlier person so that the two boxes
-        overlap by 10-40 % of the smaller; the others are placed where they overlap nobody by
-        more than 5 % when 30 tries allow. One in ten may stand partly outside the frame.
+        People stand on a ground plane seen by a level camera: with the horizon at row
+        ``y_h`` and the camera ``r`` body heights above the ground (both drawn per frame), a
+        person ``h`` px tall has its feet near row ``y_h + r * h`` (kept inside the frame), so
+        small people are far up the frame and tall ones low. About ``overlap_share`` of them
+        are put beside an earlier person so that the two boxes overlap by 10-40 % of the
+        smaller; the others are placed where they overlap nobody by more than 5 % when 30 tries
+        allow. One in ten may stand partly outside the frame on the left or right.
         """
+        horizon, ratio = self.ground(height)
         placed: list[Placement] = []
         boxes: list[tuple[float, float, float, float]] = []
         for _ in range(n):
@@ -152,7 +166,7 @@ class Scenes:
                 out = 0.3 * w if self.rng.random() < 0.1 else 0.0
                 for _try in range(30):
                     x = self.rng.uniform(-out, max(width - w + out, -out + 1))
-                    y = self.rng.uniform(0, max(height - h, 1))
+                    y = self.feet(horizon, ratio, target, height) - h
                     b = _box(x, y, w, h)
                     if all(overlap(b, o) <= 0.05 for o in boxes):
                         break
@@ -171,10 +185,12 @@ class Scenes:
 
         Each walker is one source track, played forward then backward (and so on) at the clip's
         rate, pasted at one scale (its track's median height maps to a drawn height), its feet
-        on a fixed line, moving at a constant 0.3-0.8 body heights per second, left or right,
-        some starting outside the frame. Identities are 1..n.
+        on a fixed row of the ground plane (as in :meth:`still`), moving at a constant 0.3-0.8
+        body heights per second, left or right, some starting outside the frame. Identities
+        are 1..n.
         """
-        tracks = [t for t in self.bank.tracks(min_len=20).values()]
+        tracks = list(self.bank.tracks(min_len=20).values())
+        horizon, ratio = self.ground(height)
         if not tracks:
             raise SourceError("no source track is long enough (20 frames) for walking clips")
         per_frame: list[list[tuple[float, Placement]]] = [[] for _ in range(frames)]
@@ -188,7 +204,7 @@ class Scenes:
             flip, gain, bias = self._brightness()
             speed = target * self.rng.uniform(0.3, 0.8) / fps * (1 if self.rng.random() < 0.5
                                                                 else -1)
-            feet = self.rng.uniform(min(target * 1.05, height), height)
+            feet = self.feet(horizon, ratio, target, height)
             x0 = self.rng.uniform(-0.2 * width, 1.0 * width)
             start = int(self.rng.integers(len(cuts)))
             period = 2 * (len(cuts) - 1)

@@ -512,8 +512,10 @@ def gt_as_annotations(clip: dict[str, Any]) -> list[dict[str, Any]]:
         persons = []
         for p in fr["persons"]:
             kp = np.asarray(p["keypoints"], np.float64).reshape(17, 3)
+            x, y, bw, bh = p["bbox"]
             persons.append({
                 "id": p["id"], "score": 1.0,
+                "bbox": {"x1": x / w, "y1": y / h, "x2": (x + bw) / w, "y2": (y + bh) / h},
                 "pose_2d": {n: ({"x": kp[j, 0] / w, "y": kp[j, 1] / h} if kp[j, 2] > 0 else None)
                             for j, n in enumerate(COCO17_NAMES)}})
         lines.append({"v": 1, "frame_id": fr["index"], "image": {"width": w, "height": h},
