@@ -216,9 +216,9 @@ def test_known_perturbations_give_known_figures(tiny: tuple[Path, dict[str, Any]
                and np.asarray(p["keypoints"]).reshape(17, 3)[:, :2].min(0).min() > 40
                for p in f["persons"]):
             free += 1
-            kp = [v for j in range(17) for v in (x + 30 * (j % 2), y + 2 * j, 2)]
+            fp = [v for j in range(17) for v in (x + 30 * (j % 2), y + 2 * j, 2)]
             anns.append({"image_id": f["id"], "category_id": 1, "score": 0.5,
-                         "keypoints": kp, "bbox": [x, y, 30, 34]})
+                         "keypoints": fp, "bbox": [x, y, 30, 34]})
     coco["annotations"] = anns
     preds = _write_preds(tmp_path, coco, score.gt_as_annotations(gt["clips"][0]))
     r = _run_score(out, preds)["stills"]
