@@ -45,7 +45,7 @@ _OUTPUTS = {"Identity": "landmarks", "Identity_1": "presence", "Identity_2": "se
 #: Cutouts are stored at most this tall (px); the benchmark pastes people up to 400 px.
 MAX_STORED_HEIGHT = 480
 #: Bump when the cutout recipe changes, so cached banks are rebuilt.
-BANK_VERSION = 2
+BANK_VERSION = 3
 
 
 @dataclass(frozen=True, eq=False)
@@ -353,7 +353,11 @@ class Bank:
 
 def build_bank(clips: list[Path], cache: Path, max_frames: int | None = None,
                threads: int = 1) -> Bank:
-    """Cuts the people out of ``clips`` (2 people per clip at most).
+    """Cuts the people out of ``clips``.
+
+    Up to 3 people are tracked per clip: the Pose2Sim scenes have an onlooker besides their one
+    or two subjects, and a person can only be checked for company (the module docstring) when
+    the company is tracked too.
 
     Args:
         clips: Video files (see ``bench.crowd.sources.clips``).
@@ -377,5 +381,5 @@ def build_bank(clips: list[Path], cache: Path, max_frames: int | None = None,
         first = max((c.track for c in cutouts), default=-1) + 1
         # Tracks are numbered per clip from a base far above any earlier id.
         cutouts += extract_clip(path, ci, max(first, ci * 1000), detector, landmarker,
-                                max_people=2, max_frames=max_frames)
+                                max_people=3, max_frames=max_frames)
     return Bank(cutouts, names, fps)

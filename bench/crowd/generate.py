@@ -328,7 +328,8 @@ def generate(out: Path, settings: Settings, cache: Path, threads: int = 1) -> di
             "clips": settings.clips, "clip_frames": settings.clip_frames, "fps": settings.fps,
             "walkers": list(settings.walkers), "overlap_share": settings.overlap_share,
             "pose2sim": settings.pose2sim, "source_frames": settings.source_frames,
-            "source_clips": bank.clip_names, "background_package":
+            "source_clips": bank.clip_names, "cutout_version": BANK_VERSION,
+            "background_package":
                 f"{sources.OPENCV_DOC.name}={sources.OPENCV_DOC.version}",
         },
         "frames": frames_gt,
