@@ -14,7 +14,7 @@ Ground truth per pasted person (see README.md, "gt.json"):
 - ``keypoints``: COCO-17 ``[x, y, v]``: v = 0 outside the frame; 1 inside but not seen (covered
   by a person pasted on top, or not visible in the source by the landmark model's own visibility
   < 0.5, e.g. the far arm); 2 seen;
-- ``visible_fraction``: seen pixels over all the person's pixels.
+- ``visible_fraction``: seen pixels over all the person's pixels; ``area``: seen pixels.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ class Pasted:
         height: Rows the whole person spans.
         keypoints: (17, 3) float64 ``x, y, v``.
         visible_fraction: Seen pixels / all pixels of the person.
+        area: Seen pixels.
         placement: How it was pasted.
     """
 
@@ -81,6 +82,7 @@ class Pasted:
     height: int
     keypoints: npt.NDArray[np.float64]
     visible_fraction: float
+    area: int
     placement: Placement
 
     @property
@@ -171,7 +173,7 @@ def compose(background: U8, placements: list[Placement]) -> tuple[U8, list[Paste
         bbox = (np.array([xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1],
                          np.float64) if len(xs) else np.zeros(4))
         people[i] = Pasted(p.identity, bbox, person_h, np.column_stack([k, v]),
-                           float(len(xs) / total) if total else 0.0, p)
+                           float(len(xs) / total) if total else 0.0, len(xs), p)
         if win is not None:
             fy, fx, cy, cx = win
             cover[fy, fx] |= mask[cy, cx]

@@ -33,8 +33,20 @@ from bench.crowd.compose import (
     pasted_extent,
 )
 from bench.crowd.cutouts import BANK_VERSION, Bank, build_bank
-from edge.skeleton import COCO17_NAMES
+from edge.skeleton import COCO17_NAMES, Coco17
 from models.sources import SourceError
+
+_C = Coco17
+#: COCO-17 limbs (0-based), for the COCO file's ``skeleton`` (1-based there).
+COCO17_SKELETON: tuple[tuple[int, int], ...] = (
+    (_C.LEFT_ANKLE, _C.LEFT_KNEE), (_C.LEFT_KNEE, _C.LEFT_HIP), (_C.RIGHT_ANKLE, _C.RIGHT_KNEE),
+    (_C.RIGHT_KNEE, _C.RIGHT_HIP), (_C.LEFT_HIP, _C.RIGHT_HIP),
+    (_C.LEFT_SHOULDER, _C.LEFT_HIP), (_C.RIGHT_SHOULDER, _C.RIGHT_HIP),
+    (_C.LEFT_SHOULDER, _C.RIGHT_SHOULDER), (_C.LEFT_SHOULDER, _C.LEFT_ELBOW),
+    (_C.RIGHT_SHOULDER, _C.RIGHT_ELBOW), (_C.LEFT_ELBOW, _C.LEFT_WRIST),
+    (_C.RIGHT_ELBOW, _C.RIGHT_WRIST), (_C.LEFT_EYE, _C.RIGHT_EYE), (_C.NOSE, _C.LEFT_EYE),
+    (_C.NOSE, _C.RIGHT_EYE), (_C.LEFT_EYE, _C.LEFT_EAR), (_C.RIGHT_EYE, _C.RIGHT_EAR),
+    (_C.LEFT_EAR, _C.LEFT_SHOULDER), (_C.RIGHT_EAR, _C.RIGHT_SHOULDER))
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +244,7 @@ def person_json(p: Pasted, names: list[str]) -> dict[str, Any]:
         "keypoints": [round(float(v), 2) if i % 3 != 2 else int(v)
                       for i, v in enumerate(p.keypoints.reshape(-1))],
         "visible_fraction": round(p.visible_fraction, 4),
+        "area": p.area,
         "ignore": p.ignore,
         "source": {"clip": names[c.clip], "track": c.track, "frame": c.frame,
                    "flip": p.placement.flip},
@@ -336,7 +349,35 @@ def generate(out: Path, settings: Settings, cache: Path, threads: int = 1) -> di
         "clips": clips_gt,
     }
     (out / "gt.json").write_text(json.dumps(gt, separators=(",", ":")) + "\n")
+    (out / "gt_coco.json").write_text(json.dumps(coco_ground_truth(gt), separators=(",", ":"))
+                                      + "\n")
     return gt
+
+
+def coco_ground_truth(gt: dict[str, Any]) -> dict[str, Any]:
+    """The still frames' ground truth as a COCO person-keypoints annotation file.
+
+    For pycocotools' ``COCOeval`` (OKS-based AP) next to ``bench.crowd.score``: ``area`` is the
+    seen mask area (OKS's scale), ``bbox`` the seen extent, and ignored people are
+    ``iscrowd: 1`` (COCOeval's regions to ignore). Image ids are the frames' ``id``.
+    """
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
+    for f in gt["frames"]:
+        images.append({"id": f["id"], "file_name": f["file"], "width": f["width"],
+                       "height": f["height"]})
+        for p in f["persons"]:
+            kp = p["keypoints"]
+            anns.append({"id": len(anns) + 1, "image_id": f["id"], "category_id": 1,
+                         "keypoints": kp, "num_keypoints": sum(v > 0 for v in kp[2::3]),
+                         "bbox": p["bbox"], "area": p["area"], "iscrowd": int(p["ignore"]),
+                         "height": p["height"]})
+    bones = [[a + 1, b + 1] for a, b in COCO17_SKELETON]
+    return {"info": {"description": "edge-pose crowd benchmark (bench/crowd)",
+                     "version": str(GT_VERSION)},
+            "images": images, "annotations": anns,
+            "categories": [{"id": 1, "name": "person", "supercategory": "person",
+                            "keypoints": list(COCO17_NAMES), "skeleton": bones}]}
 
 
 def summary(gt: dict[str, Any]) -> str:
