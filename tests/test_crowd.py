@@ -83,6 +83,14 @@ def test_generated_ground_truth_is_consistent(tiny: tuple[Path, dict[str, Any]])
                       & (kp[:, 1] <= f["height"] - 1))
             assert ((kp[:, 2] == 0) == ~inside).all()
             assert 38 <= p["height"] <= 402
+    coco = json.loads((out / "gt_coco.json").read_text())
+    people = [p for f in gt["frames"] for p in f["persons"]]
+    assert [a["iscrowd"] for a in coco["annotations"]] == [int(p["ignore"]) for p in people]
+    assert {im["file_name"] for im in coco["images"]} == {f["file"] for f in gt["frames"]}
+    for a in coco["annotations"]:
+        assert 0 <= a["area"] <= a["bbox"][2] * a["bbox"][3]
+        assert a["num_keypoints"] == sum(v > 0 for v in a["keypoints"][2::3])
+    assert len(coco["categories"][0]["skeleton"]) == 19
     clip = gt["clips"][0]
     assert (out / clip["file"]).stat().st_size > 10_000
     assert len(clip["frames"]) == 30
