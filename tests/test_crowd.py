@@ -329,3 +329,17 @@ def test_score_refuses_bad_input(tiny: tuple[Path, dict[str, Any]], tmp_path: Pa
 def test_generate_refuses_bad_counts(capsys: pytest.CaptureFixture[str]) -> None:
     assert generate_main(["--frames", "-1"]) == 2
     assert "--frames must be >= 0" in capsys.readouterr().err
+
+
+def test_no_predictions_score_zero_recall_and_valid_json(tiny: tuple[Path, dict[str, Any]],
+                                                         tmp_path: Path) -> None:
+    out, gt = tiny
+    empty = [{**line, "persons": []} for line in score.gt_as_annotations(gt["clips"][0])]
+    preds = _write_preds(tmp_path, {"images": score.gt_as_coco_results(gt)["images"],
+                                    "annotations": []}, empty)
+    r = _run_score(out, preds)  # json.loads refuses nothing, so check the text has no NaN too
+    assert "NaN" not in (preds / "score.json").read_text()
+    assert r["stills"]["recall"]["all"]["found"] == 0
+    assert r["stills"]["precision"]["precision"] is None
+    mot = r["clips"]["clip00"]["mot"]
+    assert mot["recall"] == 0.0 and mot["precision"] is None and mot["num_false_positives"] == 0

@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     t = time.monotonic()
     try:
         gt = generate(args.out, settings, args.cache, args.threads)
-    except (SourceError, FileNotFoundError, RuntimeError) as e:
+    except (SourceError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"{args.out}: {summary(gt)}; {time.monotonic() - t:.0f} s")

@@ -419,8 +419,15 @@ def score_clip(gt_frames: Sequence[list[Person]], pred_frames: Sequence[list[Per
     names = ["idf1", "idp", "idr", "mota", "num_switches", "num_false_positives", "num_misses",
              "num_objects", "num_unique_objects", "mostly_tracked", "recall", "precision"]
     s = mm.metrics.create().compute(acc, metrics=names, name="clip")
-    mot = {k: (round(float(s[k].iloc[0]), 4) if isinstance(s[k].iloc[0], float)
-               else int(s[k].iloc[0])) for k in names}
+    mot: dict[str, float | int | None] = {}
+    for k in names:
+        v = s[k].iloc[0]
+        if isinstance(v, float):
+            # motmetrics gives NaN for ratios over nothing (precision with no prediction):
+            # null in the JSON, which allows no NaN.
+            mot[k] = None if math.isnan(v) else round(v, 4)
+        else:
+            mot[k] = int(v)
     return {"mot": mot, "detection": score_frames(gt_frames, pred_frames)}
 
 
@@ -570,10 +577,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     text = markdown(result)
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    if args.markdown is not None:
-        args.markdown.write_text(text)
+    try:
+        if args.json is not None:
+            args.json.write_text(json.dumps(result, indent=1) + "\n")
+        if args.markdown is not None:
+            args.markdown.write_text(text)
+    except OSError as e:
+        print(f"error: cannot write the report: {e}", file=sys.stderr)
+        return 1
     print(text, end="")
     return 0
 
