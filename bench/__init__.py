@@ -1,0 +1,1 @@
+"""Measuring edge-pose: benchmark scripts (see README.md here)."""

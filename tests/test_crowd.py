@@ -1,0 +1,345 @@
+"""The crowd benchmark: its generator on real clips and models, and its scorer.
+
+The generator runs for real on a tiny scale (people cut out of the first 30 frames of the
+Sports2D demo with the original landmark model, pasted on opencv-doc photos): it needs the pinned
+npm package ``@mediapipe/pose`` (``npm pack``) and Debian's ``opencv-doc`` (``apt-get download``),
+fetched once into ``cache/`` and sha256-checked.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bench.crowd import score
+from bench.crowd.compose import Placement, compose, scaled
+from bench.crowd.cutouts import Bank
+from bench.crowd.generate import Settings, generate, load_or_build_bank
+from bench.crowd.generate import main as generate_main
+from bench.crowd.score import Person, match_box, match_frame
+from bench.crowd.score import main as score_main
+from edge.skeleton import Coco17
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = REPO / "cache"
+TINY = Settings(seed=7, frames=6, people=(3, 6), clips=1, clip_frames=30, walkers=(3, 4),
+                pose2sim=False, source_frames=30)
+
+
+def _cache_copy(tmp: Path) -> Path:
+    """A cache folder of its own (so the cutouts are cut again) sharing the downloads."""
+    (CACHE / "dl").mkdir(parents=True, exist_ok=True)
+    (CACHE / "build").mkdir(parents=True, exist_ok=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "dl").symlink_to(CACHE / "dl")
+    (tmp / "build").symlink_to(CACHE / "build")
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """A tiny benchmark: 6 still frames, one 30-frame clip."""
+    root = tmp_path_factory.mktemp("crowd")
+    gt = generate(root / "out", TINY, _cache_copy(root / "cache"))
+    return root / "out", gt
+
+
+@pytest.fixture(scope="module")
+def bank(tiny: tuple[Path, dict[str, Any]]) -> Bank:
+    out, _ = tiny
+    return load_or_build_bank(out.parent / "cache", TINY)
+
+
+def test_generator_is_deterministic(tiny: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    out1, gt1 = tiny
+    gt2 = generate(tmp_path / "out", TINY, _cache_copy(tmp_path / "cache"))
+    assert gt1 == gt2
+    assert (out1 / "gt.json").read_bytes() == (tmp_path / "out" / "gt.json").read_bytes()
+    for f in gt1["frames"]:
+        assert (out1 / f["file"]).read_bytes() == (tmp_path / "out" / f["file"]).read_bytes()
+    other = generate(tmp_path / "seed8", Settings(**{**TINY.__dict__, "seed": 8}),
+                     tmp_path / "cache")
+    assert other["frames"] != gt1["frames"]
+
+
+def test_generated_ground_truth_is_consistent(tiny: tuple[Path, dict[str, Any]]) -> None:
+    out, gt = tiny
+    assert len(gt["frames"]) == 6 and len(gt["clips"]) == 1
+    assert gt["joints"][0] == "nose" and len(gt["joints"]) == 17
+    sizes = {(f["width"], f["height"]) for f in gt["frames"]}
+    assert sizes == {(768, 576), (1280, 720)}
+    for f in gt["frames"]:
+        assert (out / f["file"]).is_file()
+        assert 3 <= len(f["persons"]) <= 6
+        for p in f["persons"]:
+            kp = np.asarray(p["keypoints"]).reshape(17, 3)
+            assert set(np.unique(kp[:, 2])) <= {0, 1, 2}
+            inside = ((kp[:, 0] >= 0) & (kp[:, 0] <= f["width"] - 1) & (kp[:, 1] >= 0)
+                      & (kp[:, 1] <= f["height"] - 1))
+            assert ((kp[:, 2] == 0) == ~inside).all()
+            assert 38 <= p["height"] <= 402
+    coco = json.loads((out / "gt_coco.json").read_text())
+    people = [p for f in gt["frames"] for p in f["persons"]]
+    assert [a["iscrowd"] for a in coco["annotations"]] == [int(p["ignore"]) for p in people]
+    assert {im["file_name"] for im in coco["images"]} == {f["file"] for f in gt["frames"]}
+    for a in coco["annotations"]:
+        assert 0 <= a["area"] <= a["bbox"][2] * a["bbox"][3]
+        assert a["num_keypoints"] == sum(v > 0 for v in a["keypoints"][2::3])
+    assert len(coco["categories"][0]["skeleton"]) == 19
+    clip = gt["clips"][0]
+    assert (out / clip["file"]).stat().st_size > 10_000
+    assert len(clip["frames"]) == 30
+    # A walker keeps its identity and its source track, its pose advances through consecutive
+    # source frames, and it moves smoothly: its hips move by a few % of its height per frame
+    # (median; the source pose itself jumps now and then).
+    ids = {p["id"] for fr in clip["frames"] for p in fr["persons"]}
+    assert len(ids) >= 3
+    for ident in ids:
+        seq = [(fr["index"], p) for fr in clip["frames"] for p in fr["persons"]
+               if p["id"] == ident]
+        assert len({p["source"]["track"] for _, p in seq}) == 1
+        steps = [abs(q["source"]["frame"] - p["source"]["frame"])
+                 for (f0, p), (f1, q) in itertools.pairwise(seq) if f1 == f0 + 1]
+        assert np.median(steps) == 1
+        moves = [np.hypot(*(np.asarray(q["keypoints"]).reshape(17, 3)[[11, 12], :2].mean(0)
+                            - np.asarray(p["keypoints"]).reshape(17, 3)[[11, 12], :2].mean(0)))
+                 / p["height"] for (f0, p), (f1, q) in itertools.pairwise(seq) if f1 == f0 + 1]
+        assert np.median(moves) < 0.05
+
+
+def test_keypoints_land_on_the_pasted_person(bank: Bank) -> None:
+    rng = np.random.default_rng(0)
+    background = rng.integers(0, 255, (576, 768, 3), dtype=np.uint8)
+    for flip in (False, True):
+        cuts = [bank.cutouts[i] for i in (0, len(bank.cutouts) // 2, len(bank.cutouts) - 1)]
+        places = [Placement(c, h / c.mask_height, 40 + 250 * k, 100, flip, identity=k + 1)
+                  for k, (c, h) in enumerate(zip(cuts, (120, 200, 300), strict=True))]
+        frame, people = compose(background, places)
+        assert frame.shape == background.shape
+        for p in people:
+            bgra, _, _ = scaled(p.placement)
+            mask = bgra[:, :, 3] >= 128
+            seen = p.keypoints[:, 2] == 2
+            assert seen.sum() >= 10
+            xy = np.round(p.keypoints[seen, :2] - [p.placement.x, p.placement.y]).astype(int)
+            # Each seen joint is on the person's mask or within 3 % of the height of it (a wrist
+            # or an ankle on the silhouette's edge).
+            r = max(2, round(0.03 * p.height))
+            near = [mask[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1].any() for x, y in xy]
+            assert all(near), (flip, p.identity, xy)
+            assert abs(p.height - round(p.placement.scale * p.placement.cutout.mask_height)) <= 2
+            # Mirroring keeps the people the right way round: a left joint stays on the same
+            # side of its right twin as in the source (left/right indices swapped with x).
+            src = p.placement.cutout.keypoints
+            side_src = np.sign(src[Coco17.LEFT_HIP, 0] - src[Coco17.RIGHT_HIP, 0])
+            side = np.sign(p.keypoints[Coco17.LEFT_HIP, 0] - p.keypoints[Coco17.RIGHT_HIP, 0])
+            assert side == side_src
+
+
+def test_occlusion_marks_covered_joints(bank: Bank) -> None:
+    c = bank.cutouts[0]
+    background = np.full((576, 768, 3), 90, np.uint8)
+    s = 300 / c.mask_height
+    back = Placement(c, s, 200, 100, identity=1)
+    front = Placement(c, s, 200, 100, identity=2)  # exactly on top: covers all of it
+    _, (p_back, p_front) = compose(background, [back, front])
+    assert p_back.visible_fraction == 0.0 and p_back.ignore
+    assert (p_back.keypoints[:, 2] <= 1).all()
+    assert p_front.visible_fraction == 1.0 and not p_front.ignore
+    cols = np.flatnonzero((scaled(front)[0][:, :, 3] >= 128).any(axis=0))
+    assert p_front.bbox[0] == 200 + cols[0]
+    assert p_front.bbox[2] == cols[-1] - cols[0] + 1
+    # Outside the frame on the left: joints there get v = 0.
+    (p_out,) = compose(background, [Placement(c, s, -60, 100, identity=3)])[1]
+    assert (p_out.keypoints[p_out.keypoints[:, 0] < 0, 2] == 0).all()
+    assert (p_out.keypoints[:, 0] < 0).any()
+
+
+# --- scorer ----------------------------------------------------------------------------------
+
+
+def _write_preds(tmp: Path, coco: dict[str, Any], clip_lines: list[dict[str, Any]]) -> Path:
+    (tmp / "coco.json").write_text(json.dumps(coco))
+    (tmp / "clips" / "clip00").mkdir(parents=True, exist_ok=True)
+    (tmp / "clips" / "clip00" / "annotations.jsonl").write_text(
+        "".join(json.dumps(line) + "\n" for line in clip_lines))
+    return tmp
+
+
+def _run_score(out: Path, preds: Path) -> dict[str, Any]:
+    assert score_main(["--gt", str(out / "gt.json"), "--pred", str(preds / "coco.json"),
+                       "--clips-dir", str(preds / "clips"), "--json",
+                       str(preds / "score.json"), "--markdown", str(preds / "score.md")]) == 0
+    result: dict[str, Any] = json.loads((preds / "score.json").read_text())
+    assert "| recall |" in (preds / "score.md").read_text()
+    return result
+
+
+def test_perfect_predictions_score_perfectly(tiny: tuple[Path, dict[str, Any]],
+                                             tmp_path: Path) -> None:
+    out, gt = tiny
+    preds = _write_preds(tmp_path, score.gt_as_coco_results(gt),
+                         score.gt_as_annotations(gt["clips"][0]))
+    r = _run_score(out, preds)
+    st = r["stills"]
+    for bucket in ("40-80", "80-160", "160-400", ">=80", "all"):
+        assert st["recall"][bucket]["recall"] in (1.0, None)
+    assert st["recall"]["all"]["total"] == sum(not p["ignore"] for f in gt["frames"]
+                                               for p in f["persons"])
+    assert st["precision"]["precision"] == 1.0
+    assert st["keypoint_error"][">=80"]["median_pct"] == 0.0
+    assert st["keypoint_error"][">=80"]["joints"] > 50
+    mot = r["clips"]["clip00"]["mot"]
+    assert mot["idf1"] == 1.0 and mot["num_switches"] == 0 and mot["mota"] == 1.0
+
+
+def test_known_perturbations_give_known_figures(tiny: tuple[Path, dict[str, Any]],
+                                                tmp_path: Path) -> None:
+    out, gt = tiny
+    coco = score.gt_as_coco_results(gt)
+    heights = {(f["id"], i): p["height"] for f in gt["frames"]
+               for i, p in enumerate(f["persons"])}
+    # Every keypoint moved right by 3 % of its person's height; every other person and the
+    # ignored ones dropped; one extra prediction per frame on a spot nobody is near.
+    kept, anns = [], []
+    by_image: dict[int, int] = {}
+    for a in coco["annotations"]:
+        k = by_image.get(a["image_id"], 0)
+        by_image[a["image_id"]] = k + 1
+        kp = np.asarray(a["keypoints"]).reshape(17, 3)
+        kp[:, 0] += 0.03 * heights[(a["image_id"], k)]
+        p = gt["frames"][a["image_id"]]["persons"][k]
+        if k % 2 == 0 and not p["ignore"]:
+            anns.append({**a, "keypoints": kp.reshape(-1).tolist()})
+            kept.append(p)
+    free = 0
+    for f in gt["frames"]:
+        x, y = 2.0, 2.0
+        if all(not (p["bbox"][0] < 40 and p["bbox"][1] < 40)
+               and np.asarray(p["keypoints"]).reshape(17, 3)[:, :2].min(0).min() > 40
+               for p in f["persons"]):
+            free += 1
+            fp = [v for j in range(17) for v in (x + 30 * (j % 2), y + 2 * j, 2)]
+            anns.append({"image_id": f["id"], "category_id": 1, "score": 0.5,
+                         "keypoints": fp, "bbox": [x, y, 30, 34]})
+    coco["annotations"] = anns
+    preds = _write_preds(tmp_path, coco, score.gt_as_annotations(gt["clips"][0]))
+    r = _run_score(out, preds)["stills"]
+    scored = [p for f in gt["frames"] for p in f["persons"] if not p["ignore"]]
+    found = kept
+    for bucket, lo, hi in (("40-80", 40, 80), (">=80", 80, 10_000), ("all", 0, 10_000)):
+        total = sum(lo <= p["height"] < hi for p in scored)
+        hits = sum(lo <= p["height"] < hi for p in found)
+        assert r["recall"][bucket]["total"] == total
+        assert r["recall"][bucket]["found"] == hits
+    assert r["precision"]["false_positives"] == free
+    assert r["precision"]["true_positives"] == len(found)
+    assert r["keypoint_error"][">=80"]["median_pct"] == pytest.approx(3.0, abs=0.01)
+    assert r["keypoint_error"]["40-80"]["median_pct"] == pytest.approx(3.0, abs=0.01)
+
+
+def test_swapped_ids_count_as_switches(tiny: tuple[Path, dict[str, Any]],
+                                       tmp_path: Path) -> None:
+    out, gt = tiny
+    clip = gt["clips"][0]
+    lines = score.gt_as_annotations(clip)
+
+    def scored_ids(fr: dict[str, Any]) -> set[int]:
+        return {p["id"] for p in fr["persons"] if not p["ignore"]}
+
+    # Two walkers scored in every frame from some frame k - 1 to the end swap ids at k.
+    n = len(clip["frames"])
+    k, pair = next((k, sorted(common)[:2]) for k in range(n // 2, n)
+                   if len(common := set.intersection(*(scored_ids(clip["frames"][f])
+                                                       for f in range(k - 1, n)))) >= 2)
+    a, b = pair
+    for line in lines[k:]:
+        for p in line["persons"]:
+            p["id"] = {a: b, b: a}.get(p["id"], p["id"])
+    preds = _write_preds(tmp_path, score.gt_as_coco_results(gt), lines)
+    mot = _run_score(out, preds)["clips"]["clip00"]["mot"]
+    assert mot["num_switches"] == 2
+    assert mot["num_misses"] == 0 and mot["num_false_positives"] == 0
+    assert mot["mota"] == pytest.approx(1 - 2 / mot["num_objects"], abs=1e-4)
+    assert mot["idf1"] < 1.0
+
+
+# --- matching, table-driven on hand-made people ------------------------------------------------
+
+
+def _person(x: float, y: float, h: float, ignore: bool = False) -> Person:
+    """A stick person: 17 joints spread over a box h tall and h/4 wide at (x, y)."""
+    t = np.linspace(0, 1, 17)
+    kp = np.column_stack([x + 0.25 * h * (t * 7 % 1), y + h * t, np.full(17, 2.0)])
+    return Person(kp, match_box(kp[:, :2], 2000, 2000), h, ignore)
+
+
+@pytest.mark.parametrize(("gt", "pred", "pairs", "fps", "discarded"), [
+    ([_person(100, 100, 100)], [_person(100, 100, 100)], [(0, 0)], [], []),
+    ([_person(100, 100, 100)], [_person(104, 100, 100)], [(0, 0)], [], []),   # 4 % off: found
+    ([_person(100, 100, 100)], [_person(160, 100, 100)], [], [0], []),        # beside: missed
+    ([_person(100, 100, 100)], [_person(100, 100, 100)] * 2, [(0, 0)], [1], []),  # a double
+    ([_person(100, 100, 100, ignore=True)], [_person(100, 100, 100)], [], [], [0]),
+    ([_person(100, 100, 100), _person(130, 100, 100)],
+     [_person(131, 100, 100), _person(99, 100, 100)], [(0, 1), (1, 0)], [], []),
+    ([], [_person(5, 5, 50)], [], [0], []),
+])
+def test_match_frame(gt: list[Person], pred: list[Person], pairs: list[tuple[int, int]],
+                     fps: list[int], discarded: list[int]) -> None:
+    m = match_frame(gt, pred)
+    assert sorted(m.pairs) == pairs
+    assert m.false_positives == fps
+    assert m.discarded == discarded
+
+
+def test_match_box_widens_thin_people() -> None:
+    box = match_box(np.array([[10.0, 0.0], [12.0, 100.0]]), 640, 480)
+    assert box.tolist() == [-14.0, 0.0, 36.0, 100.0]
+    lying = match_box(np.array([[0.0, 50.0], [100.0, 52.0]]), 640, 480)
+    assert lying.tolist() == [0.0, 26.0, 100.0, 76.0]
+
+
+# --- command lines: bad input ------------------------------------------------------------------
+
+
+def test_score_refuses_bad_input(tiny: tuple[Path, dict[str, Any]], tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    out, _ = tiny
+    assert score_main(["--gt", str(tmp_path / "missing.json"), "--pred", "x.json"]) == 2
+    assert "make it with `python -m bench.crowd.generate`" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{\"not\": 1}")
+    assert score_main(["--gt", str(out / "gt.json"), "--pred", str(tmp_path / "bad.json")]) == 2
+    assert "not a COCO keypoints results file" in capsys.readouterr().err
+    assert score_main(["--gt", str(out / "gt.json"), "--clip", "clip99=x.jsonl"]) == 2
+    assert "no such clip" in capsys.readouterr().err
+    assert score_main(["--gt", str(out / "gt.json")]) == 2
+    assert "nothing to score" in capsys.readouterr().err
+    other = {"images": [{"id": 1, "file_name": "elsewhere.jpg", "width": 9, "height": 9}],
+             "annotations": []}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert score_main(["--gt", str(out / "gt.json"), "--pred", str(tmp_path / "other.json")]) == 2
+    assert "none of its 1 images" in capsys.readouterr().err
+
+
+def test_generate_refuses_bad_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert generate_main(["--frames", "-1"]) == 2
+    assert "--frames must be >= 0" in capsys.readouterr().err
+
+
+def test_no_predictions_score_zero_recall_and_valid_json(tiny: tuple[Path, dict[str, Any]],
+                                                         tmp_path: Path) -> None:
+    out, gt = tiny
+    empty = [{**line, "persons": []} for line in score.gt_as_annotations(gt["clips"][0])]
+    preds = _write_preds(tmp_path, {"images": score.gt_as_coco_results(gt)["images"],
+                                    "annotations": []}, empty)
+    r = _run_score(out, preds)  # json.loads refuses nothing, so check the text has no NaN too
+    assert "NaN" not in (preds / "score.json").read_text()
+    assert r["stills"]["recall"]["all"]["found"] == 0
+    assert r["stills"]["precision"]["precision"] is None
+    mot = r["clips"]["clip00"]["mot"]
+    assert mot["recall"] == 0.0 and mot["precision"] is None and mot["num_false_positives"] == 0
