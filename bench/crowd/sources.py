@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,37 +115,38 @@ def fetch_deb(package: DebPackage, cache: Path) -> Path:
     return path
 
 
-def backgrounds(cache: Path) -> dict[str, Path]:
-    """Extracts the background photos from ``opencv-doc`` (once) and checks their sha256.
+def opencv_doc_files(files: Mapping[str, str], cache: Path) -> dict[str, Path]:
+    """Extracts pinned files of ``opencv-doc``'s example data (once) and checks their sha256.
 
     Args:
-        cache: The cache folder (``cache``): the ``.deb`` goes to ``cache/dl``, the photos to
+        files: File name in ``examples/data/`` -> its sha256.
+        cache: The cache folder (``cache``): the ``.deb`` goes to ``cache/dl``, the files to
             ``cache/build/src/opencv-doc``.
 
     Returns:
-        Photo name -> path, in :data:`BACKGROUNDS` order.
+        File name -> path, in the order of ``files``.
 
     Raises:
-        SourceError: When the package or a photo does not match its pin.
+        SourceError: When the package or a file does not match its pin.
     """
     dest = cache / "build" / "src" / "opencv-doc"
-    out = {name: dest / name for name in BACKGROUNDS}
-    if not all(p.is_file() and sha256_file(p) == BACKGROUNDS[p.name] for p in out.values()):
+    out = {name: dest / name for name in files}
+    if not all(p.is_file() and sha256_file(p) == files[p.name] for p in out.values()):
         deb = fetch_deb(OPENCV_DOC, cache / "dl")
         dest.mkdir(parents=True, exist_ok=True)
         # dpkg-deb unpacks the data archive whatever its compression; tarfile reads the stream.
         proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
         assert proc.stdout is not None
-        wanted = {_DATA + name: name for name in BACKGROUNDS}
+        wanted = {_DATA + name: name for name in files}
         with tarfile.open(fileobj=proc.stdout, mode="r|") as t:
             for info in t:
                 name = wanted.get(info.name)
                 f = t.extractfile(info) if name else None
                 if name and f is not None:
                     data = f.read()
-                    if sha256_bytes(data) != BACKGROUNDS[name]:
+                    if sha256_bytes(data) != files[name]:
                         raise SourceError(f"{name} in {deb.name}: sha256 {sha256_bytes(data)} is "
-                                          f"not the pinned {BACKGROUNDS[name]}")
+                                          f"not the pinned {files[name]}")
                     out[name].write_bytes(data)
         if proc.wait() != 0:
             raise SourceError(f"dpkg-deb could not read {deb}")
@@ -152,6 +154,11 @@ def backgrounds(cache: Path) -> dict[str, Path]:
         if missing:
             raise SourceError(f"{deb.name} lacks {missing}")
     return out
+
+
+def backgrounds(cache: Path) -> dict[str, Path]:
+    """The background photos (:data:`BACKGROUNDS`), extracted and checked."""
+    return opencv_doc_files(BACKGROUNDS, cache)
 
 
 def clips(cache: Path, pose2sim: bool = True) -> list[Path]:
