@@ -1,12 +1,14 @@
 """A frame detector run on the whole frame and on overlapping tiles in rotation.
 
-A one-pass detector sees the whole frame shrunk to its input (BlazePose: 224 px), so a person
-much smaller than a quarter of the frame height is below what it can resolve. Running it on
-square tiles of the frame as well magnifies them: a 288-px tile is shrunk only to 224/288. A full
-sweep costs one call per tile, so a live detector run takes the whole frame plus ``per_run``
-tiles in rotation: every part of the frame is looked at within ``ceil(n_tiles / per_run)`` runs
-(the *revisit* time, reported by :attr:`TiledDetector.revisit_runs`), and the cost of one run is
-bounded whatever the scene. Still images take every tile at once (``per_run = 0``).
+A one-pass detector sees the whole frame shrunk to its input (NanoDet: 416 px, BlazePose:
+224 px), so a person much smaller than that shrinking allows is below what it can resolve.
+Running it on square tiles of the frame as well brings them to the model at full size (a tile
+as large as the model input is not shrunk at all). A full sweep costs one call per tile, so a
+live detector run makes ``per_run`` calls of a fixed rotation of *views* — the whole frame every
+``whole_every``-th view, the tiles in between — and the cost of one run stays bounded whatever
+the scene: every part of the frame is looked at within :meth:`TiledDetector.revisit_runs` runs,
+the whole frame within ``whole_every / per_run``. Still images take every view at once
+(``per_run = 0``).
 
 Detections from overlapping tiles and the whole frame are merged by hard non-maximum
 suppression on the detector's boxes (the best-scoring one of an overlapping group is kept).
@@ -37,21 +39,19 @@ class TileConfig:
         overlap: Fraction of a tile's side shared with its neighbour, in [0, 0.9]; it should
             exceed the size of what the detector boxes (BlazePose: a face) at the smallest
             person wanted, so that someone on a seam is whole in one tile.
-        per_run: Tiles per call besides the whole frame, in rotation; 0 takes every tile on
-            every call (still images).
-        whole_frame: Also run on the whole frame each call (people larger than a tile).
+        per_run: Detector calls per run (views taken from the rotation); 0 takes the whole
+            frame and every tile on every run (still images).
+        whole_every: The whole frame is every this-many-th view of the rotation (1: every view
+            is the whole frame, no tiles; 2: whole, tile, whole, tile...). People larger than a
+            tile are the whole frame's to find.
         nms_iou: Detections overlapping a better one by IoU above this are dropped.
-        max_region: A tile's detection whose body region is wider than this many tile sides is
-            dropped: such a person is larger than the tile, only partly in it (the detector then
-            guesses the body from a fragment), and is the whole-frame pass's to find.
     """
 
-    tile_px: int = 288
+    tile_px: int = 416
     overlap: float = 0.25
-    per_run: int = 3
-    whole_frame: bool = True
+    per_run: int = 1
+    whole_every: int = 3
     nms_iou: float = 0.3
-    max_region: float = 100.0
 
     def __post_init__(self) -> None:
         if self.tile_px < 32:
@@ -62,8 +62,8 @@ class TileConfig:
             raise ValueError(f"TileConfig.per_run must be >= 0, got {self.per_run}")
         if not 0.0 <= self.nms_iou <= 1.0:
             raise ValueError(f"TileConfig.nms_iou must be in [0, 1], got {self.nms_iou}")
-        if self.max_region <= 0.0:
-            raise ValueError(f"TileConfig.max_region must be > 0, got {self.max_region}")
+        if self.whole_every < 1:
+            raise ValueError(f"TileConfig.whole_every must be >= 1, got {self.whole_every}")
 
 
 def _starts(length: int, side: int, overlap: float) -> list[int]:
@@ -167,14 +167,29 @@ class TiledDetector:
             self._cursor = 0
         return self._tiles
 
-    def revisit_runs(self, width: int, height: int) -> int:
-        """Calls until every tile of a frame of this size has been looked at once."""
+    def views(self, width: int, height: int) -> list[int]:
+        """The rotation for a frame size: -1 for the whole frame, else a tile's index."""
         n = len(self.tiles(width, height))
+        if n == 0:
+            return [-1]
+        every = self.config.whole_every
+        if every == 1:
+            return [-1]
+        out: list[int] = []
+        for t in range(n):
+            if len(out) % every == 0:
+                out.append(-1)
+            out.append(t)
+        return out
+
+    def revisit_runs(self, width: int, height: int) -> int:
+        """Runs until every view of a frame of this size has been taken once."""
         per = self.config.per_run
-        return 1 if n == 0 or per == 0 else math.ceil(n / per)
+        n = len(self.views(width, height))
+        return 1 if per == 0 else math.ceil(n / per)
 
     def __call__(self, image_bgr: U8) -> Detections:
-        """Detects people in one frame: the whole frame plus the next tiles in rotation.
+        """Detects people in one frame: the next views of the rotation (all for ``per_run`` 0).
 
         Args:
             image_bgr: (H, W, 3) uint8 BGR frame.
@@ -188,17 +203,19 @@ class TiledDetector:
         validate_image(image_bgr)
         h, w = image_bgr.shape[:2]
         tiles = self.tiles(w, h)
+        views = self.views(w, h)
+        if self.config.per_run == 0:
+            chosen = [-1, *range(len(tiles))] if len(tiles) else [-1]
+        else:
+            k = min(self.config.per_run, len(views))
+            chosen = [views[(self._cursor + i) % len(views)] for i in range(k)]
+            self._cursor = (self._cursor + k) % len(views)
         parts: list[Detections] = []
-        if self.config.whole_frame or len(tiles) == 0:
-            parts.append(self.detector(image_bgr))
-        n = len(tiles)
-        if n:
-            per = n if self.config.per_run == 0 else min(self.config.per_run, n)
-            chosen = [(self._cursor + i) % n for i in range(per)]
-            self._cursor = (self._cursor + per) % n
-            for x1, y1, x2, y2 in tiles[chosen]:
-                crop = np.ascontiguousarray(image_bgr[y1:y2, x1:x2])
-                dets = self.detector(crop)
-                small = dets.regions[:, 2] <= self.config.max_region * max(x2 - x1, y2 - y1)
-                parts.append(_shift(dets[small], float(x1), float(y1)))
+        for v in chosen:
+            if v < 0:
+                parts.append(self.detector(image_bgr))
+                continue
+            x1, y1, x2, y2 = (int(c) for c in tiles[v])
+            crop = np.ascontiguousarray(image_bgr[y1:y2, x1:x2])
+            parts.append(_shift(self.detector(crop), float(x1), float(y1)))
         return merge_detections(parts, self.config.nms_iou)
