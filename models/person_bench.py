@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -183,6 +184,70 @@ class RawBoxModel:
                           box_regions(b, 1.25))
 
 
+class Tiled:
+    """A box detector run on overlapping square tiles, merged by NMS (measurement only).
+
+    Tiles have side ``fraction`` x the frame height and overlap by at least 25 %; a box that
+    touches a tile edge inside the frame is dropped (its person is whole in a neighbour tile).
+    """
+
+    def __init__(self, detector: BoxPersonDetector, fraction: float) -> None:
+        self.detector = detector
+        self.fraction = fraction
+
+    def tiles(self, w: int, h: int) -> list[tuple[int, int, int]]:
+        """``(x0, y0, side)`` of every tile of a ``w`` x ``h`` frame."""
+        side = min(w, h, round(self.fraction * h))
+
+        def starts(n: int) -> list[int]:
+            k = max(1, math.ceil((n - side) / (0.75 * side)) + 1) if n > side else 1
+            return [round(i * (n - side) / (k - 1)) if k > 1 else 0 for i in range(k)]
+
+        return [(x, y, side) for y in starts(h) for x in starts(w)]
+
+    def __call__(self, img: U8) -> Detections:
+        """Person boxes of one frame."""
+        h, w = img.shape[:2]
+        boxes: list[F32] = []
+        scores: list[F32] = []
+        for x0, y0, side in self.tiles(w, h):
+            d = self.detector(np.ascontiguousarray(img[y0:y0 + side, x0:x0 + side]))
+            b = d.boxes
+            inner = ((b[:, 0] <= 1) & (x0 > 0)) | ((b[:, 1] <= 1) & (y0 > 0)) | (
+                (b[:, 2] >= side - 1) & (x0 + side < w)) | ((b[:, 3] >= side - 1) & (y0 + side < h))
+            boxes.append(b[~inner] + np.array([x0, y0, x0, y0], np.float32))
+            scores.append(d.scores[~inner])
+        b, s = np.concatenate(boxes), np.concatenate(scores)
+        if s.size == 0:
+            return Detections.empty(0)
+        xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
+        keep = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), s.tolist(), 0.0,
+                                           self.detector.config.nms_iou), np.intp).reshape(-1)
+        keep = keep[np.argsort(-s[keep], kind="stable")]
+        return Detections(b[keep], s[keep], np.zeros((keep.size, 0, 2), np.float32),
+                          box_regions(b[keep], self.detector.config.roi_scale))
+
+
+def crowd_frames(folder: Path) -> list[tuple[str, U8, F32, int]]:
+    """Frames of the crowd benchmark (``gt.json`` beside its ``frames/``).
+
+    Same layout as the canvases: required people first, then those marked ``ignore`` (neither
+    required nor counted as false positives).
+    """
+    gt = json.loads((folder / "gt.json").read_text(encoding="utf-8"))
+    out: list[tuple[str, U8, F32, int]] = []
+    for f in gt["frames"]:
+        img = cv2.imread(str(folder / f["file"]), cv2.IMREAD_COLOR)
+        if img is None:
+            raise RuntimeError(f"{folder / f['file']}: unreadable")
+        people = sorted(f["persons"], key=lambda p: bool(p["ignore"]))
+        xywh = np.array([p["bbox"] for p in people], np.float32).reshape(-1, 4)
+        boxes: F32 = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        n_req = sum(not p["ignore"] for p in people)
+        out.append((str(f["file"]), np.asarray(img, np.uint8), boxes, n_req))
+    return out
+
+
 def match_boxes(gt: F32, det: Detections) -> np.ndarray[Any, Any]:
     """Which ground-truth people a box detector found (IoU >= 0.5, one to one)."""
     found = np.zeros(gt.shape[0], bool)
@@ -301,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=ROOT / "cache")
     p.add_argument("--json", type=Path, default=ROOT / "out" / "person_bench.json")
     p.add_argument("--min-score", type=float, default=None)
+    p.add_argument("--crowd", type=Path, default=None,
+                   help="crowd benchmark folder (gt.json + frames/); else canvases of the clips")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         stream=sys.stderr)
@@ -322,7 +389,9 @@ def main(argv: list[str] | None = None) -> int:
                 if c is not None:
                     img, gt, n_req = c
                     frames.append((f"{size[0]}x{size[1]}:{hgt}:{smp[k].label}", img, gt, n_req))
-    logger.info("%d canvases", len(frames))
+    if args.crowd is not None:
+        frames = crowd_frames(args.crowd)
+    logger.info("%d frames", len(frames))
     cfg = BoxDetectorConfig() if args.min_score is None else BoxDetectorConfig(
         min_score=args.min_score)
     fman = load_manifest(args.cache / "person" / "models")
@@ -334,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
         "blazepose_float": (detector, True),
         "blazepose_int8": (PoseDetector(load_model("detector_int8", 1, man)), True),
     }
+    tiled_base = BoxPersonDetector(load_model("box_nanodet_int8", 1, man), cfg)
+    dets["box_nanodet_int8_tiles_1.0h"] = (Tiled(tiled_base, 1.0), False)
+    dets["box_nanodet_int8_tiles_0.6h"] = (Tiled(tiled_base, 0.6), False)
     work = args.cache / "person" / "work"
     extra_files: dict[str, Path] = {}
     for name, file, kind in (("centernet_float", "centernet_f32.tflite", "centernet"),
