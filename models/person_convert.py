@@ -177,6 +177,174 @@ def unfuse(gd: Any) -> Any:
     return final
 
 
+_TO_NHWC = (0, 2, 3, 1)
+_TO_NCHW = (0, 3, 1, 2)
+_UNARY = {"LeakyRelu", "Relu", "Relu6", "Sigmoid", "Tanh", "Identity", "Elu"}
+_BINARY = {"Add", "AddV2", "Mul", "Sub", "Maximum", "Minimum"}
+_PADS = {"Pad", "PadV2", "MirrorPad"}
+
+
+def to_nhwc(gd: Any, input_name: str) -> Any:
+    """Rewrites an ONNX-style NCHW graph to carry its 4-D activations in NHWC.
+
+    The TF.js NanoDet graph came from ONNX: every convolution, pooling and resize is wrapped
+    in a pair of NCHW <-> NHWC transposes, and pads, activations and concatenations run in
+    NCHW between them (77 transposes survive TFLite conversion, moving 13.8 M elements per
+    frame). Here a tensor whose logical layout is NCHW may be *held* physically in NHWC:
+
+    * the input placeholder becomes NHWC (held);
+    * ``Transpose`` NCHW -> NHWC of a held tensor, and NHWC -> NCHW of a plain one, become
+      ``Identity``;
+    * pads (paddings permuted), element-wise ops (4-D constants transposed, scalars kept) and
+      ``ConcatV2``/``SplitV`` (axis remapped) keep a held tensor held;
+    * any other op gets its held inputs transposed back to NCHW first, so the graph computes
+      exactly what it did.
+
+    Args:
+        gd: A ``GraphDef`` with constants filled in (from :func:`read_tfjs`).
+        input_name: Name of the NCHW placeholder node.
+
+    Returns:
+        A new ``GraphDef`` whose placeholder is NHWC.
+    """
+    nodes = {n.name: n for n in gd.node}
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        stack = [(name, False)]
+        while stack:
+            cur, done = stack.pop()
+            if done:
+                order.append(cur)
+                continue
+            if cur in seen:
+                continue
+            seen.add(cur)
+            stack.append((cur, True))
+            for i in nodes[cur].input:
+                base = i.lstrip("^").split(":")[0]
+                if base not in seen:
+                    stack.append((base, False))
+
+    for n in gd.node:
+        visit(n.name)
+
+    def const(name: str) -> np.ndarray[Any, Any] | None:
+        n = nodes.get(name.split(":")[0])
+        if n is None or n.op != "Const":
+            return None
+        return np.asarray(tf.make_ndarray(n.attr["value"].tensor))
+
+    out = tf.compat.v1.GraphDef()
+    out.versions.CopyFrom(gd.versions)
+    out.library.CopyFrom(gd.library)
+    held: set[str] = set()  # tensor names ("node" or "node:k") held in NHWC
+    restored: dict[str, str] = {}
+
+    def key(t: str) -> str:
+        return t[:-2] if t.endswith(":0") else t
+
+    def plain(t: str) -> str:
+        """The tensor in its logical layout (inserts a transpose back to NCHW once)."""
+        if key(t) not in held:
+            return t
+        if t not in restored:
+            perm = out.node.add()
+            perm.name = f"{key(t).replace(':', '_')}/to_nchw/perm"
+            perm.op = "Const"
+            perm.attr["dtype"].type = tf.int32.as_datatype_enum
+            perm.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(np.array(_TO_NCHW, np.int32)))
+            tr = out.node.add()
+            tr.name = f"{key(t).replace(':', '_')}/to_nchw"
+            tr.op = "Transpose"
+            tr.input.extend([t, perm.name])
+            tr.attr["T"].type = tf.float32.as_datatype_enum
+            tr.attr["Tperm"].type = tf.int32.as_datatype_enum
+            restored[t] = tr.name
+        return restored[t]
+
+    def new_const(name: str, value: np.ndarray[Any, Any], like: Any) -> str:
+        c = out.node.add()
+        c.name = name
+        c.op = "Const"
+        c.attr["dtype"].CopyFrom(like.attr["dtype"])
+        c.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(
+            value, dtype=tf.dtypes.as_dtype(like.attr["dtype"].type)))
+        return name
+
+    axis_map = {0: 0, 1: 3, 2: 1, 3: 2}
+    for name in order:
+        n = nodes[name]
+        m = out.node.add()
+        m.CopyFrom(n)
+        ins = list(n.input)
+        data = [i for i in ins if not i.startswith("^")]
+        is_held = [key(i) in held for i in data]
+        if n.op == "Placeholder" and n.name == input_name:
+            dims = m.attr["shape"].shape.dim
+            c, h, w = dims[1].size, dims[2].size, dims[3].size
+            dims[1].size, dims[2].size, dims[3].size = h, w, c
+            held.add(n.name)
+            continue
+        if n.op == "Transpose" and (perm := const(data[1])) is not None:
+            p = tuple(int(v) for v in perm)
+            if (is_held[0] and p == _TO_NHWC) or (not is_held[0] and p == _TO_NCHW):
+                m.op = "Identity"
+                del m.input[:]
+                m.input.append(data[0])
+                m.attr.pop("Tperm")
+                if not is_held[0]:
+                    held.add(n.name)
+                continue
+        if n.op in _PADS and is_held[0] and (pads := const(data[1])) is not None:
+            m.input[1] = new_const(f"{n.name}/paddings_nhwc", pads[list(_TO_NHWC)], nodes[
+                data[1].split(":")[0]])
+            held.add(n.name)
+            continue
+        if n.op in _UNARY and is_held[0]:
+            held.add(n.name)
+            continue
+        if n.op in _BINARY and any(is_held):
+            ok = True
+            new_in: list[str] = []
+            for k, i in enumerate(data):
+                if is_held[k]:
+                    new_in.append(i)
+                    continue
+                v = const(i)
+                if v is not None and v.ndim == 0:
+                    new_in.append(i)
+                elif v is not None and v.ndim == 4:
+                    new_in.append(new_const(f"{n.name}/in{k}_nhwc",
+                                            np.transpose(v, _TO_NHWC), nodes[i.split(":")[0]]))
+                else:
+                    ok = False
+            if ok:
+                del m.input[:]
+                m.input.extend(new_in)
+                held.add(n.name)
+                continue
+        if n.op == "ConcatV2" and all(is_held[:-1]) and (ax := const(data[-1])) is not None:
+            m.input[len(data) - 1] = new_const(f"{n.name}/axis_nhwc",
+                                               np.asarray(axis_map[int(ax) % 4], ax.dtype),
+                                               nodes[data[-1].split(":")[0]])
+            held.add(n.name)
+            continue
+        if n.op == "SplitV" and is_held[0] and (ax := const(data[2])) is not None:
+            m.input[2] = new_const(f"{n.name}/axis_nhwc",
+                                   np.asarray(axis_map[int(ax) % 4], ax.dtype),
+                                   nodes[data[2].split(":")[0]])
+            held.add(n.name)
+            for k in range(1, int(n.attr["num_split"].i)):
+                held.add(f"{n.name}:{k}")
+            continue
+        # Any other op: give it its inputs in their logical layout.
+        del m.input[:]
+        m.input.extend([plain(i) if not i.startswith("^") else i for i in ins])
+    return out
+
+
 def graph_function(gd: Any, inputs: list[str], outputs: list[str]) -> Callable[..., Any]:
     """A TF2 callable running the imported graph from ``inputs`` to ``outputs`` (tensor names)."""
     def _import() -> None:
@@ -192,20 +360,30 @@ def nanodet_function(tgz: Path) -> Any:
     """NanoDet's person head as a concrete function.
 
     Input ``image`` (1, 416, 416, 3) float32 **BGR** in [0, 255], letterboxed; NanoDet's own
-    normalisation (per-channel mean and std of its training config) and the graph's NCHW
-    transpose are applied inside. Outputs ``scores`` (1, 3549, 1): person probability per grid cell
+    normalisation (per-channel mean and std of its training config) is applied inside, and
+    the graph runs in NHWC (:func:`to_nhwc`). Outputs ``scores`` (1, 3549, 1): person
+    probability per grid cell
     (52x52 at stride 8, 26x26 at 16, 13x13 at 32, row-major); ``distances`` (1, 3549, 44):
     per cell 4 sides (left, top, right, bottom) x 11 bin logits of the distance distribution
     (Generalized Focal Loss, ``reg_max`` 10), in units of the stride.
     """
-    gd, _ = read_tfjs(tgz, "nanodet")
+    gd_nchw, _ = read_tfjs(tgz, "nanodet")
+    gd = to_nhwc(gd_nchw, "input_1")
     outs = [n for pair in NANODET_LEVELS for n in pair]
     fn = graph_function(gd, ["input_1:0"], outs)
+    # The layout rewrite must not change what the graph computes: check on a seeded input.
+    x = np.random.default_rng(0).normal(size=(1, 416, 416, 3)).astype(np.float32)
+    ref = graph_function(gd_nchw, ["input_1:0"], outs)(tf.constant(x.transpose(0, 3, 1, 2)))
+    diff = max(float(np.max(np.abs(a.numpy() - b.numpy())))
+               for a, b in zip(ref, fn(tf.constant(x)), strict=True))
+    logger.info("nanodet: NHWC rewrite vs original graph, max |diff| %.3g", diff)
+    if diff > 1e-4:
+        raise RuntimeError(f"NHWC rewrite changed NanoDet's outputs (max |diff| {diff})")
 
     @tf.function(input_signature=[tf.TensorSpec([1, 416, 416, 3], tf.float32, name="image")])  # type: ignore[untyped-decorator]
     def person(image: Any) -> dict[str, Any]:
         x = (image - tf.constant(NANODET_MEAN)) * tf.constant(1.0 / NANODET_STD)
-        res = fn(tf.transpose(x, [0, 3, 1, 2]))
+        res = fn(x)  # NHWC: to_nhwc made the graph's input NHWC
         scores = tf.concat([res[2 * k][:, :, 0:1] for k in range(3)], axis=1)
         dist = tf.concat([res[2 * k + 1] for k in range(3)], axis=1)
         return {"scores": tf.identity(scores, name="scores"),
