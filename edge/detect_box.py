@@ -52,9 +52,9 @@ class BoxDetectorConfig:
         max_detections: At most this many detections, best first; -1 for no limit.
         roi_scale: Side of the landmark region = ``roi_scale`` x the box's long side. 1.5 by
             measurement (``models/person_bench.py``, 54 real people): the full landmark model's
-            error against a tracking-refined reference is 12.6 / 3.5 / 3.2 / 3.5 / 6.4 % of the
+            error against a tracking-refined reference is 12.4 / 3.5 / 3.2 / 3.5 / 6.4 % of the
             person's height (median) at 1.0 / 1.25 / 1.5 / 1.75 / 2.0, and only from 1.5 on
-            does it find a pose in every crop (presence > 0.5: 91 / 96 / 100 %). MediaPipe
+            does it find a pose in every crop (presence > 0.5: 93 / 96 / 100 %). MediaPipe
             scales detection boxes by 1.25 (pose, from keypoints) to 1.5 (face, from a box).
         min_box_px: Boxes narrower or lower than this in model-input px are dropped.
     """
