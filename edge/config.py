@@ -74,22 +74,33 @@ class ModelsConfig(_Section):
 class DetectorConfig(_Section):
     """The person detector and its detection schedule.
 
-    ``kind = "blazepose"`` is BlazePose's SSD detector (MediaPipe pose_detection's decoding
-    parameters below). With ``tiles = true`` it also runs on overlapping square tiles of
-    ``tile_px`` frame pixels, ``tiles_per_run`` of them per detector run in rotation (every tile
-    on every still image), so that people far from the camera are found (``edge.detect.tiles``).
+    ``kind = "box"`` (the default) is a whole-body COCO box detector (NanoDet, person class;
+    ``edge.detect.box``): it finds people whatever they face, from about 150 px tall in one
+    pass over a 1280x720 frame. ``"blazepose"`` is BlazePose's SSD detector (it finds a face,
+    and people taller than about a quarter of the frame). With ``tiles = true`` the detector
+    also runs on overlapping square tiles of ``tile_px`` frame pixels (default: the model's
+    input size, so a tile reaches the model unshrunk), in rotation: each detector run makes
+    ``calls_per_run`` calls, the whole frame every ``whole_every``-th call, tiles in between;
+    still images take the whole frame and every tile (``edge.detect.tiles``). ``min_score``,
+    ``nms_iou`` and ``roi_scale`` default to each detector's own (box: 0.35, 0.5, 1.5;
+    blazepose: MediaPipe's 0.5, 0.3, 1.25).
     """
 
-    kind: Literal["blazepose"] = "blazepose"
-    min_score: Probability = 0.5
-    nms_iou: Probability = 0.3
-    roi_scale: PositiveFloat = 1.25
+    kind: Literal["box", "blazepose"] = "box"
+    min_score: Probability | None = None
+    nms_iou: Probability | None = None
+    roi_scale: PositiveFloat | None = Field(
+        default=None, description="landmark region side over the detection's body size")
     tiles: bool = True
-    tile_px: int = Field(default=288, ge=64, le=4096, description="tile side, frame px")
+    tile_px: int | None = Field(default=None, ge=64, le=4096,
+                                description="tile side, frame px (default: the model input)")
     tile_overlap: float = Field(default=0.25, ge=0.0, le=0.9,
                                 description="fraction of a tile shared with its neighbour")
-    tiles_per_run: int = Field(default=3, ge=1, le=64,
-                               description="tiles per detector run besides the whole frame")
+    calls_per_run: int = Field(default=1, ge=1, le=64,
+                               description="detector calls per run (live and video modes)")
+    whole_every: int = Field(default=3, ge=1, le=64,
+                             description="the whole frame is every this-many-th call (1: no "
+                             "tiles)")
 
 
 class SchedulerConfig(_Section):

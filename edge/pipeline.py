@@ -20,6 +20,7 @@ from edge.annotation import Annotation, JointSet, StageTimings, build_annotation
 from edge.config import Config
 from edge.detect import DetectorConfig as DecodeConfig
 from edge.detect import PersonDetector, PoseDetector
+from edge.detect.box import BoxDetectorConfig, BoxPersonDetector
 from edge.detect.tiles import TileConfig, TiledDetector
 from edge.lift3d import (
     Lifter,
@@ -242,30 +243,55 @@ def _landmark_key(manifest: Manifest, variant: str, precision: str) -> str:
     return manifest.find("landmark", variant, precision).key
 
 
-def build_detector(config: Config, manifest: Manifest, mode: RunMode) -> PersonDetector:
+def build_detector(config: Config, manifest: Manifest, mode: RunMode
+                   ) -> tuple[PersonDetector, str]:
     """The person detector and detection schedule the config asks for (``[detector]``).
 
     Args:
         config: The validated configuration.
         manifest: Models to use.
-        mode: In image mode a tiled detector takes every tile of each image.
+        mode: In image mode a tiled detector takes the whole frame and every tile of each image.
 
     Returns:
-        A frame detector, tiled when ``detector.tiles`` is on.
+        A frame detector (tiled when ``detector.tiles`` is on) and its model's manifest key.
+        The detector's precision is ``models.detector_precision`` or ``models.precision``;
+        when that precision is not shipped for the box detector (its float file stays in the
+        build cache) the shipped int8 one is used.
 
     Raises:
         edge.runtime.ModelError: When the detector model is missing or damaged.
     """
     mc, dc = config.models, config.detector
-    det_key = manifest.find("detector", None, mc.detector_precision or mc.precision).key
-    detector: PersonDetector = PoseDetector(
-        load_model(det_key, mc.threads, manifest),
-        DecodeConfig(min_score=dc.min_score, nms_iou=dc.nms_iou, roi_scale=dc.roi_scale))
-    if dc.tiles:
+    precision: str = mc.detector_precision or mc.precision
+    detector: PersonDetector
+    if dc.kind == "box":
+        role = "box_detector"
+        have = sorted(e.precision for e in manifest.models.values() if e.role == role)
+        if precision not in have and have:
+            logger.info("box detector: no %s build shipped, using %s", precision, have[0])
+            precision = have[0]
+        key = manifest.find(role, "nanodet", precision).key
+        defaults = BoxDetectorConfig()
+        box_cfg = BoxDetectorConfig(
+            min_score=defaults.min_score if dc.min_score is None else dc.min_score,
+            nms_iou=defaults.nms_iou if dc.nms_iou is None else dc.nms_iou,
+            roi_scale=defaults.roi_scale if dc.roi_scale is None else dc.roi_scale)
+        detector = BoxPersonDetector(load_model(key, mc.threads, manifest), box_cfg)
+        input_px, merge_iou = box_cfg.input_size, box_cfg.nms_iou
+    else:
+        key = manifest.find("detector", None, precision).key
+        bp = DecodeConfig()
+        bp_cfg = DecodeConfig(min_score=bp.min_score if dc.min_score is None else dc.min_score,
+                              nms_iou=bp.nms_iou if dc.nms_iou is None else dc.nms_iou,
+                              roi_scale=bp.roi_scale if dc.roi_scale is None else dc.roi_scale)
+        detector = PoseDetector(load_model(key, mc.threads, manifest), bp_cfg)
+        input_px, merge_iou = bp_cfg.input_size, bp_cfg.nms_iou
+    if dc.tiles and dc.whole_every > 1:
         detector = TiledDetector(detector, TileConfig(
-            tile_px=dc.tile_px, overlap=dc.tile_overlap,
-            per_run=0 if mode == "image" else dc.tiles_per_run, nms_iou=dc.nms_iou))
-    return detector
+            tile_px=dc.tile_px or input_px, overlap=dc.tile_overlap,
+            per_run=0 if mode == "image" else dc.calls_per_run,
+            whole_every=dc.whole_every, nms_iou=merge_iou))
+    return detector, key
 
 
 def build_pipeline(config: Config, *, timings: bool = True,
@@ -287,9 +313,8 @@ def build_pipeline(config: Config, *, timings: bool = True,
     """
     mc = config.models
     manifest = manifest if manifest is not None else load_manifest(mc.dir)
-    det_key = manifest.find("detector", None, mc.detector_precision or mc.precision).key
     lm_key = _landmark_key(manifest, mc.landmark, mc.precision)
-    detector = build_detector(config, manifest, mode)
+    detector, det_key = build_detector(config, manifest, mode)
     landmarker = PoseLandmarker(load_model(lm_key, mc.threads, manifest))
     lifter = _stage_3d(config, manifest)
     tc = config.tracking

@@ -10,7 +10,7 @@ Run as ``python -m models.person [--out models] [--cache cache] [--build-python 
    signature;
 3. collect real frames with people (:mod:`models.data`: Sports2D and Pose2Sim, same split as
    ``make models``), plus 2x2 and 3x3 mosaics of them so that people appear at a half and a
-   third of their size, letterboxed as :func:`edge.detect_box.preprocess_box` does;
+   third of their size, letterboxed as :func:`edge.detect.box.preprocess_box` does;
 4. static int8 with float32 inputs/outputs (:mod:`models.quantize`), calibrated on the
    calibration frames, the ops of :data:`FLOAT_KINDS` left float;
 5. score int8 against float on the held-out frames after decoding (box IoU, score agreement),
@@ -37,7 +37,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from edge.detect import iou
-from edge.detect_box import BoxDetectorConfig, cell_centres, decode_box, preprocess_box
+from edge.detect.box import BoxDetectorConfig, cell_centres, decode_box, preprocess_box
 from edge.runtime import MANIFEST_NAME, create_interpreter, sha256_file
 from edge.types import U8, Detections
 from models import data, evaluate, quantize, rewrite, sources
@@ -68,7 +68,7 @@ ATTRIBUTION = ("NanoDet by RangiLyu (Apache-2.0), as converted to TF.js in "
 HEAD_OUT_CHANNELS = 45
 CONFIG = BoxDetectorConfig()
 INPUT_MEANING = ("letterboxed frame (long side to 416, centred, black padding), BGR 0-255 as "
-                 "float32 (edge.detect_box.preprocess_box); normalised inside the model")
+                 "float32 (edge.detect.box.preprocess_box); normalised inside the model")
 OUTPUTS = (
     ("scores", [1, CONFIG.num_cells, 1],
      "per grid cell (52x52 at stride 8, 26x26 at 16, 13x13 at 32, row-major): person "

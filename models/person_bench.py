@@ -39,7 +39,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from edge.detect import PoseDetector
-from edge.detect_box import BoxDetectorConfig, BoxPersonDetector, box_regions, preprocess_box
+from edge.detect.box import BoxDetectorConfig, BoxPersonDetector, box_regions, preprocess_box
 from edge.pose2d import PoseLandmarker
 from edge.runtime import create_interpreter, load_manifest, load_model
 from edge.types import F32, U8, Detections

@@ -1,4 +1,4 @@
-"""edge.detect_box: decoding on small real arrays; the shipped box detector on real frames;
+"""edge.detect.box: decoding on small real arrays; the shipped box detector on real frames;
 frames of any shape; misuse and damaged models."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge import runtime
-from edge.detect_box import (
+from edge.detect.box import (
     BoxDetectorConfig,
     BoxPersonDetector,
     box_regions,

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.detect import Letterbox, validate_image
+from edge.detect.blazepose import Letterbox, validate_image
 from edge.runtime import Model
 from edge.types import F32, U8, Detections
 
