@@ -98,7 +98,7 @@ class DetectorConfig(_Section):
                                 description="fraction of a tile shared with its neighbour")
     calls_per_run: int = Field(default=1, ge=1, le=64,
                                description="detector calls per run (live and video modes)")
-    whole_every: int = Field(default=3, ge=1, le=64,
+    whole_every: int = Field(default=2, ge=1, le=64,
                              description="the whole frame is every this-many-th call (1: no "
                              "tiles)")
 
@@ -116,8 +116,11 @@ class SchedulerConfig(_Section):
 
     mode: Literal["auto", "realtime", "every-frame", "image"] = "auto"
     rate_hz: float = Field(default=30.0, ge=0.1, le=240.0)
-    detector_hz: float = Field(default=5.0, ge=DETECTOR_HZ_MIN, le=DETECTOR_HZ_MAX)
-    detector_every: int = Field(default=6, ge=1)
+    detector_hz: float = Field(default=10.0, ge=DETECTOR_HZ_MIN, le=DETECTOR_HZ_MAX,
+                               description="detector runs per second: one call each, the "
+                               "whole frame every detector.whole_every-th (5 Hz by default)")
+    detector_every: int = Field(default=3, ge=1, description="every-frame mode: detector "
+                                "period in frames")
     budget_detector_fps: PositiveFloat = 5.0
     budget_pose2d_fps: PositiveFloat = 55.0
     budget_pose3d_fps: PositiveFloat = 450.0

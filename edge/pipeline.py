@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from edge.annotation import Annotation, JointSet, StageTimings, build_annotation
 from edge.config import Config
@@ -125,6 +127,33 @@ class PoseCore:
         self.lifter.reset()
         self._last_t_ns = None
 
+    #: Region variants tried, as (turn rad, scale), for a person whose region shows no pose:
+    #: a box detection says where someone is, not which way up (lying, cartwheeling, upside
+    #: down), and a fast turn or jump outruns the region propagated from the last pose.
+    RESCUE = ((math.pi / 4, 1.0), (-math.pi / 4, 1.0), (0.0, 1.3), (math.pi / 2, 1.3),
+              (-math.pi / 2, 1.3), (math.pi, 1.0))
+
+    def _rescue(self, frame: Frame, regions: npt.NDArray[np.float32], poses: Poses2D) -> Poses2D:
+        """Retries the regions whose pose presence is below ``min_presence`` turned and scaled
+        by :data:`RESCUE`, keeping the variant with the highest presence.
+
+        Costs up to six landmark calls per person the model has just failed on (a newcomer
+        from a detection, or someone mid-backflip), never per person tracked well.
+        """
+        low = np.flatnonzero(poses.presence < self.tracker.config.min_presence)
+        if low.size == 0:
+            return poses
+        best = poses
+        for turn, scale in self.RESCUE:
+            varied = regions[low].copy()
+            varied[:, 4] += np.float32(turn)
+            varied[:, 2:4] *= np.float32(scale)
+            alt = self.landmarker(frame.image, varied)
+            better = alt.presence > best.presence[low]
+            if better.any():
+                best = best.replace_rows(low[better], alt[np.flatnonzero(better)])
+        return best
+
     def step(self, frame: Frame, detected: DetectorResult | None) -> StepResult:
         """Processes one frame.
 
@@ -154,6 +183,7 @@ class PoseCore:
 
         t0 = time.perf_counter()
         poses = self.landmarker(frame.image, tracks.regions)
+        poses = self._rescue(frame, tracks.regions, poses)
         pose2d_ms = (time.perf_counter() - t0) * 1e3
 
         t0 = time.perf_counter()

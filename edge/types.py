@@ -162,6 +162,30 @@ class Poses2D:
                    z((0,), np.float32), z((0, 33, 3), np.float32), z((0, 5), np.float32),
                    z((0, 5), np.float32))
 
+    def replace_rows(self, rows: npt.NDArray[np.intp], other: Poses2D) -> Poses2D:
+        """A copy with people ``rows`` replaced by the people of ``other`` (same order).
+
+        Args:
+            rows: (k,) row indices into this object.
+            other: k poses.
+
+        Returns:
+            A new :class:`Poses2D`.
+
+        Raises:
+            ValueError: When ``other`` does not have one pose per row.
+        """
+        if len(other) != len(rows):
+            raise ValueError(f"replace_rows: {len(rows)} rows, {len(other)} poses")
+        fields = ("keypoints", "depth", "visibility", "presence", "world", "regions",
+                  "next_regions")
+        out = {}
+        for f in fields:
+            a = getattr(self, f).copy()
+            a[rows] = getattr(other, f)
+            out[f] = a
+        return Poses2D(**out)
+
     def __getitem__(self, idx: npt.NDArray[np.bool_] | npt.NDArray[np.intp] | slice) -> Poses2D:
         """Selects people by boolean mask, index array or slice (returns a new object)."""
         return Poses2D(self.keypoints[idx].copy(), self.depth[idx].copy(),
