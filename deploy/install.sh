@@ -63,7 +63,9 @@ esac
 command -v systemctl >/dev/null || die "systemd is required"
 
 is_pi=0
-if grep -qs "Raspberry Pi" /proc/device-tree/model; then is_pi=1; fi
+if grep -qs "Raspberry Pi" /proc/device-tree/model /sys/firmware/devicetree/base/model; then
+  is_pi=1
+fi
 
 log "apt packages"
 packages=(python3 python3-venv python3-pip ca-certificates mosquitto-clients)
