@@ -206,8 +206,13 @@ in_root "$ROOT" uname -m | grep -qx aarch64 || die "the root does not run as aar
 
 # The checkout as CI has it (tracked and new files, not .venv or outputs).
 mkdir -p "$ROOT/root/edge-pose"
-(cd "$REPO" && git ls-files -z --cached --others --exclude-standard |
-   tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -xf - -C "$ROOT/root/edge-pose"
+if git -C "$REPO" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  (cd "$REPO" && git ls-files -z --cached --others --exclude-standard |
+     tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -xf - -C "$ROOT/root/edge-pose"
+else
+  tar -C "$REPO" --exclude=./.venv --exclude=./out --exclude=./cache -cf - . |
+    tar -xf - -C "$ROOT/root/edge-pose"
+fi
 
 # A board whose pip is set to another index (as Raspberry Pi OS sets one): install.sh must not
 # use it. With no-index honoured, the pinned install would fail.

@@ -136,15 +136,17 @@ class Container:
         self._mounted = True
         shutil.copy2("/etc/ssl/certs/ca-certificates.crt",
                      self.root / "etc/ssl/certs/ca-certificates.crt")
-        files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                                "--exclude-standard"], cwd=REPO, capture_output=True,
-                               check=True).stdout.split(b"\0")
         dest = self.root / "root" / "edge-pose"
-        for f in filter(None, files):
-            src = REPO / os.fsdecode(f)
-            if src.is_file():
-                (dest / os.fsdecode(f)).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, dest / os.fsdecode(f))
+        git = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                              "--exclude-standard"], cwd=REPO, capture_output=True)
+        if git.returncode == 0:
+            for f in filter(None, git.stdout.split(b"\0")):
+                src = REPO / os.fsdecode(f)
+                if src.is_file():
+                    (dest / os.fsdecode(f)).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, dest / os.fsdecode(f))
+        else:  # not a git checkout: everything but the venv and outputs
+            shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(".venv", "out", "cache"))
         pip_cache = self.cache / "pip-amd64"
         pip_cache.mkdir(parents=True, exist_ok=True)
         with open(self.log, "wb") as out:
