@@ -152,17 +152,29 @@ def test_watchdog_restarts_a_frozen_daemon(box: Container, sub: Subscriber) -> N
 def test_reinstall_with_a_new_version_keeps_config_and_event_journal(
         box: Container, port: int) -> None:
     config_before = box.run("cat", "/etc/edge-pose/config.toml").stdout
+    # A consumer that must not miss events: a persistent session with QoS 1 subscriptions,
+    # which the container's Mosquitto keeps (persistence true) while it and the broker are away.
+    late = Subscriber(port, topics=(f"edgepose/{DEVICE}/events",),
+                      persistent_session=True).start()
+    try:
+        _reinstall_while_the_broker_is_away(box, late, config_before)
+    finally:
+        late.stop()
+
+
+def _pending(box: Container) -> list[dict[str, object]]:
+    text = box.run("cat", f"{STATE}/events.jsonl", check=False).stdout
+    return [json.loads(line)["event"] for line in text.splitlines()
+            if line.startswith('{"event"')]
+
+
+def _reinstall_while_the_broker_is_away(box: Container, late: Subscriber,
+                                        config_before: str) -> None:
     # The broker goes away: events stay in the journal (on disk) until it is back.
     box.run("systemctl", "stop", "mosquitto")
-
-    def pending() -> list[dict[str, object]]:
-        text = box.run("cat", f"{STATE}/events.jsonl", check=False).stdout
-        return [json.loads(line)["event"] for line in text.splitlines()
-                if line.startswith('{"event"')]
-
-    wait_until(lambda: bool(pending()), 120, "an event journaled while the broker is away")
+    wait_until(lambda: bool(_pending(box)), 120, "an event journaled while the broker is away")
     box.run("systemctl", "stop", "edge-pose")
-    journaled = pending()
+    journaled = {(str(e["stream"]), int(str(e["seq"]))) for e in _pending(box)}
     for f in ("pyproject.toml", "edge/__init__.py"):
         box.run("sed", "-i", 's/^\\(version = \\|__version__ = \\)"0.1.0"/\\1"0.1.1"/',
                 f"/root/edge-pose/{f}")
@@ -172,19 +184,12 @@ def test_reinstall_with_a_new_version_keeps_config_and_event_journal(
         "edge-pose 0.1.1"
     assert box.run("cat", "/etc/edge-pose/config.toml").stdout == config_before
     assert box.run("systemctl", "is-active", "edge-pose").stdout.strip() == "active"
-    kept = {(e["stream"], e["seq"]) for e in pending()}
-    assert {(e["stream"], e["seq"]) for e in journaled} <= kept
-    # The broker is back: the journaled events reach a consumer, same stream and numbers.
-    # The consumer connects as soon as the broker is up (it retries every second); the
-    # daemon's reconnect backoff may make it wait up to mqtt.reconnect_max_s.
-    late = Subscriber(port, topics=(f"edgepose/{DEVICE}/events",)).start(wait=False)
+    assert journaled <= {(str(e["stream"]), int(str(e["seq"]))) for e in _pending(box)}
+    # The broker is back: the journaled events reach the consumer, same stream and numbers
+    # (the daemon's reconnect backoff may make it wait up to mqtt.reconnect_max_s, 60 s).
     box.run("systemctl", "start", "mosquitto")
-    try:
-        want = {(e["stream"], e["seq"]) for e in journaled}
-        wait_until(lambda: want <= {(m.json()["stream"], m.json()["seq"])
-                                    for m in late.on("events")}, 120, "the journaled events")
-    finally:
-        late.stop()
+    wait_until(lambda: journaled <= {(str(m.json()["stream"]), int(m.json()["seq"]))
+                                     for m in late.on("events")}, 120, "the journaled events")
 
 
 def test_stop_publishes_stopped(box: Container, sub: Subscriber) -> None:

@@ -63,6 +63,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+CACHE=$(realpath -m -- "$CACHE")
 [ "$(id -u)" -eq 0 ] || die "run as root: it mounts file systems and registers binfmt_misc"
 command -v debootstrap >/dev/null || die "debootstrap missing (apt-get install debootstrap)"
 QEMU=/usr/bin/qemu-aarch64-static
@@ -100,7 +101,14 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 mnt() {  # mnt TARGET MOUNT-ARGS...: mount, and remember to unmount
-  local target=$1; shift
+  local target=$1 real; shift
+  # Never through a symlink out of the root (debootstrap's first stage makes proc a link to the
+  # host's /proc): a mount there would land on the host.
+  real=$(realpath -m -- "$target")
+  case "$real" in
+    "$CACHE"/?*) ;;
+    *) die "refusing to mount on $target: it resolves to $real, outside $CACHE" ;;
+  esac
   mount "$@" "$target" || die "mount $* $target failed"
   MOUNTS+=("$target")
 }
@@ -139,6 +147,7 @@ prepare_root() {  # mounts and files a chroot needs; everything mounted is unmou
   if [ "$binfmt_fixed" -eq 0 ]; then
     install -D -m 0755 "$QEMU" "$root$interp"
   fi
+  if [ -L "$root/proc" ]; then rm -f -- "$root/proc"; mkdir "$root/proc"; fi
   mnt "$root/proc" -t proc proc
   printf '%s' "$CPUINFO" > "$WORK/cpuinfo"
   mnt "$root/proc/cpuinfo" --bind "$WORK/cpuinfo"
