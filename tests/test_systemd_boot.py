@@ -198,3 +198,15 @@ def test_stop_publishes_stopped(box: Container, sub: Subscriber) -> None:
     wait_until(lambda: sub.payloads("availability")[-1:] == ["stopped"], 30, "stopped")
     assert box.run("systemctl", "is-active", "edge-pose", check=False).stdout.strip() == \
         "inactive"
+
+
+def test_uninstall_keeps_config_and_state_unless_purged(box: Container) -> None:
+    res = box.run("bash", "/root/edge-pose/deploy/uninstall.sh")
+    assert "kept /etc/edge-pose" in res.stdout
+    assert box.run("systemctl", "cat", "edge-pose", check=False).returncode != 0
+    assert box.run("test", "-e", "/opt/edge-pose", check=False).returncode != 0
+    assert box.run("test", "-s", "/etc/edge-pose/config.toml", check=False).returncode == 0
+    assert box.run("test", "-d", STATE, check=False).returncode == 0
+    box.run("bash", "/root/edge-pose/deploy/uninstall.sh", "--purge")
+    for path in ("/etc/edge-pose", STATE):
+        assert box.run("test", "-e", path, check=False).returncode != 0
