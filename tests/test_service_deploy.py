@@ -106,7 +106,8 @@ def test_daemon_subcommand_reports_a_bad_config(tmp_path: Path,
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="apt-get install shellcheck")
 def test_scripts_are_shellcheck_clean() -> None:
-    scripts = [DEPLOY / "install.sh", DEPLOY / "uninstall.sh"]
+    scripts = [DEPLOY / "install.sh", DEPLOY / "uninstall.sh",
+               *sorted((DEPLOY / "ci").glob("*.sh")), REPO / ".ci" / "run"]
     res = subprocess.run(["shellcheck", "-x", *map(str, scripts)], capture_output=True,
                          text=True)
     assert res.returncode == 0, res.stdout + res.stderr
