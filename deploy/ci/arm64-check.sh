@@ -82,6 +82,7 @@ WORK=""
 cleanup() {
   local rc=$? i
   for (( i=${#MOUNTS[@]}-1; i>=0; i-- )); do
+    mountpoint -q "${MOUNTS[i]}" || continue
     umount "${MOUNTS[i]}" 2>/dev/null || umount -l "${MOUNTS[i]}" 2>/dev/null ||
       echo "arm64-check: could not unmount ${MOUNTS[i]}" >&2
   done
@@ -185,15 +186,22 @@ stage emulated: ~5-7 min)"
   rm -rf -- "$BASE" "$BASE.tmp"
   debootstrap --arch=arm64 --foreign --variant=minbase --include="$INCLUDE" \
     "$SUITE" "$BASE.tmp" "$mirror" > "$WORK/debootstrap1.log" 2>&1 ||
-    { tail -n 20 "$WORK/debootstrap1.log" >&2; die "debootstrap (first stage) failed"; }
+    { tail -n 20 "$WORK/debootstrap1.log" >&2; cp "$WORK/debootstrap1.log" "$CACHE/";
+      die "debootstrap (first stage) failed (log: $CACHE/debootstrap1.log)"; }
   (
+    # debootstrap's second stage unmounts what it finds mounted on its way out: unmount only
+    # what is still mounted, and never let the unmounting decide the exit status.
     MOUNTS=()
-    trap 'for (( i=${#MOUNTS[@]}-1; i>=0; i-- )); do umount "${MOUNTS[i]}" 2>/dev/null ||
-          umount -l "${MOUNTS[i]}"; done' EXIT
+    trap 'for (( i=${#MOUNTS[@]}-1; i>=0; i-- )); do
+            if mountpoint -q "${MOUNTS[i]}"; then
+              umount "${MOUNTS[i]}" 2>/dev/null || umount -l "${MOUNTS[i]}" || true
+            fi
+          done' EXIT
     prepare_root "$BASE.tmp"
     in_root "$BASE.tmp" /debootstrap/debootstrap --second-stage > "$WORK/debootstrap2.log" 2>&1 ||
       { tail -n 20 "$WORK/debootstrap2.log" >&2; exit 1; }
-  ) || die "debootstrap (second stage, emulated) failed"
+  ) || { cp "$WORK/debootstrap2.log" "$CACHE/" 2>/dev/null || true;
+         die "debootstrap (second stage, emulated) failed (log: $CACHE/debootstrap2.log)"; }
   in_root "$BASE.tmp" apt-get clean
   touch "$BASE.tmp/.complete"
   mv "$BASE.tmp" "$BASE"
