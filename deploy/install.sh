@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# Installs edge-pose as a systemd service on Raspberry Pi OS or Debian (12 "bookworm" or later).
+# Installs edge-pose as a systemd service on Raspberry Pi OS or Debian (12 "bookworm" or later),
+# 64-bit only (aarch64 or x86_64).
 #
 #   sudo deploy/install.sh [--config FILE] [--prefix DIR] [--no-start]
 #
-# What it does, in order (re-running it upgrades in place):
-#   1. apt: python3, python3-venv, mosquitto-clients; on a Raspberry Pi also python3-picamera2
-#      (picamera2 only works from the Pi's apt, see README "Pi camera");
-#   2. a venv in PREFIX/venv made with --system-site-packages (so picamera2 is importable);
-#   3. pip install --require-hashes -r requirements-device.lock (runtime + MQTT, no dev tools),
-#      then this checkout (models included);
-#   4. /etc/edge-pose/config.toml from --config or deploy/config.example.toml (kept if present;
+# What it does, in order (re-running it is safe and upgrades in place):
+#   1. refuses a 32-bit or other unsupported system up front (no runtime wheel exists for it);
+#   2. apt: python3, python3-venv, mosquitto-clients; on a Raspberry Pi also python3-picamera2
+#      when the Raspberry Pi repository offers it (without it, USB cameras still work);
+#   3. a venv in PREFIX/venv made with --system-site-packages (so picamera2 is importable),
+#      remade when the system's Python changed under it (a distribution upgrade);
+#   4. pip install --require-hashes -r requirements-device.lock (runtime + MQTT, no dev tools),
+#      ignoring any pip index configured on the board, then this checkout (models included);
+#   5. /etc/edge-pose/config.toml from --config or deploy/config.example.toml (kept if present;
 #      device_id set to the host name), validated; an empty /etc/edge-pose/mqtt_password (0600)
-#      for systemd's LoadCredential= when there is none;
-#   5. the unit to /etc/systemd/system/edge-pose.service; enable and (re)start.
+#      for systemd's LoadCredential= when there is none. The state (event journal, in
+#      /var/lib/private/edge-pose) is never touched;
+#   6. the unit to /etc/systemd/system/edge-pose.service; enable and (re)start (where systemd
+#      runs: in a chroot or image build the unit is installed and enabled only).
 set -euo pipefail
 
 PREFIX=/opt/edge-pose
@@ -28,10 +33,24 @@ while [ $# -gt 0 ]; do
     --config) CONFIG_SRC=${2:?--config needs a file}; shift 2 ;;
     --prefix) PREFIX=${2:?--prefix needs a folder}; shift 2 ;;
     --no-start) START=0; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
+
+# The runtime (ai-edge-litert) has wheels for 64-bit x86 and ARM only: say so now, not after a
+# long pip run that ends in "no matching distribution". dpkg's architecture is the userland's,
+# which is what counts (a 64-bit kernel can run a 32-bit Raspberry Pi OS).
+machine=$(uname -m)
+arch=$(dpkg --print-architecture 2>/dev/null || echo "$machine")
+case "$arch" in
+  arm64|amd64) ;;
+  armhf|armel|armv7l|armv6l|i386)
+    die "unsupported architecture $arch (kernel $machine): edge-pose needs a 64-bit system \
+(arm64 or amd64) because its TFLite runtime has no 32-bit wheels. On a Raspberry Pi 3, 4 or 5, \
+install Raspberry Pi OS (64-bit)." ;;
+  *) die "unsupported architecture $arch (kernel $machine): edge-pose runs on arm64 and amd64" ;;
+esac
 
 [ "$(id -u)" -eq 0 ] || die "run as root (sudo $0)"
 [ -r /etc/os-release ] || die "/etc/os-release missing: not Debian or Raspberry Pi OS"
@@ -44,21 +63,47 @@ esac
 command -v systemctl >/dev/null || die "systemd is required"
 
 is_pi=0
-if grep -qs "Raspberry Pi" /proc/device-tree/model; then is_pi=1; fi
+if grep -qs "Raspberry Pi" /proc/device-tree/model /sys/firmware/devicetree/base/model; then
+  is_pi=1
+fi
 
 log "apt packages"
 packages=(python3 python3-venv python3-pip ca-certificates mosquitto-clients)
-[ "$is_pi" -eq 1 ] && packages+=(python3-picamera2)
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
+if [ "$is_pi" -eq 1 ]; then
+  # Only the Raspberry Pi repository has it; plain Debian or Ubuntu on a Pi does not.
+  if apt-cache policy python3-picamera2 2>/dev/null | grep -q "Candidate: [0-9]"; then
+    packages+=(python3-picamera2)
+  else
+    echo "install.sh: python3-picamera2 is not offered by apt (no Raspberry Pi repository):" \
+      "source = \"picamera2\" will not work, USB cameras (source = \"0\") will" >&2
+  fi
+fi
 apt-get install -y -q --no-install-recommends "${packages[@]}"
 
 log "venv in $PREFIX/venv"
 install -d -m 0755 "$PREFIX"
-if [ ! -x "$PREFIX/venv/bin/python" ]; then
+venv_py="$PREFIX/venv/bin/python"
+sys_ver=$(python3 -c 'import sys; print(sys.version_info[:2])')
+if [ -x "$venv_py" ] && [ "$("$venv_py" -c 'import sys; print(sys.version_info[:2])' \
+     2>/dev/null)" != "$sys_ver" ]; then
+  log "the system Python changed under the venv: making it again"
+  rm -rf -- "$PREFIX/venv"
+fi
+if [ ! -x "$venv_py" ]; then
   python3 -m venv --system-site-packages "$PREFIX/venv"
 fi
-pip=("$PREFIX/venv/bin/python" -m pip --disable-pip-version-check -q)
+# The lock pins every file by sha256, so only the default index is used: an extra index set on
+# the board (Raspberry Pi OS sets one in /etc/pip.conf) would offer other builds of the same
+# versions, which fail the hash check. PIP_CONFIG_FILE=/dev/null makes pip read no config file;
+# the index variables are dropped too. The system's CA bundle is passed explicitly, so a proxy
+# CA added with update-ca-certificates still works.
+pip=(env -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_FIND_LINKS -u PIP_NO_INDEX
+     PIP_CONFIG_FILE=/dev/null "$venv_py" -m pip --disable-pip-version-check -q)
+if [ -r /etc/ssl/certs/ca-certificates.crt ]; then
+  pip+=(--cert /etc/ssl/certs/ca-certificates.crt)
+fi
 "${pip[@]}" install --require-hashes -r "$SRC/requirements-device.lock"
 "${pip[@]}" install --no-deps --no-build-isolation --force-reinstall "$SRC"
 install -m 0644 "$SRC/README.md" "$PREFIX/README.md"
@@ -85,10 +130,16 @@ sed "s#/opt/edge-pose/venv/bin/edge-pose#$PREFIX/venv/bin/edge-pose#" \
   "$SRC/systemd/edge-pose.service" > "$unit.tmp"
 chmod 0644 "$unit.tmp"
 mv "$unit.tmp" "$unit"
-systemctl daemon-reload
-systemctl enable edge-pose.service
-if [ "$START" -eq 1 ]; then
-  systemctl restart edge-pose.service
-  systemctl --no-pager --lines=5 status edge-pose.service || true
+if [ -d /run/systemd/system ]; then
+  systemctl daemon-reload
+  systemctl enable edge-pose.service
+  if [ "$START" -eq 1 ]; then
+    systemctl restart edge-pose.service
+    systemctl --no-pager --lines=5 status edge-pose.service || true
+  fi
+else
+  # A chroot or an image being built: enable works offline (it only makes the symlink).
+  systemctl enable edge-pose.service
+  log "systemd is not running here: the unit starts at the next boot"
 fi
 log "done: journalctl -u edge-pose -f   to follow it"

@@ -22,10 +22,16 @@ done
 
 unit=/etc/systemd/system/edge-pose.service
 if [ -e "$unit" ]; then
-  systemctl disable --now edge-pose.service || true
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now edge-pose.service || true
+  else  # a chroot or an image being built: nothing runs, the link is removed offline
+    systemctl disable edge-pose.service || true
+  fi
   rm -f "$unit"
-  systemctl daemon-reload
-  systemctl reset-failed edge-pose.service 2>/dev/null || true
+  if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+    systemctl reset-failed edge-pose.service 2>/dev/null || true
+  fi
 fi
 case "$PREFIX" in
   /|/usr|/usr/*|/etc|/var|"") die "refusing to remove prefix '$PREFIX'" ;;

@@ -5,9 +5,11 @@ broker."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -104,7 +106,8 @@ def test_daemon_subcommand_reports_a_bad_config(tmp_path: Path,
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="apt-get install shellcheck")
 def test_scripts_are_shellcheck_clean() -> None:
-    scripts = [DEPLOY / "install.sh", DEPLOY / "uninstall.sh"]
+    scripts = [DEPLOY / "install.sh", DEPLOY / "uninstall.sh",
+               *sorted((DEPLOY / "ci").glob("*.sh")), REPO / ".ci" / "run"]
     res = subprocess.run(["shellcheck", "-x", *map(str, scripts)], capture_output=True,
                          text=True)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -115,6 +118,54 @@ def test_scripts_refuse_without_root_or_with_unknown_arguments() -> None:
         res = subprocess.run(["bash", str(DEPLOY / script), "--bogus"], capture_output=True,
                              text=True)
         assert res.returncode != 0 and "unknown argument" in res.stderr
+
+
+@pytest.mark.parametrize(("arch", "reason"), [
+    ("armhf", "needs a 64-bit system"),   # 32-bit Raspberry Pi OS, even on a 64-bit kernel
+    ("i386", "needs a 64-bit system"),
+    ("riscv64", "runs on arm64 and amd64"),
+])
+def test_install_refuses_unsupported_architectures_up_front(tmp_path: Path, arch: str,
+                                                             reason: str) -> None:
+    """A stand-in ``dpkg`` reports the userland's architecture (no 32-bit board here); the
+    script stops before touching apt, pip or the prefix, even as root."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "dpkg").write_text(f'#!/bin/sh\n[ "$1" = --print-architecture ] && echo {arch}\n')
+    (fake / "dpkg").chmod(0o755)
+    prefix = tmp_path / "prefix"
+    res = subprocess.run(["bash", str(DEPLOY / "install.sh"), "--prefix", str(prefix)],
+                         env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"},
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert f"unsupported architecture {arch}" in res.stderr and reason in res.stderr
+    assert "==>" not in res.stdout and not prefix.exists()
+
+
+def test_install_ignores_the_boards_pip_index_for_the_pinned_install(tmp_path: Path) -> None:
+    """install.sh's own pip command line, run with an index set every way a board can set one
+    (config files and environment): pip sees none of them. (The arm64 check runs the whole
+    install with a pip.conf that sets no-index.)"""
+    text = (DEPLOY / "install.sh").read_text()
+    lines = text.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("pip=("))
+    last = next(i for i in range(first, len(lines)) if lines[i].rstrip().endswith(")"))
+    conf = tmp_path / "pip.conf"
+    conf.write_text("[global]\nextra-index-url = file:///board/index\nno-index = true\n")
+    (tmp_path / "pip").mkdir()
+    (tmp_path / "pip" / "pip.conf").write_text(conf.read_text())
+    script = "\n".join([f"venv_py={sys.executable}", *lines[first:last + 1],
+                        '"${pip[@]}" config list'])
+    env = {**os.environ, "PIP_CONFIG_FILE": str(conf), "XDG_CONFIG_HOME": str(tmp_path),
+           "PIP_EXTRA_INDEX_URL": "file:///board/env", "PIP_INDEX_URL": "file:///board/env",
+           "PIP_FIND_LINKS": "/board/wheels", "PIP_NO_INDEX": "1"}
+    res = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "board" not in res.stdout and "index" not in res.stdout, res.stdout
+    control = subprocess.run([sys.executable, "-m", "pip", "config", "list"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert "file:///board/index" in control.stdout, control.stdout
 
 
 @pytest.mark.skipif(shutil.which("mosquitto") is None, reason="apt-get install mosquitto")

@@ -200,7 +200,8 @@ def open_picamera2(camera: int = 0, width: int | None = None, height: int | None
     """The Raspberry Pi camera through picamera2 (imported only here).
 
     Raises:
-        SourceError: When picamera2 is not importable, with how to install it.
+        SourceError: When picamera2 (or libcamera, simplejpeg... that it imports) fails to
+            import, with how to install it.
     """
     try:
         module = importlib.import_module("picamera2")
@@ -209,5 +210,13 @@ def open_picamera2(camera: int = 0, width: int | None = None, height: int | None
             f"picamera2 is not available ({e}). On Raspberry Pi OS: `sudo apt install "
             "python3-picamera2` and create the venv with --system-site-packages "
             "(deploy/install.sh does both); it does not exist off the Pi") from None
+    except Exception as e:  # any import-time failure of the Pi's apt stack
+        # e.g. "ValueError: numpy.dtype size changed": a module built against Debian's numpy
+        # 1.x loaded with the venv's numpy 2. Restarting would fail the same way: exit 2.
+        raise SourceError(
+            f"picamera2 is installed but failed to import ({type(e).__name__}: {e}). Its apt "
+            "modules do not match the venv's packages (numpy 2 against python3-simplejpeg "
+            "built for numpy 1.x is the usual cause): re-run deploy/install.sh, which installs "
+            "the device lock (simplejpeg included) into the venv") from None
     return LiveSource(f"picamera2:{camera}", lambda: _PiGrabber(module, camera, width, height),
                       fps, **backoff)
