@@ -74,11 +74,15 @@ class ModelsConfig(_Section):
 class DetectorConfig(_Section):
     """The person detector and its detection schedule.
 
-    ``kind = "box"`` (the default) is a whole-body COCO box detector (NanoDet, person class;
+    ``kind = "box"`` is a whole-body COCO box detector (NanoDet, person class;
     ``edge.detect.box``): it finds people whatever they face, from about 150 px tall in one
-    pass over a 1280x720 frame. ``"blazepose"`` is BlazePose's SSD detector (it finds a face,
-    and people taller than about a quarter of the frame). With ``tiles = true`` the detector
-    also runs on overlapping square tiles of ``tile_px`` frame pixels (default: the model's
+    pass over a 1280x720 frame, with an upright region. ``"blazepose"`` is BlazePose's SSD
+    detector (it finds a face, and people taller than about a quarter of the frame, with a
+    region turned with the body). ``"both"`` (the default) runs BlazePose's and the box
+    detector on the whole frame and keeps a box detection only where no BlazePose region
+    covers it (``edge.detect.tiles.CombinedDetector``); tiles use the box detector.
+
+    With ``tiles = true`` the detector also runs on overlapping square tiles of ``tile_px`` frame pixels (default: the model's
     input size, so a tile reaches the model unshrunk), in rotation: each detector run makes
     ``calls_per_run`` calls, the whole frame every ``whole_every``-th call, tiles in between;
     still images take the whole frame and every tile (``edge.detect.tiles``). ``min_score``,
@@ -86,7 +90,7 @@ class DetectorConfig(_Section):
     blazepose: MediaPipe's 0.5, 0.3, 1.25).
     """
 
-    kind: Literal["box", "blazepose"] = "box"
+    kind: Literal["both", "box", "blazepose"] = "both"
     min_score: Probability | None = None
     nms_iou: Probability | None = None
     roi_scale: PositiveFloat | None = Field(

@@ -23,7 +23,7 @@ from edge.config import Config
 from edge.detect import DetectorConfig as DecodeConfig
 from edge.detect import PersonDetector, PoseDetector
 from edge.detect.box import BoxDetectorConfig, BoxPersonDetector
-from edge.detect.tiles import TileConfig, TiledDetector
+from edge.detect.tiles import CombinedDetector, TileConfig, TiledDetector
 from edge.lift3d import (
     Lifter,
     LifterStage,
@@ -134,8 +134,9 @@ class PoseCore:
               (-math.pi / 2, 1.3), (math.pi, 1.0))
 
     def _rescue(self, frame: Frame, regions: npt.NDArray[np.float32], poses: Poses2D) -> Poses2D:
-        """Retries the regions whose pose presence is below ``min_presence`` turned and scaled
-        by :data:`RESCUE`, keeping the variant with the highest presence.
+        """Retries regions whose pose presence is below ``min_presence``, turned and scaled.
+
+        Each variant of :data:`RESCUE` is tried; the one with the highest presence is kept.
 
         Costs up to six landmark calls per person the model has just failed on (a newcomer
         from a detection, or someone mid-backflip), never per person tracked well.
@@ -153,6 +154,25 @@ class PoseCore:
             if better.any():
                 best = best.replace_rows(low[better], alt[np.flatnonzero(better)])
         return best
+
+    #: A pose with fewer landmarks than this seen inside the frame is someone who has left (or
+    #: a region on the frame's edge where the model still imagines a body).
+    MIN_INSIDE = 4
+
+    def _outside(self, frame: Frame, poses: Poses2D) -> Poses2D:
+        """Poses whose visible landmarks lie almost all outside the frame, with presence 0."""
+        if len(poses) == 0:
+            return poses
+        h, w = frame.image.shape[:2]
+        kp = poses.keypoints
+        inside = ((kp[..., 0] >= 0) & (kp[..., 0] < w) & (kp[..., 1] >= 0) & (kp[..., 1] < h)
+                  & (poses.visibility >= 0.5)).sum(axis=1)
+        gone = np.flatnonzero(inside < self.MIN_INSIDE)
+        if gone.size == 0:
+            return poses
+        presence = poses.presence.copy()
+        presence[gone] = 0.0
+        return dataclasses.replace(poses, presence=presence)
 
     def step(self, frame: Frame, detected: DetectorResult | None) -> StepResult:
         """Processes one frame.
@@ -184,6 +204,7 @@ class PoseCore:
         t0 = time.perf_counter()
         poses = self.landmarker(frame.image, tracks.regions)
         poses = self._rescue(frame, tracks.regions, poses)
+        poses = self._outside(frame, poses)
         pose2d_ms = (time.perf_counter() - t0) * 1e3
 
         t0 = time.perf_counter()
@@ -293,34 +314,52 @@ def build_detector(config: Config, manifest: Manifest, mode: RunMode
     """
     mc, dc = config.models, config.detector
     precision: str = mc.detector_precision or mc.precision
-    detector: PersonDetector
-    if dc.kind == "box":
+    box: BoxPersonDetector | None = None
+    pose: PoseDetector | None = None
+    keys: list[str] = []
+    if dc.kind in ("box", "both"):
         role = "box_detector"
         have = sorted(e.precision for e in manifest.models.values() if e.role == role)
-        if precision not in have and have:
-            logger.info("box detector: no %s build shipped, using %s", precision, have[0])
-            precision = have[0]
-        key = manifest.find(role, "nanodet", precision).key
-        defaults = BoxDetectorConfig()
-        box_cfg = BoxDetectorConfig(
-            min_score=defaults.min_score if dc.min_score is None else dc.min_score,
-            nms_iou=defaults.nms_iou if dc.nms_iou is None else dc.nms_iou,
-            roi_scale=defaults.roi_scale if dc.roi_scale is None else dc.roi_scale)
-        detector = BoxPersonDetector(load_model(key, mc.threads, manifest), box_cfg)
-        input_px, merge_iou = box_cfg.input_size, box_cfg.nms_iou
-    else:
+        box_precision = precision if precision in have or not have else have[0]
+        if box_precision != precision:
+            logger.info("box detector: no %s build shipped, using %s", precision, box_precision)
+        key = manifest.find(role, "nanodet", box_precision).key
+        d = BoxDetectorConfig()
+        box = BoxPersonDetector(load_model(key, mc.threads, manifest), BoxDetectorConfig(
+            min_score=d.min_score if dc.min_score is None else dc.min_score,
+            nms_iou=d.nms_iou if dc.nms_iou is None else dc.nms_iou,
+            roi_scale=d.roi_scale if dc.roi_scale is None else dc.roi_scale))
+        keys.append(key)
+    if dc.kind in ("blazepose", "both"):
         key = manifest.find("detector", None, precision).key
         bp = DecodeConfig()
-        bp_cfg = DecodeConfig(min_score=bp.min_score if dc.min_score is None else dc.min_score,
-                              nms_iou=bp.nms_iou if dc.nms_iou is None else dc.nms_iou,
-                              roi_scale=bp.roi_scale if dc.roi_scale is None else dc.roi_scale)
-        detector = PoseDetector(load_model(key, mc.threads, manifest), bp_cfg)
-        input_px, merge_iou = bp_cfg.input_size, bp_cfg.nms_iou
+        pose = PoseDetector(load_model(key, mc.threads, manifest), DecodeConfig(
+            min_score=bp.min_score if dc.min_score is None or box else dc.min_score,
+            nms_iou=bp.nms_iou if dc.nms_iou is None or box else dc.nms_iou,
+            roi_scale=bp.roi_scale if dc.roi_scale is None or box else dc.roi_scale))
+        keys.insert(0, key)
+    tiled_by: PersonDetector
+    if box is not None and pose is not None:
+        detector: PersonDetector = CombinedDetector(pose, box)
+        # Still images have time for both detectors on every tile (BlazePose's aligned regions
+        # then also cover the parts of large people the box detector sees in a tile); a
+        # detector run of a stream takes the box detector alone on a tile.
+        tiled_by = detector if mode == "image" else box
+        input_px, merge_iou = box.config.input_size, box.config.nms_iou
+    elif box is not None:
+        detector = tiled_by = box
+        input_px, merge_iou = box.config.input_size, box.config.nms_iou
+    else:
+        assert pose is not None
+        detector = tiled_by = pose
+        input_px, merge_iou = pose.config.input_size, pose.config.nms_iou
     if dc.tiles and dc.whole_every > 1:
-        detector = TiledDetector(detector, TileConfig(
+        detector = TiledDetector(tiled_by, TileConfig(
             tile_px=dc.tile_px or input_px, overlap=dc.tile_overlap,
             per_run=0 if mode == "image" else dc.calls_per_run,
-            whole_every=dc.whole_every, nms_iou=merge_iou))
+            whole_every=dc.whole_every, nms_iou=merge_iou),
+            whole=detector if detector is not tiled_by else None)
+    key = "+".join(keys)
     return detector, key
 
 

@@ -495,6 +495,53 @@ class Tracker:
                              f"{row_ids}; pass the poses of the regions from tracks()")
         return row_ids
 
+    #: A track whose body box is at least this much inside another's and whose body is at
+    #: most :data:`PART_HEIGHT` of the other's height is a part of that person.
+    PART_INSIDE = 0.6
+    PART_HEIGHT = 0.6
+    #: The body box is widened by this share of its height on every side (a hand beyond the
+    #: wrist, hair above the eyes are parts of the body the landmarks do not bound).
+    PART_MARGIN = 0.3
+
+    @staticmethod
+    def _parts(cand: list[_Track]) -> list[tuple[float, int, int]]:
+        """``(score, whole, part)`` pairs: a track that is a body part of another person.
+
+        A detector sometimes takes a hand, an arm or a head for a person; the landmark model
+        then "finds" a small pose there, which keypoint similarity cannot tell from a second
+        person. Such a pose is centred within the real person's body box (the box of their
+        landmarks, widened by :data:`PART_MARGIN` of its height), lies mostly inside it and is
+        much shorter. Someone standing behind a person is rarely centred on their body. Only a
+        newer track can be a part of an older one: an established person is never dropped for a
+        newcomer whose pose spans them.
+        """
+        boxes: list[F32 | None] = []
+        for tr in cand:
+            if tr.keypoints is None or tr.visibility is None:
+                boxes.append(None)
+                continue
+            # Every landmark, seen or not: the body as the model places it (a backlit person
+            # has few landmarks seen, and must not look small for it).
+            lo, hi = tr.keypoints.min(0), tr.keypoints.max(0)
+            pad = Tracker.PART_MARGIN * float(hi[1] - lo[1])  # hair, hands beyond the wrists
+            boxes.append(np.array([lo[0] - pad, lo[1] - pad, hi[0] + pad, hi[1] + pad],
+                                  np.float32))
+        out: list[tuple[float, int, int]] = []
+        for i, bi in enumerate(boxes):
+            for j, bj in enumerate(boxes[i + 1:], start=i + 1):  # only a newer track is a part
+                if bi is None or bj is None:
+                    continue
+                hi, hj = float(bi[3] - bi[1]), float(bj[3] - bj[1])
+                if hi <= 0 or hj > Tracker.PART_HEIGHT * hi:
+                    continue
+                cx, cy = (bj[0] + bj[2]) / 2, (bj[1] + bj[3]) / 2
+                if not (bi[0] <= cx <= bi[2] and bi[1] <= cy <= bi[3]):
+                    continue
+                inside = float(box_iou(bj[None], bi[None], over="smaller")[0, 0])
+                if inside >= Tracker.PART_INSIDE:
+                    out.append((inside, i, j))
+        return out
+
     def _merge(self, posed: set[int], t: float) -> list[TrackEvent]:
         """Drops tracks that duplicate an older one (both posed this tick)."""
         cfg = self.config
@@ -526,12 +573,13 @@ class Tracker:
                                                        scale, cfg.similarity_kappa))
                 if sim >= cfg.merge_similarity:
                     pairs.append((sim, i, j))
+        pairs += self._parts(cand)
         gone: set[int] = set()
         events: list[TrackEvent] = []
         for _, i, j in sorted(pairs, key=lambda p: (-p[0], p[1], p[2])):
             if i in gone or j in gone:
                 continue
-            gone.add(j)  # j was created after i: the older ID stays
+            gone.add(j)  # j duplicates i, or is a part of i: i's ID stays
             events.append(TrackEvent("merged", cand[j].id, t, other_id=cand[i].id))
             log.debug("track %d merged into %d at t=%.3f", cand[j].id, cand[i].id, t)
         for j in sorted(gone):
@@ -647,13 +695,22 @@ class Tracker:
         """Pops the ID for a new track at ``region``: (id, the pool entry if re-used).
 
         A recently lost person's ID comes first (the one lost where ``region`` is, else the most
-        recently lost), then the smallest never-published ID, then a new one.
+        recently lost of a similar size, region side within 0.5-2x, else the most recently
+        lost), then the smallest never-published ID, then a new one.
         """
         self._pool = [p for p in self._pool if t - p.t <= self.config.id_reuse_window_s]
         if self._pool:
             gate = self._gate(region[None], np.stack([p.track.region_at(t) for p in self._pool]
                                                      ).astype(np.float32))[0]
             hits = np.flatnonzero(gate)
+            if not hits.size:
+                # Nobody was lost here: the most recently lost person of a similar size (a
+                # person's region does not halve or double while away; a far person's ID is
+                # not handed to a near one).
+                side = float(np.sqrt(region[2] * region[3]))
+                sizes = np.array([float(np.sqrt(p.track.region[2] * p.track.region[3]))
+                                  for p in self._pool])
+                hits = np.flatnonzero((sizes > 0.5 * side) & (sizes < 2.0 * side))
             k = int(hits[-1]) if hits.size else len(self._pool) - 1  # most recent first
             lost = self._pool.pop(k)
             return lost.id, lost

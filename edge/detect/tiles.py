@@ -24,9 +24,11 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.detect.blazepose import iou, validate_image
-from edge.types import U8, Detections
+from edge.track import box_iou, region_boxes
+from edge.types import F32, U8, Detections
 
-__all__ = ["TileConfig", "TiledDetector", "merge_detections", "tile_grid"]
+__all__ = ["CombinedDetector", "TileConfig", "TiledDetector", "merge_detections", "tile_grid",
+           "without_keypoints"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,49 @@ def _shift(dets: Detections, dx: float, dy: float) -> Detections:
                       dets.keypoints + off2, regions)
 
 
+#: A tile's detection within this many px of a tile edge that is not the frame's edge is cut
+#: by the tile.
+EDGE_PX = 3.0
+
+
+def whole_in_tile(boxes: F32, tile: tuple[int, int, int, int], frame: tuple[int, int]
+                  ) -> npt.NDArray[np.bool_]:
+    """Which of a tile's detections are whole inside it.
+
+    A person larger than a tile, or on its edge, is seen cut by the tile, and the detector
+    then reports the part it sees (an upper body, a pair of legs) as a person; the whole frame
+    or the overlapping neighbour tile sees that person whole. So a detection touching a tile
+    edge that is not also the frame's edge is dropped (the overlap between tiles is what keeps
+    someone smaller than it whole in one of them).
+
+    Args:
+        boxes: (n, 4) float32 ``x1, y1, x2, y2`` px in the tile's coordinates.
+        tile: ``x1, y1, x2, y2`` of the tile in the frame, px.
+        frame: ``(width, height)`` of the frame, px.
+
+    Returns:
+        (n,) bool, True for detections to keep.
+    """
+    tx1, ty1, tx2, ty2 = tile
+    w, h = tx2 - tx1, ty2 - ty1
+    keep = np.ones(len(boxes), bool)
+    if tx1 > 0:
+        keep &= boxes[:, 0] > EDGE_PX
+    if ty1 > 0:
+        keep &= boxes[:, 1] > EDGE_PX
+    if tx2 < frame[0]:
+        keep &= boxes[:, 2] < w - EDGE_PX
+    if ty2 < frame[1]:
+        keep &= boxes[:, 3] < h - EDGE_PX
+    return keep
+
+
+def without_keypoints(dets: Detections) -> Detections:
+    """The detections with their keypoints dropped (n, 0, 2): for mixing detector kinds."""
+    return Detections(dets.boxes, dets.scores, np.zeros((len(dets), 0, 2), np.float32),
+                      dets.regions)
+
+
 def merge_detections(parts: list[Detections], nms_iou: float) -> Detections:
     """Concatenates detections and keeps the best of every overlapping group (hard NMS).
 
@@ -123,6 +168,8 @@ def merge_detections(parts: list[Detections], nms_iou: float) -> Detections:
         return Detections.empty()
     if len(parts) == 1:
         return parts[0]
+    if len({p.keypoints.shape[1] for p in parts}) > 1:  # detectors of different kinds
+        parts = [without_keypoints(p) for p in parts]
     boxes = np.concatenate([p.boxes for p in parts])
     scores = np.concatenate([p.scores for p in parts])
     kps = np.concatenate([p.keypoints for p in parts])
@@ -150,6 +197,8 @@ class TiledDetector:
 
     detector: Callable[[U8], Detections]
     config: TileConfig = field(default_factory=TileConfig)
+    #: Runs the whole-frame views instead of ``detector`` when set (a combined detector).
+    whole: Callable[[U8], Detections] | None = None
     _cursor: int = field(default=0, init=False)
     _size: tuple[int, int] = field(default=(0, 0), init=False)
     _tiles: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 4), np.int64),
@@ -213,9 +262,50 @@ class TiledDetector:
         parts: list[Detections] = []
         for v in chosen:
             if v < 0:
-                parts.append(self.detector(image_bgr))
+                parts.append((self.whole or self.detector)(image_bgr))
                 continue
             x1, y1, x2, y2 = (int(c) for c in tiles[v])
             crop = np.ascontiguousarray(image_bgr[y1:y2, x1:x2])
-            parts.append(_shift(self.detector(crop), float(x1), float(y1)))
+            dets = self.detector(crop)
+            parts.append(_shift(dets[whole_in_tile(dets.boxes, (x1, y1, x2, y2), (w, h))],
+                                float(x1), float(y1)))
         return merge_detections(parts, self.config.nms_iou)
+
+
+@dataclass
+class CombinedDetector:
+    """BlazePose's detector first, a box detector for whoever it misses.
+
+    BlazePose's detections carry a body region aligned with the person (centre at the hips,
+    turned with the body), which the landmark model needs for people lying, bending or
+    upside down; it misses people facing away and small people. The box detector finds those
+    but its region is an upright square on the box. So every BlazePose detection is kept, and a
+    box detection only where no BlazePose region already covers it (its body box at least
+    ``cover`` inside a BlazePose region's box): a hand or head the box detector saw as a person
+    inside someone's region is dropped with it.
+
+    Attributes:
+        primary: BlazePose's detector (aligned regions).
+        secondary: The box detector.
+        cover: Share of a box detection's region box inside a primary region box that makes it
+            the same person.
+    """
+
+    primary: Callable[[U8], Detections]
+    secondary: Callable[[U8], Detections]
+    cover: float = 0.5
+
+    def __call__(self, image_bgr: U8) -> Detections:
+        """Detections of both, primary's first (frame px; keypoints dropped)."""
+        a = self.primary(image_bgr)
+        b = self.secondary(image_bgr)
+        if len(a) and len(b):
+            inside = box_iou(region_boxes(b.regions), region_boxes(a.regions), over="smaller")
+            b = b[inside.max(axis=1) < self.cover]
+        parts = [without_keypoints(d) for d in (a, b) if len(d)]
+        if not parts:
+            return without_keypoints(Detections.empty())
+        return Detections(np.concatenate([p.boxes for p in parts]),
+                          np.concatenate([p.scores for p in parts]),
+                          np.zeros((sum(len(p) for p in parts), 0, 2), np.float32),
+                          np.concatenate([p.regions for p in parts]))
