@@ -82,8 +82,9 @@ class DetectorConfig(_Section):
     detector on the whole frame and keeps a box detection only where no BlazePose region
     covers it (``edge.detect.tiles.CombinedDetector``); tiles use the box detector.
 
-    With ``tiles = true`` the detector also runs on overlapping square tiles of ``tile_px`` frame pixels (default: the model's
-    input size, so a tile reaches the model unshrunk), in rotation: each detector run makes
+    With ``tiles = true`` the detector also runs on overlapping square tiles of ``tile_px``
+    frame pixels (default: the model's input size, so a tile reaches the model unshrunk), in
+    rotation: each detector run makes
     ``calls_per_run`` calls, the whole frame every ``whole_every``-th call, tiles in between;
     still images take the whole frame and every tile (``edge.detect.tiles``). ``min_score``,
     ``nms_iou`` and ``roi_scale`` default to each detector's own (box: 0.35, 0.5, 1.5;
