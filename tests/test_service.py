@@ -746,3 +746,71 @@ def test_wrong_password_is_refused_and_logged(tmp_path: Path, clip: Path) -> Non
     finally:
         d.kill()
         b.stop()
+
+
+# ------------------------------------------------- a live camera that goes away; HTTP beside MQTT
+
+
+def test_camera_outage_is_reported_and_survived_with_http_beside_mqtt(
+        tmp_path: Path, broker: Broker) -> None:
+    """A live MJPEG camera stopped mid-run (``EDGE_POSE_OUTAGE_S``, 12 s by default: longer than
+    the 10 s that used to end the daemon): the daemon stays up, publishes ``camera_lost`` and
+    ``camera_back`` events and the source state in ``stats``, and pose frames resume when the
+    camera returns. ``[http]`` is on beside MQTT: ``/readyz`` says not ready while the camera is
+    away and ready again after."""
+    import http.client
+
+    from mjpeg_camera import MjpegCamera
+
+    outage = float(os.environ.get("EDGE_POSE_OUTAGE_S", "12"))
+    cam = MjpegCamera()
+    cam.start()
+    http_port = free_port()
+    sub = Subscriber(broker.port).start()
+    d = Daemon(tmp_path, broker.port, Path(cam.url), device="camera",
+               source={"uri": cam.url, "reconnect_initial_s": 0.2, "reconnect_max_s": 1.0},
+               http={"enabled": True, "port": http_port})
+
+    def readyz() -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=5)
+        try:
+            conn.request("GET", "/readyz")
+            return conn.getresponse().status
+        except OSError:
+            return 0
+        finally:
+            conn.close()
+
+    try:
+        d.start()
+        wait_until(lambda: len(sub.on("pose")) >= 10, 120, "pose frames from the camera")
+        wait_until(lambda: readyz() == 200, 30, "/readyz 200")
+        cam.stop()
+        t_off = time.time()
+        wait_until(lambda: any(m.json()["kind"] == "camera_lost" for m in sub.on("events")),
+                   30, "camera_lost")
+        wait_until(lambda: readyz() == 503, 10, "/readyz 503 while the camera is away")
+        time.sleep(max(0.0, outage - (time.time() - t_off)))
+        assert d.proc is not None and d.proc.poll() is None, d.output()
+        lost_stats = [m.json() for m in sub.on("stats") if m.json()["source"]["state"] == "lost"]
+        assert lost_stats, "stats never said the camera was lost"
+        n_pose = len(sub.on("pose"))
+        cam.start()
+        t_on = time.time()
+        wait_until(lambda: len(sub.on("pose")) > n_pose + 5, 30, "pose frames again")
+        resumed_s = time.time() - t_on
+        wait_until(lambda: any(m.json()["kind"] == "camera_back" for m in sub.on("events")),
+                   10, "camera_back")
+        wait_until(lambda: readyz() == 200, 15, "/readyz 200 again")
+        print(f"camera off {outage:.0f} s; pose frames again {resumed_s:.2f} s after it returned")
+        d.signal(signal.SIGTERM)
+        assert d.wait(30) == 0, d.output()
+    finally:
+        d.kill()
+        cam.stop()
+        sub.stop()
+    validate_all(sub)
+    kinds = [m.json()["kind"] for m in sub.on("events")]
+    assert kinds.count("camera_lost") == 1 and kinds.count("camera_back") == 1
+    assert kinds.index("camera_lost") < kinds.index("camera_back")
+    assert sub.payloads("availability")[-1] == "stopped"
