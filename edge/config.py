@@ -139,10 +139,10 @@ class TrackingConfig(_Section):
     match_iou: Annotated[float, Field(gt=0, le=1)] = 0.5
     match_center_dist: PositiveFloat = 0.15
     merge_iou: Annotated[float, Field(gt=0, le=1)] = 0.5
-    merge_similarity: Annotated[float, Field(gt=0, le=1)] = 0.5
+    merge_similarity: Probability = 0.5
     similarity_kappa: PositiveFloat = 0.1
     id_reuse_window_s: float = Field(default=5.0, ge=0)
-    max_detection_age_s: PositiveFloat = 1.0
+    max_detection_age_s: float = Field(default=1.0, ge=0)
     confirm_ticks: int = Field(default=1, ge=0, le=30, description="ticks a new track must "
                                "survive before it is published")
 

@@ -386,13 +386,10 @@ def build_pipeline(config: Config, *, timings: bool = True,
     detector, det_key = build_detector(config, manifest, mode)
     landmarker = PoseLandmarker(load_model(lm_key, mc.threads, manifest))
     lifter = _stage_3d(config, manifest)
-    tc = config.tracking
-    tracker = Tracker(TrackerConfig(
-        max_persons=tc.max_persons, min_presence=tc.min_presence, match_iou=tc.match_iou,
-        match_center_dist=tc.match_center_dist, merge_iou=tc.merge_iou,
-        merge_similarity=tc.merge_similarity, similarity_kappa=tc.similarity_kappa,
-        id_reuse_window_s=tc.id_reuse_window_s, max_detection_age_s=tc.max_detection_age_s,
-        confirm_ticks=0 if mode == "image" else tc.confirm_ticks))
+    # One validated section: the tracker's own config is built from it, not copied by hand.
+    tracker = Tracker(TrackerConfig(**{
+        **config.tracking.model_dump(),
+        **({"confirm_ticks": 0} if mode == "image" else {})}))
     sc = config.smoothing
     smoother = (PoseSmoother(OneEuroConfig(sc.min_cutoff_2d, sc.beta_2d, sc.d_cutoff),
                              OneEuroConfig(sc.min_cutoff_3d, sc.beta_3d, sc.d_cutoff))

@@ -85,14 +85,35 @@ def check_tls(config: Config) -> list[tuple[str, str]]:
 
 
 def check_models(config: Config) -> list[tuple[str, str]]:
-    """The manifest loads and the detector and landmark models it names match their sha256."""
+    """The manifest loads, and every model the config needs is in it and matches its sha256.
+
+    The detectors of ``detector.kind``, the landmark model, and the lifter of
+    ``models.lifter``: an option that validates must work (the temporal lifter is not shipped,
+    so asking for it is a config error naming the command that builds it).
+    """
     mc = config.models
     key = "models.dir" if mc.dir is not None else "models"
     try:
         manifest = load_manifest(mc.dir)
-        det = manifest.find("detector", None, mc.detector_precision or mc.precision)
-        lm = manifest.find("landmark", mc.landmark, mc.precision)
-        for entry in (det, lm):
+        entries = [manifest.find("landmark", mc.landmark, mc.precision)]
+        if config.detector.kind in ("blazepose", "both"):
+            entries.append(manifest.find("detector", None, mc.detector_precision or mc.precision))
+        if config.detector.kind in ("box", "both"):
+            boxes = [e for e in manifest.models.values() if e.role == "box_detector"]
+            if not boxes:
+                return [("detector.kind", f"no box detector in {manifest.folder}; rebuild it "
+                         "with `make person-models`, or set detector.kind = \"blazepose\"")]
+            entries.append(boxes[0])
+        if mc.lifter != "world":
+            variant = "temporal" if mc.lifter == "temporal" else "single"
+            lifters = [e for e in manifest.models.values()
+                       if e.role == "lifter" and e.variant == variant]
+            if not lifters:
+                return [("models.lifter", f"no {variant} lifter in {manifest.folder}: the "
+                         f"{mc.lifter!r} lifter is built by `make lifter` and not shipped; "
+                         "choose \"mlp\" or \"world\"")]
+            entries.append(lifters[0])
+        for entry in entries:
             verify_file(manifest.folder / entry.file, entry.sha256)
     except ModelError as e:
         return [(key, str(e))]
@@ -183,6 +204,13 @@ def preflight(config: Config, environ: Mapping[str, str] | None = None, *,
     if models:
         errors += check_models(config)
     errors += check_source(config)
+    if config.http.enabled:
+        from edge.transports.http_config import check_bind, load_http_token
+
+        try:
+            check_bind(config.http, load_http_token(config.http, env), origin)
+        except ConfigError as e:
+            errors += e.errors
     if config.mqtt.enabled:
         sdir = resolve_state_dir(config, env)
         key = "service.state_dir" if config.service.state_dir is not None else (

@@ -57,6 +57,12 @@ def _tls(**extra: Any) -> dict[str, Any]:
 
 
 CASES = [
+    # options that validate but cannot work
+    Case("temporal lifter not shipped", "models.lifter", {"models.lifter": "temporal"}),
+    Case("unknown detector kind", "detector.kind", {"detector.kind": "yolo"}),
+    Case("tile smaller than any person", "detector.tile_px", {"detector.tile_px": 8}),
+    Case("http on another host without a token", "http.host",
+         {"http.enabled": True, "http.host": "0.0.0.0"}),
     # types: no silent conversion
     Case("port as a string", "mqtt.port", {"mqtt.port": "1883"}),
     Case("loop = 'yes'", "source.loop", {"source.loop": "yes"}),
