@@ -140,8 +140,8 @@ def check_source(config: Config) -> list[tuple[str, str]]:
         return []
     if uri == "picamera2" or uri.startswith("picamera2:"):
         idx = uri.partition(":")[2]
-        return [] if idx.isdigit() else [("source.uri", f"{uri!r}: expected picamera2 or "
-                                          "picamera2:<index>")]
+        return [] if uri == "picamera2" or idx.isdigit() else [
+            ("source.uri", f"{uri!r}: expected picamera2 or picamera2:<index>")]
     if "://" in uri:
         try:
             parts = urlsplit(uri)

@@ -12,7 +12,10 @@ from edge.config import Config, ConfigError, load_config, parse_config
 
 def test_defaults_follow_the_design() -> None:
     c = Config()
-    assert (c.scheduler.rate_hz, c.scheduler.detector_hz) == (30.0, 5.0)
+    # Ten one-call detector runs a second, the whole frame every second one: 5 Hz, the design's
+    # detector rate, and tiles in between.
+    assert (c.scheduler.rate_hz, c.scheduler.detector_hz) == (30.0, 10.0)
+    assert (c.detector.kind, c.detector.whole_every, c.detector.calls_per_run) == ("both", 2, 1)
     assert (c.scheduler.budget_detector_fps, c.scheduler.budget_pose2d_fps,
             c.scheduler.budget_pose3d_fps) == (5.0, 55.0, 450.0)
     assert c.tracking.max_persons == 4 and c.models.precision == "int8"

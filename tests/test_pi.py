@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,16 @@ from edge.sources import SourceError, open_source
 
 PI4 = "devices/platform/soc/soc:firmware/get_throttled"
 PI5 = "devices/platform/soc@107c000000/soc@107c000000:firmware/get_throttled"
+
+
+@pytest.fixture(autouse=True)
+def _forget_stand_ins() -> Iterator[None]:
+    """Stand-in picamera2/libcamera modules imported by a test leave with it (the next tests,
+    in this file or another, must meet the machine's real state: no picamera2 on x86)."""
+    yield
+    for name in [n for n in sys.modules if n.split(".")[0] in ("picamera2", "libcamera")]:
+        del sys.modules[name]
+
 
 
 def _sysfs(root: Path, rel: str, text: str) -> Path:
