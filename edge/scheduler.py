@@ -214,6 +214,18 @@ def run_every_frame(source: Source, core: Core, detector: Detector, sinks: Seque
     """
     if detector_every < 1:
         raise ValueError(f"detector_every must be >= 1, got {detector_every}")
+
+    def step(frame: Frame) -> StepResult:
+        return core.step(frame, detector(frame) if frame.frame_id % detector_every == 0
+                         else None)
+
+    return _run_in_order(source, step, sinks, stats, stop, progress, on_step)
+
+
+def _run_in_order(source: Source, step: Callable[[Frame], StepResult], sinks: Sequence[Sink],
+                  stats: RunStats, stop: threading.Event | None,
+                  progress: Callable[[int], None] | None, on_step: OnStep | None) -> RunStats:
+    """Every frame of a finite source in order, in this thread: ``step``, then the sinks."""
     t0 = time.perf_counter()
     try:
         while stop is None or not stop.is_set():
@@ -222,8 +234,7 @@ def run_every_frame(source: Source, core: Core, detector: Detector, sinks: Seque
             except SourceEnd:
                 break
             stats.frames_read += 1
-            detected = detector(frame) if frame.frame_id % detector_every == 0 else None
-            result = core.step(frame, detected)
+            result = step(frame)
             _emit(sinks, frame, result.annotation)
             stats.add(result.annotation, result.times_ms)
             if on_step is not None:
@@ -232,6 +243,7 @@ def run_every_frame(source: Source, core: Core, detector: Detector, sinks: Seque
                 progress(stats.frames_processed)
     finally:
         stats.wall_s = time.perf_counter() - t0
+        stats.frames_dropped = source.dropped
     return stats
 
 
@@ -267,26 +279,11 @@ def run_images(source: Source, core: ResettableCore, detector: Detector, sinks: 
     Returns:
         ``stats``.
     """
-    t0 = time.perf_counter()
-    try:
-        while stop is None or not stop.is_set():
-            try:
-                frame = source.read()
-            except SourceEnd:
-                break
-            stats.frames_read += 1
-            core.reset()
-            result = core.step(frame, detector(frame))
-            _emit(sinks, frame, result.annotation)
-            stats.add(result.annotation, result.times_ms)
-            if on_step is not None:
-                on_step(frame, result)
-            if progress is not None:
-                progress(stats.frames_processed)
-    finally:
-        stats.wall_s = time.perf_counter() - t0
-        stats.frames_dropped = source.dropped
-    return stats
+    def step(frame: Frame) -> StepResult:
+        core.reset()
+        return core.step(frame, detector(frame))
+
+    return _run_in_order(source, step, sinks, stats, stop, progress, on_step)
 
 
 class _Newest:

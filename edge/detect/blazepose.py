@@ -40,6 +40,7 @@ __all__ = [
     "PoseDetector",
     "decode",
     "iou",
+    "letterbox",
     "preprocess",
     "regions_from_keypoints",
     "ssd_anchors",
@@ -214,6 +215,30 @@ def ssd_anchors(config: DetectorConfig | None = None) -> F32:
     return np.concatenate(centres).astype(np.float32)
 
 
+def letterbox(image_bgr: U8, size: int) -> tuple[U8, Letterbox]:
+    """Fits a frame into a square model input, keeping its aspect ratio, black padding.
+
+    Args:
+        image_bgr: (H, W, 3) uint8 BGR frame, any size.
+        size: Side of the square model input, px.
+
+    Returns:
+        ``(image, letterbox)``: (size, size, 3) uint8 BGR, and the mapping of input px back to
+        frame px. Bilinear (``warpAffine`` has no area filter); the models' calibration and
+        fidelity checks use the same.
+
+    Raises:
+        ValueError: When the image is not (H, W, 3) uint8.
+    """
+    validate_image(image_bgr)
+    h, w = image_bgr.shape[:2]
+    lb = Letterbox.fit(w, h, size)
+    m = np.array([[lb.scale, 0.0, lb.pad_x], [0.0, lb.scale, lb.pad_y]], np.float64)
+    warped = cv2.warpAffine(image_bgr, m, (size, size), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    return np.asarray(warped, np.uint8), lb
+
+
 def preprocess(image_bgr: U8, size: int = 224) -> tuple[F32, Letterbox]:
     """Letterboxes a frame into the detector's input tensor.
 
@@ -232,12 +257,7 @@ def preprocess(image_bgr: U8, size: int = 224) -> tuple[F32, Letterbox]:
     Raises:
         ValueError: When the image is not (H, W, 3) uint8.
     """
-    validate_image(image_bgr)
-    h, w = image_bgr.shape[:2]
-    lb = Letterbox.fit(w, h, size)
-    m = np.array([[lb.scale, 0.0, lb.pad_x], [0.0, lb.scale, lb.pad_y]], np.float64)
-    warped = cv2.warpAffine(image_bgr, m, (size, size), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    warped, lb = letterbox(image_bgr, size)
     rgb = cv2.cvtColor(warped, cv2.COLOR_BGR2RGB)
     tensor = rgb.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
     return tensor[np.newaxis], lb

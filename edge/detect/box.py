@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.detect.blazepose import Letterbox, validate_image
+from edge.detect.blazepose import Letterbox, letterbox
 from edge.runtime import Model
 from edge.types import F32, U8, Detections
 
@@ -132,14 +132,7 @@ def preprocess_box(image_bgr: U8, size: int) -> tuple[F32, Letterbox]:
     Raises:
         ValueError: When the image is not (H, W, 3) uint8.
     """
-    validate_image(image_bgr)
-    h, w = image_bgr.shape[:2]
-    lb = Letterbox.fit(w, h, size)
-    m = np.array([[lb.scale, 0.0, lb.pad_x], [0.0, lb.scale, lb.pad_y]], np.float64)
-    # INTER_AREA when shrinking a lot would alias less, but warpAffine does not offer it;
-    # bilinear is what the calibration and the fidelity check use too.
-    warped = cv2.warpAffine(image_bgr, m, (size, size), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    warped, lb = letterbox(image_bgr, size)
     return warped.astype(np.float32)[np.newaxis], lb
 
 
