@@ -124,7 +124,7 @@ def test_sandboxed_daemon_publishes_keeps_state_and_may_open_the_camera(
     wait_until(lambda: "online" in sub.payloads("availability"), 60, "availability online")
     wait_until(lambda: bool(sub.on("stats")), 30, "a stats message")
     wait_until(lambda: bool(sub.on("pose")), 60, "a pose message")
-    ls = box.run("stat", "-c", "%u %a %n", STATE, f"{STATE}/events.jsonl").stdout.split("\n")
+    ls = box.run("stat", "-c", "%u %a %n", STATE, f"{STATE}/events.db").stdout.split("\n")
     assert ls[0].split()[:2] == [str(uid), "700"], ls
     assert ls[1].split()[0] == str(uid), ls
     # The control: without the video group the same sandbox may not open the node.
@@ -162,10 +162,25 @@ def test_reinstall_with_a_new_version_keeps_config_and_event_journal(
         late.stop()
 
 
+#: Prints the journal's pending events (SQLite, ``events.db``) as one JSON list.
+_READ_JOURNAL = (
+    "import json, sqlite3, sys\n"
+    "try:\n"
+    "    db = sqlite3.connect(sys.argv[1], timeout=5)\n"
+    "    rows = db.execute('SELECT body FROM events ORDER BY seq').fetchall()\n"
+    "except sqlite3.Error:\n"
+    "    rows = []\n"
+    "print(json.dumps([json.loads(b) for (b,) in rows]))\n")
+
+
 def _pending(box: Container) -> list[dict[str, object]]:
-    text = box.run("cat", f"{STATE}/events.jsonl", check=False).stdout
-    return [json.loads(line)["event"] for line in text.splitlines()
-            if line.startswith('{"event"')]
+    res = box.run("/opt/edge-pose/venv/bin/python", "-c", _READ_JOURNAL, f"{STATE}/events.db",
+                  check=False)
+    try:
+        events: list[dict[str, object]] = json.loads(res.stdout or "[]")
+    except ValueError:
+        return []
+    return events
 
 
 def _reinstall_while_the_broker_is_away(box: Container, late: Subscriber,
