@@ -33,7 +33,9 @@ import numpy.typing as npt
 #: Raw model outputs, |arm64 - x86| (max, median) per output and, for the landmark tensor, per
 #: channel. Measured in CI (12 frames, emulated Cortex-A76): detector 1.5e-4 px; landmarks x, y
 #: up to 1.2 px of the 256-px crop (median 0.09; some crops agree to 1e-4, others take another
-#: int8 rounding path), z up to 5.6, logits 0.16; world 1.0 cm; lifter 1e-7 m. The limits are
+#: int8 rounding path), z up to 5.6, logits 0.16; world 1.0 cm; lifter 1e-7 m on the first
+#: inputs, 1.5 mm on others (its activations are quantized at run time, dynamic-range int8, and
+#: an input near a rounding step takes another path; the median stays ~4e-9 m). The limits are
 #: about twice the measured maxima, in the units of each output.
 RAW_TOL: dict[str, tuple[float, float]] = {
     "boxes": (0.5, 0.01),          # detector, model-input px (224)
@@ -43,7 +45,7 @@ RAW_TOL: dict[str, tuple[float, float]] = {
     "landmarks[logits]": (0.5, 0.05),
     "presence": (0.01, 0.001),     # probability
     "world": (0.03, 0.003),        # metres
-    "joints_3d": (1e-3, 1e-4),     # lifter, metres
+    "joints_3d": (3e-3, 1e-4),     # lifter, metres
 }
 #: End to end (after tracking and smoothing): 2D joints in fraction of the frame width, 3D
 #: joints in metres; (max, median) over every joint of every person of every frame.
