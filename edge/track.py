@@ -91,7 +91,7 @@ class TrackerConfig:
             as a lost person's.
     """
 
-    max_persons: int = 4
+    max_persons: int = 6
     min_presence: float = 0.5
     match_iou: float = 0.5
     match_center_dist: float = 0.15

@@ -18,7 +18,7 @@ def test_defaults_follow_the_design() -> None:
     assert (c.detector.kind, c.detector.whole_every, c.detector.calls_per_run) == ("both", 2, 1)
     assert (c.scheduler.budget_detector_fps, c.scheduler.budget_pose2d_fps,
             c.scheduler.budget_pose3d_fps) == (5.0, 55.0, 450.0)
-    assert c.tracking.max_persons == 4 and c.models.precision == "int8"
+    assert c.tracking.max_persons == 6 and c.models.precision == "int8"
 
 
 @pytest.mark.parametrize(("data", "errors"), [

@@ -598,7 +598,7 @@ def test_commands_valid_malformed_oversized_retained_and_home_assistant(
     # A retained command waiting on the broker before the daemon starts: must be ignored.
     sub.publish(f"{root}/set/max_persons", "2", retain=True)
     d = Daemon(tmp_path, broker.port, clip, device="cmd", loop=True,
-               mqtt={"home_assistant": {"enabled": True}})
+               mqtt={"home_assistant": {"enabled": True}}, tracking={"max_persons": 4})
     try:
         d.start()
         wait_until(lambda: len(sub.on("stats")) >= 2, 60, "stats")
