@@ -7,6 +7,7 @@ install, so CI cannot pass without running it (see :func:`pytest_runtest_makerep
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Generator
 from pathlib import Path
 
@@ -58,6 +59,22 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     for name, role in (("detector_key", "detector"), ("landmark_key", "landmark")):
         if name in metafunc.fixturenames:
             metafunc.parametrize(name, _keys_for_role(role), scope="module")
+
+
+def require(program: str, install: str) -> str:
+    """The path of a real component a test needs; the test fails (never skips) without it.
+
+    Args:
+        program: A command name or an absolute path.
+        install: How to get it (``apt-get install ...``).
+
+    Returns:
+        Its path.
+    """
+    path = program if Path(program).is_absolute() else shutil.which(program)
+    if path is None or not Path(path).exists():
+        pytest.fail(f"{program} is missing: {install} (see .ci/run); tests never skip")
+    return path
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -31,6 +31,7 @@ import cv2
 import jsonschema
 import paho.mqtt.client as mqtt
 import pytest
+from conftest import require
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge import annotation
@@ -41,8 +42,10 @@ EDGE = REPO / "edge"
 DEMO = EDGE / "assets" / "sports2d_demo.mp4"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
-pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(),
-                                reason="mosquitto is not installed (apt-get install mosquitto)")
+@pytest.fixture(autouse=True)
+def _mosquitto_installed() -> None:
+    """Every test here needs a real Mosquitto: it fails without one."""
+    require(MOSQUITTO, "apt-get install mosquitto")
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -693,8 +696,8 @@ def _make_certs(folder: Path) -> tuple[Path, Path, Path]:
 
 
 def test_tls_with_password_works_and_anonymous_is_refused(tmp_path: Path, clip: Path) -> None:
-    if shutil.which("openssl") is None or shutil.which("mosquitto_passwd") is None:
-        pytest.skip("openssl or mosquitto_passwd missing")
+    require("openssl", "apt-get install openssl")
+    require("mosquitto_passwd", "apt-get install mosquitto-clients")
     ca, crt, key = _make_certs(tmp_path)
     pw = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-c", "-b", str(pw), "edge", "s3cret pass"],

@@ -6,7 +6,6 @@ broker."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import require
 
 from edge import cli
 from edge.config import Config, ConfigError, load_config, load_secrets, parse_config
@@ -104,8 +104,8 @@ def test_daemon_subcommand_reports_a_bad_config(tmp_path: Path,
     assert "mqtt.prot: unknown key" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="apt-get install shellcheck")
 def test_scripts_are_shellcheck_clean() -> None:
+    require("shellcheck", "apt-get install shellcheck")
     scripts = [DEPLOY / "install.sh", DEPLOY / "uninstall.sh",
                *sorted((DEPLOY / "ci").glob("*.sh")), REPO / ".ci" / "run"]
     res = subprocess.run(["shellcheck", "-x", *map(str, scripts)], capture_output=True,
@@ -168,9 +168,9 @@ def test_install_ignores_the_boards_pip_index_for_the_pinned_install(tmp_path: P
     assert "file:///board/index" in control.stdout, control.stdout
 
 
-@pytest.mark.skipif(shutil.which("mosquitto") is None, reason="apt-get install mosquitto")
 def test_example_mosquitto_config_bridges_to_a_central_broker(tmp_path: Path) -> None:
     """The example config, with its paths and addresses pointed at tmp_path and loopback."""
+    require("mosquitto", "apt-get install mosquitto")
     from test_service import Broker, Subscriber, free_port, wait_until
 
     central = Broker(tmp_path, free_port())

@@ -15,14 +15,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import require
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "edge-pose.service"
 ANALYZE = shutil.which("systemd-analyze")
 MAX_EXPOSURE = 4.0
 
-needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze missing "
-                                   "(apt-get install systemd)")
+@pytest.fixture(autouse=True)
+def _systemd_analyze_installed() -> None:
+    """Every test here runs the real systemd-analyze: it fails without it."""
+    require("systemd-analyze", "apt-get install systemd")
 
 
 def _unit_for_this_machine(tmp_path: Path) -> Path:
@@ -45,7 +48,6 @@ def _directives(text: str) -> dict[str, list[str]]:
     return out
 
 
-@needs_analyze
 def test_verify_prints_no_warning(tmp_path: Path) -> None:
     unit = _unit_for_this_machine(tmp_path)
     assert ANALYZE is not None
@@ -55,7 +57,6 @@ def test_verify_prints_no_warning(tmp_path: Path) -> None:
     assert res.returncode == 0 and output == "", output
 
 
-@needs_analyze
 def test_verify_does_catch_a_bad_value(tmp_path: Path) -> None:
     """The check above is real: a bad value does print (while the exit status stays 0)."""
     unit = _unit_for_this_machine(tmp_path)
@@ -67,7 +68,6 @@ def test_verify_does_catch_a_bad_value(tmp_path: Path) -> None:
     assert "Failed to parse sec value" in res.stdout + res.stderr
 
 
-@needs_analyze
 def test_security_exposure_is_at_most_4(tmp_path: Path) -> None:
     unit = _unit_for_this_machine(tmp_path)
     assert ANALYZE is not None
