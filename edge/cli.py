@@ -9,6 +9,8 @@ Subcommands:
     validate-config check a TOML config and print every error with its key path
     models list     print the model manifest (key, file, precision, size, latency)
     models verify   check every model file against its sha256 and load it
+    fuse            fuse several devices' 2D poses into 3D (edge/fuse)
+    calibrate       camera calibration (intrinsics from checkerboard photos)
 """
 
 from __future__ import annotations
@@ -295,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("action", choices=["list", "verify"])
     pm.add_argument("--models-dir", type=Path, default=None,
                     help="folder with manifest.json (default: the shipped models)")
+    from edge.fuse.cli import add_subparsers as add_fuse_subparsers
+
+    add_fuse_subparsers(sub)
     return p
 
 
@@ -325,6 +330,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.action == "list":
                 return _models_list(args.models_dir)
             return _models_verify(args.models_dir)
+        if args.command in ("fuse", "calibrate"):
+            from edge.fuse.cli import run as run_fuse
+
+            return run_fuse(args)
     except (ModelError, ConfigError, SourceError, SinkError) as e:
         print(f"edge-pose: {e}", file=sys.stderr)
         return 2

@@ -9,13 +9,14 @@ of a joint (e.g. where the hip is), not their depth.
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from edge.fuse.calib import CameraModel, read_calibration
+from edge.fuse.triangulate import triangulate as fuse_triangulate
 from lifter.real import HELDOUT_VIDEOS, SOURCES_DIR, RealSet, extract
 from models import sources
 
@@ -23,86 +24,34 @@ F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
 CALIB = SOURCES_DIR / sources.POSE2SIM_CALIB.path
-#: Qualisys stores intrinsics in sub-pixel units of 1/64 pixel.
-QCA_SUBPIXEL = 64.0
 
-
-@dataclass(frozen=True)
-class Camera:
-    """A pinhole camera (distortion ignored: k1 is -0.05 over a 9 mm lens).
-
-    Attributes:
-        k: (3, 3) intrinsics, pixels.
-        r: (3, 3) world -> camera rotation (camera x right, y down, z forward).
-        t: (3,) world -> camera translation, metres.
-    """
-
-    k: F64
-    r: F64
-    t: F64
-
-    def project(self, x: F64) -> F64:
-        """(..., 3) world metres -> (..., 2) pixels."""
-        c = x @ self.r.T + self.t
-        p = c @ self.k.T
-        return np.asarray(p[..., :2] / p[..., 2:3])
+#: One calibrated camera (edge/fuse/calib.py holds the model and the Qualisys reader).
+Camera = CameraModel
 
 
 def read_qca(path: Path = CALIB) -> list[Camera]:
     """Reads the Qualisys calibration (cameras in file order, cam01..cam04)."""
-    root = ET.parse(path).getroot()
-    cams = []
-    for cam in root.iter("camera"):
-        tr = cam.find("transform")
-        it = cam.find("intrinsic")
-        fov = cam.find("fov_video")
-        assert tr is not None and it is not None and fov is not None
-        m = np.array([[float(tr.get(f"r{i}{j}", "0")) for j in (1, 2, 3)] for i in (1, 2, 3)])
-        pos = np.array([float(tr.get(a, "0")) for a in "xyz"]) / 1000.0
-        # Rows of the file's matrix are world -> Qualisys camera, whose camera looks along -z
-        # with y up; flipping y and z gives the OpenCV camera (checked: 15 px median
-        # reprojection error against 95-370 px for the other readings).
-        r = np.diag([1.0, -1.0, -1.0]) @ m
-        fu = float(it.get("focalLengthU", "0")) / QCA_SUBPIXEL
-        fv = float(it.get("focalLengthV", "0")) / QCA_SUBPIXEL
-        cu = float(it.get("centerPointU", "0")) / QCA_SUBPIXEL - float(fov.get("left", "0"))
-        cv = float(it.get("centerPointV", "0")) / QCA_SUBPIXEL - float(fov.get("top", "0"))
-        k = np.array([[fu, 0, cu], [0, fv, cv], [0, 0, 1]])
-        cams.append(Camera(k, r, -r @ pos))
-    return cams
+    return list(read_calibration(path))
 
 
 def triangulate(cams: list[Camera], kp: F64, conf: F64, min_conf: float = 0.5) -> F64:
-    """Linear (DLT) triangulation of joints seen in several views.
+    """Linear (DLT) triangulation of joints seen in several views (edge/fuse/triangulate.py).
 
     Args:
         cams: V cameras.
-        kp: (V, n, J, 2) pixels.
+        kp: (V, n, J, 2) pixels (distorted, as the views see them).
         conf: (V, n, J) visibility, used as weights; below ``min_conf`` a view is left out.
         min_conf: Weight threshold.
 
     Returns:
         (n, J, 3) world metres; NaN where fewer than two views see the joint.
     """
-    v, n, j = conf.shape
-    out = np.full((n, j, 3), np.nan)
-    proj = [c.k @ np.concatenate([c.r, c.t[:, None]], 1) for c in cams]
-    for a in range(n):
-        for b in range(j):
-            rows = []
-            for c in range(v):
-                w = conf[c, a, b]
-                if w < min_conf:
-                    continue
-                x, y = kp[c, a, b]
-                p = proj[c]
-                rows.append(w * (x * p[2] - p[0]))
-                rows.append(w * (y * p[2] - p[1]))
-            if len(rows) < 4:
-                continue
-            _, _, vt = np.linalg.svd(np.asarray(rows))
-            out[a, b] = vt[-1, :3] / vt[-1, 3]
-    return out
+    _, n, j = conf.shape
+    proj = np.stack([c.projection for c in cams])
+    und = np.stack([c.undistort(kp[i]) for i, c in enumerate(cams)])
+    w = np.where(conf >= min_conf, conf, 0.0)
+    return np.stack([fuse_triangulate(proj, und[:, a], w[:, a]) for a in range(n)]).reshape(
+        n, j, 3)
 
 
 def look_at_rotation(ray: F64) -> F64:

@@ -105,6 +105,23 @@ POSE2SIM_CAMS: tuple[Member, ...] = (
 POSE2SIM_CALIB = Member(POSE2SIM, "Pose2Sim/Demo_SinglePerson/calibration/Calib.qca.txt",
                         "fd90e4bbae3278ef1dc0cdd42a34ee06bf88286f628a02c00a29407aa39e34c5")
 
+_P2S_MULTI = "Pose2Sim/Demo_MultiPerson/"
+#: The four views of Pose2Sim's two-person demo (1088x1920 portrait, 60 fps, 100 frames each),
+#: for the multi-view fusion (edge/fuse); the same files bench/crowd pins.
+POSE2SIM_MULTI_CAMS: tuple[Member, ...] = (
+    Member(POSE2SIM, _P2S_MULTI + "videos/cam01.mp4",
+           "543cee6a4c2c2b52dc9eac9137ee63d14f1f84e706a9a7264769edcb11e5ea53"),
+    Member(POSE2SIM, _P2S_MULTI + "videos/cam02.mp4",
+           "8895092a7cf26359205a427b7ac2f4a935c2e0bd36d9b7a5140cb33faa468a6b"),
+    Member(POSE2SIM, _P2S_MULTI + "videos/cam03.mp4",
+           "d3daf48cdf9f5603868ddb99166ddaf9b12279e7ce968922926560d5fd3f0c99"),
+    Member(POSE2SIM, _P2S_MULTI + "videos/cam04.mp4",
+           "1490149dc40e7301fa5ceae23862b044ba5c398a8b2a40df21ed894702728c09"),
+)
+#: Its calibration: the same Qualisys file as the single-person scene's (identical sha256).
+POSE2SIM_MULTI_CALIB = Member(POSE2SIM, _P2S_MULTI + "calibration/Calib.qca.txt",
+                              "fd90e4bbae3278ef1dc0cdd42a34ee06bf88286f628a02c00a29407aa39e34c5")
+
 
 def sha256_bytes(data: bytes) -> str:
     """Hex sha256 of ``data``."""
