@@ -47,7 +47,7 @@ def test_example_validates_with_the_pose2sim_calibration(tmp_path: Path, qca: Pa
     config, calib = load_fuse_config(_example(tmp_path, qca))
     assert config.scene.name == "lab" and len(config.scene.devices) == 4
     assert config.scene.calibration == tmp_path / "Calib.qca.txt"  # relative to the file
-    assert config.mqtt.topic_root == "edgepose" and config.sync.tolerance == pytest.approx(
+    assert config.mqtt.topic_root == "edgepose" and config.tolerance_s == pytest.approx(
         0.5 / 30)
     assert calib is not None
     text = EXAMPLE.read_text()

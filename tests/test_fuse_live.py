@@ -35,7 +35,6 @@ from typing import Any
 import jsonschema
 import paho.mqtt.client as mqtt
 import pytest
-from bench.fuse_data import Scene, scene
 from conftest import require
 from paho.mqtt.enums import CallbackAPIVersion
 from test_service import (
@@ -49,6 +48,7 @@ from test_service import (
     write_config,
 )
 
+from bench.fuse_data import Scene, scene
 from edge.config import Secrets
 from edge.fuse.config import parse_fuse_config
 from edge.fuse.service import NO_PEOPLE_WARN_S, FuseCore, FuseService
@@ -91,7 +91,8 @@ def fuse_config(single: Scene, port: int, *, name: str = "lab", root: str = "edg
     cfg: dict[str, Any] = {
         "scene": {"name": name, "calibration": str(single.calib),
                   "devices": {d: d for d in devices}},
-        "sync": {"fps": 60.0, "max_wait_s": 0.5, "device_timeout_s": 1.0},
+        "sync": {"fps": 60.0, "device_timeout_s": 1.0},
+        "fuse": {"max_wait_s": 0.5},
         "mqtt": {"host": "127.0.0.1", "port": port, "topic_root": root,
                  "stats_interval_s": 0.5, "reconnect_min_s": 0.2, "reconnect_max_s": 0.5},
         "output": {} if jsonl is None else {"jsonl": str(jsonl)},
@@ -175,7 +176,7 @@ def replay(pub: Publisher, views: dict[str, list[dict[str, Any]]], frames: range
 
 def views_used(fused: dict[str, Any]) -> set[str]:
     """The devices a fused frame was made from."""
-    return set(fused["views"])
+    return set(fused["frames"])
 
 
 # ------------------------------------------------------------------------------- replayed
@@ -363,8 +364,9 @@ def test_two_workers_two_scenes_one_broker_each_scene_whole(
 # ------------------------------------------------------------------------- synthetic clock
 
 
-def _core(single: Scene, **sync: Any) -> FuseCore:
-    config, calib = parse_fuse_config(fuse_config(single, 1883, sync=sync), "test")
+def _core(single: Scene, fuse: dict[str, Any] | None = None, **sync: Any) -> FuseCore:
+    config, calib = parse_fuse_config(fuse_config(single, 1883, sync=sync, fuse=fuse or {}),
+                                      "test")
     return FuseCore(config, calib)
 
 
@@ -398,7 +400,7 @@ def test_a_device_that_stops_is_never_waited_on_and_is_reported_missing(
         single: Scene, views: dict[str, list[dict[str, Any]]]) -> None:
     """cam04 stops after 20 frames: each later group leaves after max_wait_s at most, with three
     views, and cam04 is "missing" once device_timeout_s has passed; skew is reported."""
-    core = _core(single, max_wait_s=0.1, device_timeout_s=0.5)
+    core = _core(single, {"max_wait_s": 0.1}, device_timeout_s=0.5)
     now, out = 0.0, []
     for k in range(60):
         for dev, anns in views.items():
@@ -452,7 +454,8 @@ def test_live_daemons_fused_then_one_killed_fusion_goes_on(
     reader.start()
     cams = CAMS[:3]
     cfg = fuse_config(single, b.port, devices=cams, jsonl=tmp_path / "fused.jsonl",
-                      sync={"fps": 60.0, "max_wait_s": 3.0, "device_timeout_s": 1.5},
+                      sync={"fps": 60.0, "device_timeout_s": 3.5},
+                      fuse={"max_wait_s": 3.0, "max_clock_offset_s": 10.0},
                       service={"shutdown_timeout_s": 2.0})
     toml = write_config(tmp_path / "fuse.toml", {k: v for k, v in cfg.items()
                                                  if k != "scene"})

@@ -41,6 +41,8 @@ def add_subparsers(sub: Any) -> None:
                     "files' devices in file order = the calibration's cameras in file order)")
     pf.add_argument("--out", type=Path, help="fused JSONL output (offline)")
     pf.add_argument("--config", type=Path, help="TOML config of the live fuse service")
+    pf.add_argument("--validate", action="store_true", help="with --config: check the config "
+                    "and its calibration, print every error, and exit")
     pc = sub.add_parser("calibrate", help="camera calibration tools")
     pc.add_argument("action", choices=["intrinsics"])
     pc.add_argument("--images", type=Path, required=True,
@@ -57,10 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "calibrate":
         return run_calibrate(args)
     if args.config is not None:
-        # ---- live service: h-fuse-live's branch goes here (edge.fuse.service) ----
-        print("edge-pose fuse: --config (the live service) is not available in this build",
-              file=sys.stderr)
-        return 2
+        from edge.fuse.service import run_live
+
+        return run_live(args.config, validate=args.validate)
     return run_offline(args)
 
 

@@ -26,8 +26,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from edge.fuse.calib import Calibration, CalibrationError, read_calibration
-from edge.fuse.fuser import FuseSettings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge.config import (
@@ -39,6 +37,8 @@ from edge.config import (
     Secrets,
     _errors,
 )
+from edge.fuse.calib import Calibration, CalibrationError, read_calibration
+from edge.fuse.fuser import FuseSettings
 
 #: A device id as the device config allows it (``annotation.device_id``).
 DeviceId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -74,36 +74,17 @@ class SceneConfig(_Section):
 
 
 class SyncConfig(_Section):
-    """Grouping the devices' frames by capture time (:class:`edge.fuse.sync.Synchroniser`).
+    """The devices' rate and when a silent device counts as gone.
 
-    ``tolerance_s`` defaults to half a frame period at ``fps``. A group is emitted once every
-    device has a frame in it, or ``max_wait_s`` after its first frame arrived: a device that
-    lags or is gone is left out, never waited on for longer.
+    The grouping itself (``tolerance_s``, default half a frame period at ``fps``;
+    ``max_wait_s``, the longest a group waits for a lagging device; ``max_clock_offset_s``) is
+    set in ``[fuse]`` (:class:`edge.fuse.fuser.FuseSettings`).
     """
 
     fps: float = Field(default=30.0, gt=0, le=240, description="the devices' frame rate, Hz")
-    tolerance_s: float | None = Field(default=None, gt=0, le=1.0, description="largest "
-                                      "capture-time difference within a group, s (default: "
-                                      "half a frame period)")
-    max_wait_s: float = Field(default=0.25, gt=0, le=10.0, description="longest wait for a "
-                              "lagging device, s (the latency a lagging device can add)")
     device_timeout_s: float = Field(default=2.0, gt=0, le=3600, description="a device "
                                     "silent for this long is reported missing and no group "
                                     "waits for it")
-    max_clock_offset_s: float = Field(default=2.0, gt=0, le=3600, description="a device "
-                                      "whose clock is further than this from the others' "
-                                      "is not fused (warned; state clock_off)")
-
-    @model_validator(mode="after")
-    def _timeout(self) -> SyncConfig:
-        if self.device_timeout_s < self.max_wait_s:
-            raise ValueError("device_timeout_s must be >= max_wait_s")
-        return self
-
-    @property
-    def tolerance(self) -> float:
-        """The grouping tolerance, s."""
-        return self.tolerance_s if self.tolerance_s is not None else 0.5 / self.fps
 
 
 class FuseMqttConfig(_Section):
@@ -188,6 +169,17 @@ class FuseConfig(_Section):
     output: FuseOutputConfig = FuseOutputConfig()
     service: FuseServiceConfig = FuseServiceConfig()
     logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="after")
+    def _timeout(self) -> FuseConfig:
+        if self.sync.device_timeout_s < self.fuse.max_wait_s:
+            raise ValueError("sync.device_timeout_s must be >= fuse.max_wait_s")
+        return self
+
+    @property
+    def tolerance_s(self) -> float:
+        """The grouping tolerance, s: ``fuse.tolerance_s`` or half a frame at ``sync.fps``."""
+        return self.fuse.tolerance_for(1.0 / self.sync.fps)
 
 
 def parse_fuse_config(data: dict[str, Any], origin: str = "<dict>",

@@ -49,10 +49,6 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
-from edge.fuse.calib import Calibration
-from edge.fuse.fuser import Fuser
-from edge.fuse.sync import Synchroniser
-from edge.fuse.views import PayloadError, ViewFrame, parse_annotation
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -60,7 +56,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge import __version__
 from edge.comms.mqtt import backoff_s
 from edge.config import ConfigError, Secrets
+from edge.fuse.calib import Calibration
 from edge.fuse.config import FuseConfig, load_fuse_config, load_fuse_secrets
+from edge.fuse.fuser import Fuser
+from edge.fuse.sync import Synchroniser
+from edge.fuse.views import PayloadError, ViewFrame, parse_annotation
 from edge.sdnotify import Notifier
 
 logger = logging.getLogger(__name__)
@@ -116,10 +116,10 @@ class FuseCore:
         self.calib = calib
         self.scene = config.scene.name
         self.devices = {d: DeviceState(cam) for d, cam in config.scene.devices.items()}
-        sc = config.sync
-        self.sync = Synchroniser(list(config.scene.devices), sc.tolerance, sc.max_wait_s,
-                                 inactive_after_s=sc.device_timeout_s,
-                                 max_clock_offset_s=sc.max_clock_offset_s)
+        fs = config.fuse
+        self.sync = Synchroniser(list(config.scene.devices), config.tolerance_s, fs.max_wait_s,
+                                 inactive_after_s=config.sync.device_timeout_s,
+                                 max_clock_offset_s=fs.max_clock_offset_s)
         self.fuser = Fuser(calib, dict(config.scene.devices), config.fuse)
         self.prefix = config.mqtt.topic_root + "/"
         self.malformed = 0
@@ -686,6 +686,31 @@ def _setup_logging(config: FuseConfig, environ: Mapping[str, str]) -> None:
                                                 logging.getLevelName(config.logging.level)))
 
 
+def run_live(config_path: Path, *, validate: bool = False) -> int:
+    """``edge-pose fuse --config FILE [--validate]``.
+
+    Args:
+        config_path: The TOML config.
+        validate: Only check the config and its calibration (prints ``ok`` and any geometry
+            warning).
+
+    Returns:
+        The exit status (see the module docstring).
+
+    Raises:
+        edge.config.ConfigError: The config or its calibration cannot be used (exit 2).
+    """
+    if not validate:
+        return run_fuse_service(config_path)
+    config, calib = load_fuse_config(config_path)
+    load_fuse_secrets(config)
+    for problem in calib.check_geometry():
+        print(f"warning: {problem}")
+    print(f"{config_path}: ok (scene {config.scene.name}, {len(config.scene.devices)} devices, "
+          f"calibration {config.scene.calibration})")
+    return 0
+
+
 def run_fuse_service(config_path: Path, environ: Mapping[str, str] | None = None) -> int:
     """``edge-pose fuse --config FILE``: the live service until SIGTERM/SIGINT.
 
@@ -699,6 +724,8 @@ def run_fuse_service(config_path: Path, environ: Mapping[str, str] | None = None
     config, calib = load_fuse_config(config_path)
     secrets = load_fuse_secrets(config, env)
     _setup_logging(config, env)
+    for problem in calib.check_geometry():
+        logger.warning("%s", problem)
     service = FuseService(config, calib, secrets, Notifier(env))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
