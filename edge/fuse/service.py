@@ -448,6 +448,7 @@ class FuseMqtt:
         self.client.on_message = self._on_message
         self._connected = False
         self._stop = threading.Event()
+        self._closing = threading.Event()  # no reconnect once the clean DISCONNECT is asked
         self._net = threading.Thread(target=self._net_loop, name="fuse-mqtt", daemon=True)
         self._rng = random.Random()
         self._attempt = 0
@@ -483,7 +484,7 @@ class FuseMqtt:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
                        reason_code: ReasonCode, properties: Properties | None) -> None:
-        if self._connected and not self._stop.is_set():
+        if self._connected and not self._closing.is_set():
             self.counters.disconnects += 1
         self._reason = str(reason_code)
         self._connected = False
@@ -510,6 +511,8 @@ class FuseMqtt:
         client, mc = self.client, self.config
         while not self._stop.is_set():
             if client.socket() is None:
+                if self._closing.is_set():
+                    break
                 try:
                     client.reconnect()
                 except (OSError, ValueError) as e:
@@ -528,7 +531,7 @@ class FuseMqtt:
             if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                 continue
             self._connected = False
-            if self._stop.is_set():
+            if self._stop.is_set() or self._closing.is_set():
                 break
             self._link_down(self._reason or mqtt.error_string(rc))
             self._stop.wait(backoff_s(self._attempt, mc.reconnect_min_s, mc.reconnect_max_s,
@@ -555,6 +558,7 @@ class FuseMqtt:
 
     def close(self, state: str, timeout_s: float) -> None:
         """Publishes ``state`` on ``availability`` (when connected), disconnects, stops."""
+        self._closing.set()
         if self._connected:
             info = self.client.publish(self.topic("availability"), state, qos=1, retain=True)
             try:
