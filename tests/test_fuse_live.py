@@ -142,9 +142,9 @@ class Publisher:
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 
-    def send(self, topic: str, payload: bytes | str | dict[str, Any]) -> None:
+    def send(self, topic: str, payload: bytes | str | dict[str, Any], qos: int = 1) -> None:
         body = json.dumps(payload) if isinstance(payload, dict) else payload
-        self.client.publish(topic, body, qos=1).wait_for_publish(5)
+        self.client.publish(topic, body, qos=qos).wait_for_publish(5)
 
     def close(self) -> None:
         self.client.disconnect()
@@ -153,7 +153,7 @@ class Publisher:
 
 def replay(pub: Publisher, views: dict[str, list[dict[str, Any]]], frames: range, *,
            root: str = "edgepose", hz: float | None = None,
-           edit: dict[str, Any] | None = None) -> None:
+           edit: dict[str, Any] | None = None, qos: int = 1) -> None:
     """Publishes ``frames`` of each view as its device would (``hz``: paced, else at once).
 
     ``edit`` maps a device id to a function changing its payload (or returning None to skip).
@@ -162,12 +162,14 @@ def replay(pub: Publisher, views: dict[str, list[dict[str, Any]]], frames: range
     for k, i in enumerate(frames):
         for dev, anns in views.items():
             payload = dict(anns[i % len(anns)])
+            # past the end, go round again with the clock going on (60 fps views)
             payload["frame_id"] = i
+            payload["ts"] = round(payload["ts"] + (i // len(anns)) * len(anns) / 60, 6)
             if edit and dev in edit:
                 payload = edit[dev](payload)
                 if payload is None:
                     continue
-            pub.send(f"{root}/{payload['device_id']}/pose", payload)
+            pub.send(f"{root}/{payload['device_id']}/pose", payload, qos)
         if hz:
             delay = t0 + (k + 1) / hz - time.monotonic()
             if delay > 0:
@@ -192,7 +194,7 @@ def test_replay_at_30hz_fuses_every_frame_with_four_views(
     sub = Subscriber(broker.port, topics=("edgepose/fused/#",)).start()
     pub = Publisher(broker.port)
     try:
-        replay(pub, views, range(100), hz=30.0)
+        replay(pub, views, range(100), hz=30.0, qos=0)  # as the devices publish
         wait_until(lambda: len(sub.on("pose3d")) >= 100, 10, "100 fused frames")
         time.sleep(0.8)
         stats = worker.service.stats()

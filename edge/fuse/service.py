@@ -130,6 +130,7 @@ class FuseCore:
         self.persons_last = 0
         self.latency_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self.fuse_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self.ingest_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._arrivals: dict[tuple[str, int], float] = {}
         self._fused_times: deque[float] = deque(maxlen=256)
         self.started: float | None = None
@@ -310,6 +311,8 @@ class FuseCore:
             "latency_ms": {"p50": _pct(self.latency_ms, 50), "p99": _pct(self.latency_ms, 99),
                            "n": len(self.latency_ms)},
             "fuse_ms": {"p50": _pct(self.fuse_ms, 50), "p99": _pct(self.fuse_ms, 99)},
+            "ingest_wait_ms": {"p50": _pct(self.ingest_ms, 50),
+                               "p99": _pct(self.ingest_ms, 99)},
             "sync": {"groups": sync["groups"], "group_sizes": sync["group_sizes"]},
             "fuser": _jsonable(self.fuser.stats()),
         }
@@ -643,6 +646,7 @@ class FuseService:
         """One turn of the fusion loop: drain the queue, emit ready groups, stats, watchdog."""
         while self._queue:
             topic, payload, arrived = self._queue.popleft()
+            self.core.ingest_ms.append((self.clock() - arrived) * 1000.0)
             self._emit(self.core.handle(topic, payload, arrived))
         now = self.clock()
         self._emit(self.core.tick(now))
