@@ -1,0 +1,303 @@
+"""Figures of the multi-view fusion (edge/fuse) on the two Pose2Sim scenes.
+
+``python -m bench.fuse_bench`` prints:
+
+* leave-one-view-out reprojection: each fused person is triangulated again without one of its
+  views and projected into it; the median px distance to that view's own 2D joints, per
+  held-out view (the calibration's own floor is about 5-15 px);
+* bone-length steadiness: coefficient of variation of each limb's length over the clip, per
+  fused person (goal <= 3 %);
+* multi-person: frames where both people of Demo_MultiPerson are fused, identity switches;
+* fusion time against views (2-8) and people (1-10), on synthetic scenes made by projecting
+  the fused 3D people into virtual cameras on a ring;
+* the latency fusion adds at 30 Hz with 4 views (real-time replay with arrival jitter).
+
+The non-timing figures are asserted, with tolerances, by tests/test_fuse_offline.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy.optimize import linear_sum_assignment
+
+from bench.fuse_data import Scene, scene
+from edge.fuse import triangulate as tri
+from edge.fuse.calib import Calibration, CameraModel, read_calibration
+from edge.fuse.fuser import FusedFrame, Fuser, FuseSettings
+from edge.fuse.offline import OfflineReport, fuse_jsonl, read_view_frames
+from edge.fuse.sync import FrameGroup, Synchroniser
+from edge.fuse.views import ViewFrame, ViewPerson
+
+F64 = npt.NDArray[np.float64]
+
+#: Limbs whose length is rigid: (name, COCO-17 joint a, joint b).
+LIMBS: tuple[tuple[str, int, int], ...] = (
+    ("left_upper_arm", 5, 7), ("right_upper_arm", 6, 8),
+    ("left_forearm", 7, 9), ("right_forearm", 8, 10),
+    ("left_thigh", 11, 13), ("right_thigh", 12, 14),
+    ("left_shin", 13, 15), ("right_shin", 14, 16),
+    ("shoulders", 5, 6), ("hips", 11, 12))
+
+
+@dataclass(frozen=True)
+class SceneRun:
+    """A scene fused offline, with what is needed to score it.
+
+    Attributes:
+        scene: The scene's files.
+        calib: Its calibration.
+        devices: Device -> camera.
+        fused: The fused frames.
+        views: ``(device, frame_id)`` -> the device's frame.
+        report: The offline report.
+    """
+
+    scene: Scene
+    calib: Calibration
+    devices: dict[str, str]
+    fused: list[FusedFrame]
+    views: dict[tuple[str, int], ViewFrame]
+    report: OfflineReport
+
+
+def run_scene(name: str, settings: FuseSettings | None = None) -> SceneRun:
+    """Fuses one scene (``single`` or ``multi``) with ``settings`` (default: the defaults)."""
+    sc = scene(name)
+    calib = read_calibration(sc.calib)
+    devices = {f"cam{i + 1:02d}": cam for i, cam in enumerate(calib.cameras)}
+    report = OfflineReport()
+    fused = list(fuse_jsonl(sc.jsonl, calib, devices, settings, report))
+    views = {(f.device, f.frame_id): f for p in sc.jsonl for f in read_view_frames(p)}
+    return SceneRun(sc, calib, devices, fused, views, report)
+
+
+def leave_one_out(run: SceneRun, min_conf: float = 0.5) -> dict[str, float]:
+    """Median px error per held-out view (persons fused from >= 3 views).
+
+    Returns:
+        Device -> median over its held-out joints of |projection - its own 2D joint|, px.
+    """
+    cams = {d: run.calib.cameras[c] for d, c in run.devices.items()}
+    errs: dict[str, list[F64]] = {d: [] for d in run.devices}
+    for fr in run.fused:
+        for p in fr.persons:
+            if len(p.sources) < 3:
+                continue
+            people = {}
+            for dev, fid, pid in p.sources:
+                vp = next(q for q in run.views[(dev, fid)].persons if q.id == pid)
+                people[dev] = vp
+            for held in people:
+                others = [d for d in people if d != held]
+                proj = np.stack([cams[d].projection for d in others])
+                x = np.stack([cams[d].undistort(people[d].kp) for d in others])
+                w = np.stack([np.where(people[d].conf >= min_conf, people[d].conf, 0.0)
+                              for d in others])
+                xw = tri.triangulate(proj, x, w)
+                seen = people[held].conf >= min_conf
+                e = np.linalg.norm(cams[held].project(xw) - people[held].kp, axis=-1)[seen]
+                errs[held].append(e[np.isfinite(e)])
+    return {d: float(np.median(np.concatenate(e))) for d, e in errs.items() if e}
+
+
+def bone_cv(run: SceneRun, min_frames: int = 20) -> dict[int, dict[str, float]]:
+    """Coefficient of variation (std / mean) of each limb's length, per fused ID.
+
+    Returns:
+        Fused ID (seen in >= ``min_frames`` frames) -> limb -> CV (a fraction).
+    """
+    lengths: dict[int, dict[str, list[float]]] = {}
+    for fr in run.fused:
+        for p in fr.persons:
+            per = lengths.setdefault(p.id, {n: [] for n, _, _ in LIMBS})
+            for n, a, b in LIMBS:
+                d = float(np.linalg.norm(p.joints[a] - p.joints[b]))
+                if math.isfinite(d):
+                    per[n].append(d)
+    out: dict[int, dict[str, float]] = {}
+    for pid, per in lengths.items():
+        if max(len(v) for v in per.values()) < min_frames:
+            continue
+        out[pid] = {n: float(np.std(v) / np.mean(v)) for n, v in per.items()
+                    if len(v) >= min_frames}
+    return out
+
+
+def people_figures(run: SceneRun, n_people: int = 2) -> dict[str, Any]:
+    """How often ``n_people`` are fused, and identity switches between consecutive frames.
+
+    A switch: two consecutive frames' people matched by mid-hip distance (an assignment)
+    carry different IDs.
+    """
+    with_people = [fr for fr in run.fused
+                   if any(run.views[(d, f)].persons for d, f in fr.frames.items()
+                          if (d, f) in run.views)]
+    full = sum(1 for fr in with_people if len(fr.persons) >= n_people)
+    switches = 0
+    prev: FusedFrame | None = None
+    for fr in run.fused:
+        if prev is not None and prev.persons and fr.persons:
+            a = np.stack([0.5 * (p.joints[11] + p.joints[12]) for p in prev.persons])
+            b = np.stack([0.5 * (p.joints[11] + p.joints[12]) for p in fr.persons])
+            cost = np.nan_to_num(np.linalg.norm(a[:, None] - b[None], axis=-1), nan=1e6)
+            for r, c in zip(*linear_sum_assignment(cost), strict=True):
+                if cost[r, c] < 0.5 and prev.persons[r].id != fr.persons[c].id:
+                    switches += 1
+        prev = fr
+    ids = sorted({p.id for fr in run.fused for p in fr.persons})
+    return {"frames_with_people": len(with_people), "frames_all_fused": full,
+            "fraction_all_fused": full / max(1, len(with_people)),
+            "id_switches": switches, "ids": ids,
+            "max_people": max((len(fr.persons) for fr in run.fused), default=0)}
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def ring_cameras(n: int, like: CameraModel, radius_m: float = 4.0,
+                 center: F64 | None = None) -> list[CameraModel]:
+    """``n`` virtual cameras on a ring around ``center``, 1.5 m up, looking at it."""
+    c = np.zeros(3) if center is None else center
+    out = []
+    for i in range(n):
+        a = 2 * math.pi * i / n
+        pos = c + np.array([radius_m * math.cos(a), radius_m * math.sin(a), 1.5])
+        z = c - pos
+        z /= np.linalg.norm(z)
+        x = np.cross(z, np.array([0.0, 0.0, 1.0]))
+        x /= np.linalg.norm(x)
+        y = np.cross(z, x)
+        r = np.stack([x, y, z])
+        out.append(CameraModel(f"v{i + 1:02d}", like.size, like.k, np.zeros(5), r, -r @ pos))
+    return out
+
+
+def synthetic_group(cams: Sequence[CameraModel], people: Sequence[F64], ts: float,
+                    frame_id: int) -> FrameGroup:
+    """A frame group of ``people`` (each (17, 3) m) seen by ``cams`` (confidence 0.9)."""
+    frames = {}
+    for cam in cams:
+        persons = [ViewPerson(i + 1, cam.project(p), np.full(17, 0.9))
+                   for i, p in enumerate(people)]
+        frames[cam.name] = ViewFrame(cam.name, frame_id, ts, cam.size, persons)
+    return FrameGroup(ts, frames)
+
+
+def fusion_time(run: SceneRun, views: Sequence[int] = (2, 3, 4, 6, 8),
+                people: Sequence[int] = (1, 2, 4, 6, 8, 10), frames: int = 30
+                ) -> dict[str, dict[int, float]]:
+    """Median fusion ms per group against views (2 people) and people (4 views)."""
+    skel = [p.joints for fr in run.fused for p in fr.persons
+            if np.all(np.isfinite(p.joints))][:frames]
+    centre = np.mean([s.mean(0) for s in skel], axis=0)
+    like = next(iter(run.calib))
+
+    def crowd(base: F64, n: int) -> list[F64]:
+        side = math.ceil(math.sqrt(n))
+        return [base - base.mean(0) + centre + np.array([1.0 * (k % side), 1.0 * (k // side),
+                                                         0.0])
+                - np.array([0.5 * (side - 1), 0.5 * (side - 1), 0.0]) for k in range(n)]
+
+    def measure(n_views: int, n_people: int) -> float:
+        cams = ring_cameras(n_views, like, 5.0, centre)
+        calib = Calibration({c.name: c for c in cams})
+        fuser = Fuser(calib, {c.name: c.name for c in cams}, FuseSettings())
+        ms = []
+        for f, base in enumerate(skel):
+            group = synthetic_group(cams, crowd(base, n_people), f / 30.0, f)
+            t0 = time.perf_counter()
+            fuser.fuse(group)
+            ms.append(1000.0 * (time.perf_counter() - t0))
+        return float(np.median(ms))
+
+    return {"views_2_people": {v: measure(v, 2) for v in views},
+            "people_4_views": {n: measure(4, n) for n in people}}
+
+
+def latency(run: SceneRun, rate_hz: float = 30.0, seconds: float = 6.0, jitter_s: float = 0.01,
+            seed: int = 0) -> dict[str, float]:
+    """Latency fusion adds, replaying a scene's 4 views in real time with arrival jitter.
+
+    Each device's frame arrives ``U(0, jitter_s)`` after its tick; latency is from the
+    arrival of a group's last frame (and from its first) to the fused frame, ms.
+    """
+    rng = np.random.default_rng(seed)
+    devices = list(run.devices)
+    by_frame = sorted({fid for (_, fid) in run.views})
+    fuser = Fuser(run.calib, run.devices, FuseSettings())
+    sync = Synchroniser(devices, 0.5 / rate_hz, 0.1)
+    last: list[float] = []
+    first: list[float] = []
+    n = int(seconds * rate_hz)
+    t_start = time.monotonic()
+    for k in range(n):
+        fid = by_frame[k % len(by_frame)]
+        tick = t_start + k / rate_hz
+        arrivals = sorted((tick + float(rng.uniform(0, jitter_s)), d) for d in devices)
+        for t_arr, d in arrivals:
+            while time.monotonic() < t_arr:
+                time.sleep(0.0005)
+            v = run.views[(d, fid)]
+            frame = ViewFrame(d, k, k / rate_hz, v.size, v.persons)
+            for g in sync.push(frame, time.monotonic()):
+                fuser.fuse(g)
+                done = time.monotonic()
+                last.append(1000.0 * (done - arrivals[-1][0]))
+                first.append(1000.0 * (done - arrivals[0][0]))
+    a, b = np.asarray(last), np.asarray(first)
+    return {"from_last_p50_ms": float(np.percentile(a, 50)),
+            "from_last_p99_ms": float(np.percentile(a, 99)),
+            "from_first_p50_ms": float(np.percentile(b, 50)),
+            "from_first_p99_ms": float(np.percentile(b, 99)), "groups": float(a.size)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Prints the figures (``--json FILE`` also writes them)."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--no-timing", action="store_true")
+    args = ap.parse_args(argv)
+    out: dict[str, Any] = {}
+    runs = {}
+    for name in ("single", "multi"):
+        run = runs[name] = run_scene(name)
+        loo = leave_one_out(run)
+        cv = bone_cv(run)
+        pf = people_figures(run, 1 if name == "single" else 2)
+        out[name] = {"leave_one_out_px": loo, "bone_cv": cv, "people": pf,
+                     "fuser": run.report.fuser}
+        print(f"== {name}: {len(run.fused)} groups")
+        print("  leave-one-view-out median px: "
+              + ", ".join(f"{d} {v:.1f}" for d, v in loo.items()))
+        for pid, limbs in cv.items():
+            print(f"  id {pid} bone CV %: median {100 * np.median(list(limbs.values())):.1f}, "
+                  f"max {100 * max(limbs.values()):.1f} ("
+                  + ", ".join(f"{k} {100 * v:.1f}" for k, v in limbs.items()) + ")")
+        print(f"  people: {pf}")
+    if not args.no_timing:
+        ft = fusion_time(runs["multi"])
+        lat = latency(runs["multi"])
+        out["fusion_ms"] = ft
+        out["latency"] = lat
+        print("  fusion ms vs views (2 people): "
+              + ", ".join(f"{k}: {v:.2f}" for k, v in ft["views_2_people"].items()))
+        print("  fusion ms vs people (4 views): "
+              + ", ".join(f"{k}: {v:.2f}" for k, v in ft["people_4_views"].items()))
+        print(f"  added latency at 30 Hz, 4 views: {lat}")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1, default=str) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
