@@ -55,6 +55,13 @@ from edge.fuse.service import NO_PEOPLE_WARN_S, FuseCore, FuseService
 
 CAMS = ("cam01", "cam02", "cam03", "cam04")
 FUSED_SCHEMA = REPO / "edge" / "fused.schema.json"
+STATS_SCHEMA = REPO / "edge" / "fuse" / "stats.schema.json"
+
+
+def validate_stats(stats: list[dict[str, Any]]) -> None:
+    schema = json.loads(STATS_SCHEMA.read_text(encoding="utf-8"))
+    for st in stats:
+        jsonschema.validate(st, schema)
 
 
 @pytest.fixture(autouse=True)
@@ -221,6 +228,7 @@ def test_replay_at_30hz_fuses_every_frame_with_four_views(
           f"{stats['fuse_ms']['p99']:.1f} ms")
     avail = sub.payloads("availability")
     assert avail[0] == "online" and avail[-1] == "stopped", avail
+    validate_stats([stats, *(m.json() for m in sub.on("stats"))])
 
 
 def _resize(p: dict[str, Any]) -> dict[str, Any]:
@@ -252,6 +260,7 @@ def test_inconsistent_device_is_warned_and_never_fused(
         pub.close()
         sub.stop()
         assert worker.stop() == 0
+    validate_stats([stats])
     assert stats["devices"][dev]["state"] == state, stats["devices"][dev]
     others = set(CAMS) - {dev}
     assert stats["fused"] >= 35 and fused
@@ -508,6 +517,7 @@ def test_live_daemons_fused_then_one_killed_fusion_goes_on(
         b.stop()
     assert any("READY=1" in n for n in notes) and any("WATCHDOG=1" in n for n in notes), notes
     stats = [m.json() for m in sub.on("stats")]
+    validate_stats(stats)
     assert stats[-1]["devices"]["cam03"]["state"] == "missing"
     assert stats[-1]["devices"]["cam01"]["state"] == "ok"
     assert "Traceback" not in log.read_text()

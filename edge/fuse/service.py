@@ -18,7 +18,8 @@ One worker fuses one scene (see :mod:`edge.fuse.config`). Pieces, in the order a
   latency the service adds (p50/p99 from a group's first frame arriving to its fused frame
   being ready, sync wait included) and the fusion time alone.
 * **Outputs**: ``<fused_root>/<scene>/pose3d`` (QoS ``mqtt.output_qos``), the JSONL file
-  (:class:`JsonlAppender`), ``<fused_root>/<scene>/stats`` every ``mqtt.stats_interval_s``,
+  (:class:`JsonlAppender`), ``<fused_root>/<scene>/stats`` every ``mqtt.stats_interval_s``
+  (schema ``edge/fuse/stats.schema.json``),
   ``<fused_root>/<scene>/availability`` retained (``online``; ``stopped`` or ``failed`` at the
   end; ``offline`` as the last will).
 * **systemd**: ``READY=1`` once the config and calibration are loaded and the client started
@@ -90,6 +91,7 @@ class DeviceState:
     last_people: float | None = None
     size: tuple[int, int] | None = None
     size_problems: list[str] = field(default_factory=list)
+    arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=512))
     rejected: int = 0
     no_people_warned: bool = False
     missing_logged: bool = False
@@ -183,6 +185,7 @@ class FuseCore:
             state.first_seen = now
             logger.info("device %s (camera %s) seen", frame.device, state.camera)
         state.last_seen = now
+        state.arrivals.append(now)
         state.missing_logged = False
         size = (int(frame.size[0]), int(frame.size[1]))
         if size != state.size:
@@ -280,14 +283,13 @@ class FuseCore:
         for dev, s in self.devices.items():
             sd = sync["devices"][dev]
             seen = s.last_seen is not None
-            span = (now - s.first_seen) if s.first_seen is not None else 0.0
             state = ("never_seen" if not seen else "size_mismatch" if s.size_problems
                      else "missing" if dev in missing
                      else "clock_off" if sd["clock_out_of_step"] else "ok")
             others[dev] = {
                 "camera": s.camera, "state": state, "frames": s.frames, "fused_in": s.fused_in,
                 "rejected": s.rejected,
-                "fps": round(s.frames / span, 2) if span > 0 else None,
+                "fps": _rate(s.arrivals, now),
                 "last_seen_s": None if s.last_seen is None else round(now - s.last_seen, 3),
                 "no_people_s": None if s.last_people is None
                 else round(now - s.last_people, 3),
@@ -297,16 +299,14 @@ class FuseCore:
                 "image": None if s.size is None else {"width": s.size[0], "height": s.size[1]},
                 "problems": s.size_problems,
             }
-        recent = [t for t in self._fused_times if now - t <= 5.0]
-        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and \
-            recent[-1] > recent[0] else None
+        fps = _rate(self._fused_times, now)
         return {
             "v": STATS_SCHEMA_VERSION, "scene": self.scene, "ts": round(time.time(), 3),
             "uptime_s": round(up, 3), "version": __version__,
             "devices": others, "missing": missing,
             "unknown_devices": dict(sorted(self.unknown.items())),
             "malformed": self.malformed, "groups": self.groups, "fused": self.fused,
-            "fuse_errors": self.fuse_errors, "fused_fps": None if fps is None else round(fps, 2),
+            "fuse_errors": self.fuse_errors, "fused_fps": fps,
             "persons": self.persons_last,
             "latency_ms": {"p50": _pct(self.latency_ms, 50), "p99": _pct(self.latency_ms, 99),
                            "n": len(self.latency_ms)},
@@ -316,6 +316,14 @@ class FuseCore:
             "sync": {"groups": sync["groups"], "group_sizes": sync["group_sizes"]},
             "fuser": _jsonable(self.fuser.stats()),
         }
+
+
+def _rate(times: deque[float], now: float, window_s: float = 5.0) -> float | None:
+    """Events per second over the last ``window_s`` (None: fewer than two events in it)."""
+    recent = [t for t in times if now - t <= window_s]
+    if len(recent) < 2 or recent[-1] <= recent[0]:
+        return None
+    return round((len(recent) - 1) / (recent[-1] - recent[0]), 2)
 
 
 def group_views(group: Any) -> list[ViewFrame]:
