@@ -134,6 +134,17 @@ def test_secrets_credential_wins_over_environment(tmp_path: Path, qca: Path) -> 
     assert load_fuse_secrets(config, {}).mqtt_password is None
 
 
+def test_an_unwritable_jsonl_path_is_a_config_error(tmp_path: Path, qca: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("")
+    text = EXAMPLE.read_text().replace(
+        '# jsonl = "/var/lib/edge-pose-fuse/fused.jsonl"', 'jsonl = "file/fused.jsonl"')
+    path = _example(tmp_path, qca, text)
+    assert cli.main(["fuse", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "output.jsonl" in err and "file/fused.jsonl" in err and "Traceback" not in err
+
+
 def test_jsonl_appender_cuts_a_torn_last_line(tmp_path: Path) -> None:
     path = tmp_path / "out" / "fused.jsonl"
     out = JsonlAppender(path)

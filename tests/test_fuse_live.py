@@ -432,7 +432,9 @@ def test_a_device_that_stops_is_never_waited_on_and_is_reported_missing(
     stats = core.stats(now)
     assert stats["missing"] == ["cam04"]
     assert stats["devices"]["cam04"]["state"] == "missing"
-    assert stats["sync"], "the synchroniser reports skew"
+    assert stats["sync"]["group_sizes"] == {"3": 40, "4": 20}
+    skew = stats["devices"]["cam01"]["skew_ms"]
+    assert skew["p50"] is not None and 0 <= skew["p50"] <= skew["max"]
 
 
 # ------------------------------------------------------------------------------ real daemons

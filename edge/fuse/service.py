@@ -742,7 +742,12 @@ def run_fuse_service(config_path: Path, environ: Mapping[str, str] | None = None
     _setup_logging(config, env)
     for problem in calib.check_geometry():
         logger.warning("%s", problem)
-    service = FuseService(config, calib, secrets, Notifier(env))
+    try:
+        service = FuseService(config, calib, secrets, Notifier(env))
+    except OSError as e:  # the JSONL file: a folder that cannot be made, no permission
+        raise ConfigError(str(config_path), [("output.jsonl", f"{config.output.jsonl}: "
+                                              f"cannot be opened for appending: {e}")]
+                          ) from None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         logger.info("%s: stopping", signal.Signals(signum).name)
