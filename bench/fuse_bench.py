@@ -33,7 +33,7 @@ from scipy.optimize import linear_sum_assignment
 from bench.fuse_data import Scene, scene
 from edge.fuse import triangulate as tri
 from edge.fuse.calib import Calibration, CameraModel, read_calibration
-from edge.fuse.fuser import FusedFrame, Fuser, FuseSettings
+from edge.fuse.fuser import FLIP, FusedFrame, Fuser, FuseSettings
 from edge.fuse.offline import OfflineReport, fuse_jsonl, read_view_frames
 from edge.fuse.sync import FrameGroup, Synchroniser
 from edge.fuse.views import ViewFrame, ViewPerson
@@ -81,32 +81,36 @@ def run_scene(name: str, settings: FuseSettings | None = None) -> SceneRun:
     return SceneRun(sc, calib, devices, fused, views, report)
 
 
-def leave_one_out(run: SceneRun, min_conf: float = 0.5) -> dict[str, float]:
-    """Median px error per held-out view (persons fused from >= 3 views).
+def leave_one_out(run: SceneRun, settings: FuseSettings | None = None) -> dict[str, float]:
+    """Median px error per held-out view, over the persons fused from >= 3 views.
+
+    The person is triangulated from its other views as the fuser does (confidence-weighted
+    DLT, left/right swaps undone) and projected, with distortion, into the held-out view; the
+    error is the distance to that view's own 2D joints (confidence >= ``min_conf``), in the
+    view's labelling or its mirror, whichever is closer (the fuser undoes swaps likewise).
 
     Returns:
-        Device -> median over its held-out joints of |projection - its own 2D joint|, px.
+        Device -> median over its held-out joints, px.
     """
+    settings = settings if settings is not None else FuseSettings()
+    fuser = Fuser(run.calib, run.devices, settings)
     cams = {d: run.calib.cameras[c] for d, c in run.devices.items()}
     errs: dict[str, list[F64]] = {d: [] for d in run.devices}
     for fr in run.fused:
         for p in fr.persons:
             if len(p.sources) < 3:
                 continue
-            people = {}
-            for dev, fid, pid in p.sources:
-                vp = next(q for q in run.views[(dev, fid)].persons if q.id == pid)
-                people[dev] = vp
-            for held in people:
-                others = [d for d in people if d != held]
-                proj = np.stack([cams[d].projection for d in others])
-                x = np.stack([cams[d].undistort(people[d].kp) for d in others])
-                w = np.stack([np.where(people[d].conf >= min_conf, people[d].conf, 0.0)
-                              for d in others])
-                xw = tri.triangulate(proj, x, w)
-                seen = people[held].conf >= min_conf
-                e = np.linalg.norm(cams[held].project(xw) - people[held].kp, axis=-1)[seen]
-                errs[held].append(e[np.isfinite(e)])
+            people = {dev: next(q for q in run.views[(dev, fid)].persons if q.id == pid)
+                      for dev, fid, pid in p.sources}
+            for held, vp in people.items():
+                xw, _ = fuser.triangulate_person({d: q for d, q in people.items() if d != held})
+                seen = vp.conf >= settings.min_conf
+                proj = cams[held].project(xw)
+                e = np.linalg.norm(proj - vp.kp, axis=-1)[seen]
+                ef = np.linalg.norm(proj[FLIP] - vp.kp, axis=-1)[seen]
+                e, ef = e[np.isfinite(e)], ef[np.isfinite(ef)]
+                if e.size:
+                    errs[held].append(e if np.median(e) <= np.median(ef) else ef)
     return {d: float(np.median(np.concatenate(e))) for d, e in errs.items() if e}
 
 

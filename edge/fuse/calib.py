@@ -80,7 +80,8 @@ class CameraModel:
                                        f"got {a.shape}")
             a.setflags(write=False)
             object.__setattr__(self, attr, a)
-        p = self.k @ np.concatenate([self.r, self.t[:, None]], 1)
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN is refused by validation
+            p = self.k @ np.concatenate([self.r, self.t[:, None]], 1)
         p.setflags(write=False)
         object.__setattr__(self, "_p", p)
 
@@ -227,7 +228,12 @@ class Calibration:
                 da, db = a.axis, b.axis
                 cross = np.cross(da, db)
                 if float(np.linalg.norm(cross)) < math.sin(math.radians(5.0)):
-                    continue
+                    if da @ db < 0 and (cb - ca) @ da < 0:  # back to back
+                        problems.append(
+                            f"{self._where()}: cameras {a.name} and {b.name} look at no "
+                            "common region (they stand back to back); check the rotation and "
+                            "translation of both")
+                    continue  # side by side (a stereo rig) or face to face: fine
                 # Closest points of the two optical axes: ca + s da, cb + u db.
                 w0 = ca - cb
                 aa, bb, cc = da @ da, da @ db, db @ db

@@ -41,7 +41,7 @@ from scipy.optimize import linear_sum_assignment
 from edge.fuse import triangulate as tri
 from edge.fuse.calib import Calibration, CalibrationError, CameraModel
 from edge.fuse.sync import FrameGroup
-from edge.fuse.views import JOINTS, N_JOINTS, ViewFrame
+from edge.fuse.views import JOINTS, N_JOINTS, ViewFrame, ViewPerson
 from edge.smooth import OneEuroConfig, OneEuroFilter
 
 logger = logging.getLogger(__name__)
@@ -382,6 +382,24 @@ class Fuser:
         full = np.full((len(views), N_JOINTS), np.nan)
         full[keep] = err
         return xw, full, keep, swaps
+
+    def triangulate_person(self, people: dict[str, ViewPerson], drop: bool = False
+                           ) -> tuple[F64, F64]:
+        """Triangulates one person given its 2D person in some views, as :meth:`fuse` does.
+
+        Args:
+            people: Device -> the person's 2D joints in that device's view (>= 2 devices).
+            drop: Also drop views over ``reproj_threshold_px`` (else only fix swaps).
+
+        Returns:
+            (17, 3) joints, m (NaN where fewer than 2 views see a joint), and (V, 17)
+            reprojection errors px in the order of ``people`` (NaN where unused).
+        """
+        s = self.settings
+        obs = [_Obs(self._order.index(d), d, 0, p.id, self._cam[d].undistort(p.kp),
+                    np.where(p.conf >= s.min_conf, p.conf, 0.0)) for d, p in people.items()]
+        xw, err, _, _ = self._solve(obs, list(range(len(obs))), drop=drop)
+        return xw, err
 
     def _associate(self, obs: list[_Obs]) -> list[list[int]]:
         """Groups observations into people (lists of observation indices, one per view)."""

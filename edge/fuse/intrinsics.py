@@ -98,7 +98,9 @@ def calibrate_intrinsics(images: Path, pattern: tuple[int, int], square_mm: floa
         elif this != size:
             raise IntrinsicsError(f"{path}: {this[0]}x{this[1]} px, but the first image is "
                                   f"{size[0]}x{size[1]}; one camera, one resolution per folder")
-        found, corners = cv2.findChessboardCorners(gray, (cols, rows))
+        found, corners = cv2.findChessboardCorners(
+            gray, (cols, rows), flags=cv2.CALIB_CB_ADAPTIVE_THRESH
+            | cv2.CALIB_CB_NORMALIZE_IMAGE | cv2.CALIB_CB_FAST_CHECK)
         if not found:
             rejected.append(path.name)
             continue
