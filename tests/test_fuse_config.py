@@ -60,12 +60,13 @@ def test_example_validates_with_the_pose2sim_calibration(tmp_path: Path, qca: Pa
 def test_validate_names_every_bad_key(tmp_path: Path, qca: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     text = EXAMPLE.read_text().replace("[sync]\n", "[sync]\nmax_wiat_s = 1\n").replace(
-        "port = 1883", 'port = "1883"').replace("queue = 512", "queue = 0")
+        "port = 1883", 'port = "1883"').replace("queue = 512", "queue = 0").replace(
+        "max_wait_s = 0.1", 'max_wait_s = "0.1"\nsmoothing = "yes"\nmin_conf = nan')
     path = _example(tmp_path, qca, text + "\n[extra]\nx = 1\n")
     assert cli.main(["fuse", "--config", str(path), "--validate"]) == 2
     err = capsys.readouterr().err
     for key in ("sync.max_wiat_s: unknown key", "mqtt.port", "ingest.queue",
-                "extra: unknown key"):
+                "extra: unknown key", "fuse.max_wait_s", "fuse.smoothing", "fuse.min_conf"):
         assert key in err, err
     assert "Traceback" not in err
 

@@ -381,6 +381,22 @@ def _core(single: Scene, fuse: dict[str, Any] | None = None, **sync: Any) -> Fus
     return FuseCore(config, calib)
 
 
+def test_a_full_ingest_queue_drops_the_oldest_and_counts_them(
+        single: Scene, views: dict[str, list[dict[str, Any]]]) -> None:
+    """The fusion thread fell behind: 20 payloads into a queue of 8 keep the newest 8."""
+    config, calib = parse_fuse_config(fuse_config(single, 1883, ingest={"queue": 8}), "test")
+    service = FuseService(config, calib, Secrets(), clock=lambda: 5.0)
+    for k in range(5):
+        for dev, anns in views.items():
+            service._enqueue(f"edgepose/{dev}/pose", json.dumps(anns[k]).encode())
+    assert service.mqtt.counters.ingest_dropped == 12 and len(service._queue) == 8
+    service.step()
+    stats = service.stats()
+    assert stats["mqtt"]["ingest_dropped"] == 12
+    assert {d: v["frames"] for d, v in stats["devices"].items()} == dict.fromkeys(CAMS, 2)
+    assert stats["fused"] == 2  # frames 3 and 4, with all four views
+
+
 def test_a_view_with_nobody_for_30s_is_warned_and_fusion_goes_on(
         single: Scene, views: dict[str, list[dict[str, Any]]],
         caplog: pytest.LogCaptureFixture) -> None:

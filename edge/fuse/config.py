@@ -158,12 +158,22 @@ class FuseServiceConfig(_Section):
     shutdown_timeout_s: float = Field(default=3.0, ge=0, le=300)
 
 
+class StrictFuseSettings(FuseSettings):
+    """The fusion settings, held to this file's rules.
+
+    :class:`~edge.fuse.fuser.FuseSettings` with strict types (no ``"0.5"`` for a number, no
+    ``"yes"`` for a boolean) and finite numbers, as every other section.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
 class FuseConfig(_Section):
     """The whole fuse configuration."""
 
     scene: SceneConfig
     sync: SyncConfig = SyncConfig()
-    fuse: FuseSettings = Field(default_factory=FuseSettings)
+    fuse: StrictFuseSettings = Field(default_factory=StrictFuseSettings)
     mqtt: FuseMqttConfig = FuseMqttConfig()
     ingest: IngestConfig = IngestConfig()
     output: FuseOutputConfig = FuseOutputConfig()
