@@ -31,7 +31,6 @@ import numpy.typing as npt
 from scipy.optimize import linear_sum_assignment
 
 from bench.fuse_data import Scene, scene
-from edge.fuse import triangulate as tri
 from edge.fuse.calib import Calibration, CameraModel, read_calibration
 from edge.fuse.fuser import FLIP, FusedFrame, Fuser, FuseSettings
 from edge.fuse.offline import OfflineReport, fuse_jsonl, read_view_frames

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,8 +42,8 @@ class OfflineReport:
 
     bad_lines: list[tuple[str, int, str]] = field(default_factory=list)
     devices_in_files: dict[str, list[str]] = field(default_factory=dict)
-    sync: dict[str, object] = field(default_factory=dict)
-    fuser: dict[str, object] = field(default_factory=dict)
+    sync: dict[str, Any] = field(default_factory=dict)
+    fuser: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -120,25 +121,20 @@ def fuse_jsonl(paths: Sequence[Path], calib: Calibration, devices: dict[str, str
 
 def _warnings(report: OfflineReport, devices: dict[str, str], min_views: int) -> list[str]:
     out = []
-    sync_devices = report.sync.get("devices", {})
-    assert isinstance(sync_devices, dict)
-    for d, st in sync_devices.items():
+    for d, st in report.sync.get("devices", {}).items():
         if st["frames"] == 0:
             out.append(f"device {d}: no frames in the input")
-    sizes = report.sync.get("group_sizes", {})
-    assert isinstance(sizes, dict)
+    sizes: dict[str, int] = report.sync.get("group_sizes", {})
     lonely = sum(v for k, v in sizes.items() if int(k) < min_views)
     total = sum(sizes.values())
     if total and lonely > total // 2:
         out.append(f"{lonely} of {total} frame groups have fewer than {min_views} devices: "
                    "their capture times do not match within the tolerance (clocks apart, or "
                    "files of different takes?); nothing is fused from them")
-    unknown = report.sync.get("unknown_devices", {})
-    assert isinstance(unknown, dict)
-    for d, n in unknown.items():
+    for d, n in report.sync.get("unknown_devices", {}).items():
         out.append(f"device {d}: {n} frames ignored: not in the device map "
                    f"({', '.join(f'{k}={v}' for k, v in devices.items())})")
-    for d in report.fuser.get("size_mismatch_devices", []):  # type: ignore[attr-defined]
+    for d in report.fuser.get("size_mismatch_devices", []):
         out.append(f"device {d}: its image size does not match camera {devices[d]}'s "
                    "calibration; not fused")
     if report.bad_lines:
