@@ -355,3 +355,21 @@ def test_identities_and_swaps_on_a_synthetic_group() -> None:
             np.testing.assert_allclose(p.joints, truth + step, atol=1e-3)
             assert np.nanmax(p.reproj_px) < 0.5
     assert fuser.stats()["swaps_fixed"] >= 3
+
+
+def test_known_offsets_realign_shifted_views(tmp_path: Path) -> None:
+    sc = scene("single")
+
+    def shift(rec: dict[str, Any]) -> dict[str, Any]:
+        return {**rec, "ts": round(rec["ts"] + 0.25, 6)}
+
+    moved = _rewrite(sc.jsonl[1], tmp_path / "cam02.jsonl", shift)
+    plain, shifted = tmp_path / "plain.jsonl", tmp_path / "shifted.jsonl"
+    assert _cli_fuse([sc.jsonl[0], sc.jsonl[1]], sc.calib, plain) == 0
+    assert _cli_fuse([sc.jsonl[0], moved], sc.calib, shifted, "--offsets", "cam02=-0.25") == 0
+    a = [json.loads(x) for x in plain.read_text(encoding="utf-8").splitlines()]
+    b = [json.loads(x) for x in shifted.read_text(encoding="utf-8").splitlines()]
+    assert [r["persons"] for r in a] == [r["persons"] for r in b]
+    assert sum(1 for r in b if r["persons"]) >= 95
+    assert main(["fuse", "--jsonl", str(sc.jsonl[0]), "--calib", str(sc.calib), "--out",
+                 str(shifted), "--offsets", "cam09=1"]) == 2

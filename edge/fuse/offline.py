@@ -82,8 +82,8 @@ def frame_period(frames: Sequence[ViewFrame]) -> float:
 
 
 def fuse_jsonl(paths: Sequence[Path], calib: Calibration, devices: dict[str, str],
-               settings: FuseSettings | None = None, report: OfflineReport | None = None
-               ) -> Iterator[FusedFrame]:
+               settings: FuseSettings | None = None, report: OfflineReport | None = None,
+               offsets_s: dict[str, float] | None = None) -> Iterator[FusedFrame]:
     """Fuses the devices' annotation files.
 
     Args:
@@ -93,6 +93,8 @@ def fuse_jsonl(paths: Sequence[Path], calib: Calibration, devices: dict[str, str
         settings: Fusion settings (default ``FuseSettings()``); the grouping tolerance defaults
             to half the files' shortest median frame period.
         report: Filled with skipped lines, warnings and the final stats.
+        offsets_s: Device ID -> seconds added to its frames' capture times (cameras started
+            apart; see ``bench.fuse_bench.estimate_offsets``).
 
     Yields:
         Fused frames in capture-time order.
@@ -104,11 +106,12 @@ def fuse_jsonl(paths: Sequence[Path], calib: Calibration, devices: dict[str, str
         report.devices_in_files[str(p)] = sorted({f.device for f in frames})
     period = min((frame_period(f) for f in per_file if f), default=DEFAULT_PERIOD_S)
     sync = Synchroniser(list(devices), settings.tolerance_for(period), settings.max_wait_s,
-                        max_clock_offset_s=settings.max_clock_offset_s)
+                        max_clock_offset_s=settings.max_clock_offset_s, offsets_s=offsets_s)
     fuser = Fuser(calib, devices, settings)
     # Merged in capture-time order; ties by file order, then file position.
-    merged = heapq.merge(*[[(f.ts, i, k, f) for k, f in enumerate(frames)]
-                           for i, frames in enumerate(per_file)])
+    off = offsets_s or {}
+    merged = heapq.merge(*[[(f.ts + off.get(f.device, 0.0), i, k, f)
+                            for k, f in enumerate(frames)] for i, frames in enumerate(per_file)])
     for ts, _, _, frame in merged:
         for group in sync.push(frame, ts):
             yield fuser.fuse(group)
