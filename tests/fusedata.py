@@ -15,6 +15,7 @@ import pytest
 
 from bench.crowd.sources import opencv_doc_files
 from bench.fuse_bench import SceneRun, run_scene
+from bench.fuse_data import Scene, scene
 
 CACHE = Path(__file__).resolve().parent.parent / "cache"
 
@@ -51,3 +52,21 @@ def fused_single() -> SceneRun:
 def fused_multi() -> SceneRun:
     """Demo_MultiPerson fused with the default settings."""
     return run_scene("multi")
+
+
+#: Frames of the short copies the bad-input tests fuse (frame 0 has nobody: 39 with people).
+SHORT_FRAMES = 40
+
+
+@pytest.fixture(scope="session")
+def short_single(tmp_path_factory: pytest.TempPathFactory) -> Scene:
+    """Demo_SinglePerson cut to its first :data:`SHORT_FRAMES` frames (quick bad-input tests)."""
+    sc = scene("single")
+    folder = tmp_path_factory.mktemp("short_single")
+    out = []
+    for i, path in enumerate(sc.jsonl):
+        lines = path.read_text(encoding="utf-8").splitlines()[:SHORT_FRAMES]
+        dst = folder / f"cam{i + 1:02d}.jsonl"
+        dst.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        out.append(dst)
+    return Scene(sc.name, sc.videos, sc.calib, tuple(out))

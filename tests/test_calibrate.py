@@ -71,7 +71,7 @@ def test_pose2sim_toml_round_trip(qca: Path, tmp_path: Path) -> None:
     write_toml(calib, out)
     back = read_calibration(out)
     assert back.names == calib.names
-    x = np.random.default_rng(1).uniform(-1, 1, (20, 3)) + [0, 0, 1]
+    x = np.random.default_rng(1).uniform(-1, 1, (20, 3)) + np.array([0, 0, 1])
     for a, b in zip(calib, back, strict=True):
         assert a.size == b.size
         np.testing.assert_allclose(b.project(x), a.project(x), atol=1e-6)
@@ -133,7 +133,7 @@ def test_toml_nan_and_missing_field(qca: Path, tmp_path: Path) -> None:
 def test_geometry_and_size_problems(qca: Path) -> None:
     calib = read_calibration(qca)
     a = calib.cameras["cam01"]
-    twin = CameraModel("twin", a.size, a.k, a.dist, a.r, a.t + [0.001, 0, 0])
+    twin = CameraModel("twin", a.size, a.k, a.dist, a.r, a.t + np.array([0.001, 0, 0]))
     # A camera 4 m behind cam01, looking the other way: their axes meet behind one of them.
     flip = np.diag([-1.0, 1.0, -1.0]) @ a.r
     away = CameraModel("away", a.size, a.k, a.dist, flip, -flip @ (a.center - 4.0 * a.axis))

@@ -39,6 +39,8 @@ def add_subparsers(sub: Any) -> None:
                     ".qca.txt or OpenCV .yaml")
     pf.add_argument("--devices", help="device=camera pairs, comma separated (default: the "
                     "files' devices in file order = the calibration's cameras in file order)")
+    pf.add_argument("--offsets", help="device=seconds pairs, comma separated: added to the "
+                    "device's capture times (cameras started apart)")
     pf.add_argument("--out", type=Path, help="fused JSONL output (offline)")
     pf.add_argument("--config", type=Path, help="TOML config of the live fuse service")
     pf.add_argument("--validate", action="store_true", help="with --config: check the config "
@@ -89,6 +91,27 @@ def parse_devices(text: str, calib: Calibration) -> dict[str, str]:
     return out
 
 
+def parse_offsets(text: str, devices: dict[str, str]) -> dict[str, float]:
+    """``"cam01=-0.067,cam03=0.067"`` -> ``{"cam01": -0.067, "cam03": 0.067}``.
+
+    Raises:
+        UsageError: A malformed pair, an unknown device or a value that is not a number.
+    """
+    out: dict[str, float] = {}
+    for item in text.split(","):
+        dev, eq, val = (x.strip() for x in item.partition("="))
+        if not eq or dev not in devices:
+            raise UsageError(f"--offsets: {item!r} is not DEVICE=SECONDS for a device of "
+                             f"this scene ({', '.join(devices)})")
+        try:
+            out[dev] = float(val)
+        except ValueError:
+            raise UsageError(f"--offsets: {val!r} is not a number of seconds") from None
+        if not abs(out[dev]) < 3600:
+            raise UsageError(f"--offsets: {val!r} is not a finite offset under an hour")
+    return out
+
+
 def _file_device(path: Path) -> str:
     """The device ID of the first readable line of an annotations file."""
     from edge.fuse.views import PayloadError, parse_annotation
@@ -136,12 +159,14 @@ def run_offline(args: argparse.Namespace) -> int:
         calib = read_calibration(args.calib)
         devices = (parse_devices(args.devices, calib) if args.devices
                    else default_devices(list(args.jsonl), calib))
+        offsets = parse_offsets(args.offsets, devices) if args.offsets else None
         report = OfflineReport()
         n_frames = n_people = 0
         args.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.out.with_name(args.out.name + ".part")
         with open(tmp, "w", encoding="utf-8") as f:
-            for fused in fuse_jsonl(args.jsonl, calib, devices, report=report):
+            for fused in fuse_jsonl(args.jsonl, calib, devices, report=report,
+                                    offsets_s=offsets):
                 f.write(json.dumps(fused.to_json(), separators=(",", ":")) + "\n")
                 n_frames += 1
                 n_people += len(fused.persons)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,9 +54,18 @@ FLIP = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15], dtyp
 SCHEMA_VERSION = 1
 
 
+def _nanmean(a: F64) -> float:
+    """Mean of the finite values (inf when none)."""
+    f = a[np.isfinite(a)]
+    return float(f.mean()) if f.size else np.inf
+
+
 def _view_medians(err: F64) -> F64:
     """(V, J) reprojection errors (NaN: unused) -> (V,) median per view (inf: none used)."""
-    return np.array([float(np.nanmedian(e)) if np.isfinite(e).any() else np.inf for e in err])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows give inf below
+        med = np.nanmedian(err, axis=1)
+    return np.where(np.isfinite(med), med, np.inf)
 
 
 class FuseSettings(BaseModel):
@@ -296,17 +306,25 @@ class Fuser:
                 self._counts["frames_unknown_device"] += 1
         return obs
 
-    def _pair_cost(self, a: _Obs, b: _Obs) -> float:
-        f = self._f[(a.device, b.device)]
-        best = np.inf
-        for perm in (None, FLIP) if self.settings.fix_swaps else (None,):
-            xb = b.x if perm is None else b.x[perm]
-            wb = b.w if perm is None else b.w[perm]
-            both = (a.w > 0) & (wb > 0)
-            if int(both.sum()) < min(4, self.settings.min_joints):
-                continue
-            d = tri.epipolar_distance(f, a.x[both], xb[both])
-            best = min(best, float(np.mean(d)))
+    def _pair_costs(self, a: list[_Obs], b: list[_Obs]) -> F64:
+        """(len(a), len(b)) mean symmetric epipolar distance of the people's joints, px.
+
+        Joints seen (weight > 0) in both count; the smaller of b's two left/right labellings is
+        taken; inf where fewer than 4 joints are shared.
+        """
+        s = self.settings
+        f = self._f[(a[0].device, b[0].device)]
+        xa = np.stack([o.x for o in a])  # (na, J, 2)
+        wa = np.stack([o.w for o in a]) > 0
+        best = np.full((len(a), len(b)), np.inf)
+        for perm in (None, FLIP) if s.fix_swaps else (None,):
+            xb = np.stack([o.x if perm is None else o.x[perm] for o in b])  # (nb, J, 2)
+            wb = np.stack([o.w if perm is None else o.w[perm] for o in b]) > 0
+            d = tri.epipolar_distance(f, xa[:, None], xb[None])  # (na, nb, J)
+            both = wa[:, None] & wb[None] & np.isfinite(d)
+            n = both.sum(-1)
+            mean = np.where(both, d, 0.0).sum(-1) / np.maximum(n, 1)
+            best = np.minimum(best, np.where(n >= min(4, s.min_joints), mean, np.inf))
         return best
 
     def _solve(self, obs: list[_Obs], views: list[int], drop: bool = True
@@ -339,18 +357,35 @@ class Fuser:
             return float(np.mean(e)) if e.size else np.inf
 
         xw, err = run(x, w, keep)
-        if s.fix_swaps:
-            # Each view in turn takes the mirrored labelling if the whole reprojects clearly
-            # better with it (the 2D model confuses a person's left and right, not the others').
-            # (Mirroring only the arms or only the legs was tried: no better on the Pose2Sim
-            # scenes, at three times the cost.)
-            for i in range(len(views)):
+        if s.fix_swaps and len(views) == 2:
+            # Two views: only the pair's relative labelling matters; try the other one.
+            xf, wf = x.copy(), w.copy()
+            xf[1], wf[1] = x[1][FLIP], w[1][FLIP]
+            xw2, err2 = run(xf, wf, keep)
+            if score(err2) < 0.8 * score(err):
+                x, w, xw, err = xf, wf, xw2, err2
+                swaps += 1
+        elif s.fix_swaps:
+            # Three or more: the view whose mirrored labelling lands closest to the current
+            # triangulation's projection (relative to its own labelling) is mirrored, and the
+            # person triangulated again, while that helps (one DLT per swap, not per view).
+            for _ in range(len(views)):
+                pr = tri.project(proj, xw)  # (V, J, 2)
+                e_own = np.where(w > 0, np.linalg.norm(pr - x, axis=-1), np.nan)
+                e_mir = np.where(w[:, FLIP] > 0,
+                                 np.linalg.norm(pr - x[:, FLIP], axis=-1), np.nan)
+                gain = np.array([_nanmean(e_own[i]) - _nanmean(e_mir[i])
+                                 for i in range(len(views))])
+                i = int(np.argmax(gain))
+                if not gain[i] > 0:
+                    break
                 xf, wf = x.copy(), w.copy()
                 xf[i], wf[i] = x[i][FLIP], w[i][FLIP]
                 xw2, err2 = run(xf, wf, keep)
-                if score(err2) < 0.8 * score(err):
-                    x, w, xw, err = xf, wf, xw2, err2
-                    swaps += 1
+                if not score(err2) < 0.8 * score(err):
+                    break
+                x, w, xw, err = xf, wf, xw2, err2
+                swaps += 1
         while drop and len(keep) > s.min_views:
             med = _view_medians(err)
             worst = int(np.argmax(med))
@@ -409,10 +444,14 @@ class Fuser:
             by_view.setdefault(o.view, []).append(i)
         vs = sorted(by_view)
         edges: list[tuple[float, int, int]] = []
+        pair: dict[tuple[int, int], float] = {}  # every pair's cost, for the merge check
         for ai, va in enumerate(vs):
             for vb in vs[ai + 1:]:
                 ia, ib = by_view[va], by_view[vb]
-                cost = np.array([[self._pair_cost(obs[i], obs[j]) for j in ib] for i in ia])
+                cost = self._pair_costs([obs[i] for i in ia], [obs[j] for j in ib])
+                for r, i in enumerate(ia):
+                    for c, j in enumerate(ib):
+                        pair[(i, j)] = pair[(j, i)] = float(cost[r, c])
                 big = np.where(np.isfinite(cost), cost, 1e9)
                 rows, cols = linear_sum_assignment(big)
                 for r, c in zip(rows, cols, strict=True):
@@ -428,6 +467,11 @@ class Fuser:
             merged = cluster[ci] + cluster[cj]
             if len({obs[m].view for m in merged}) != len(merged):
                 continue  # two people of one view
+            # Every cross pair must be epipolar-consistent (cheap, from the costs above)...
+            if any(pair[(m, n)] > s.assoc_threshold_px
+                   for m in cluster[ci] for n in cluster[cj]):
+                continue
+            # ...and a trial triangulation must reproject into every view.
             if len(merged) >= 3:
                 views = sorted(merged, key=lambda m: obs[m].view)
                 _, err, _, _ = self._solve(obs, views, drop=False)
@@ -447,13 +491,12 @@ class Fuser:
         tids = sorted(self._tracks)
         ids = [-1] * len(people)
         if tids and people:
-            cost = np.full((len(people), len(tids)), 1e9)
-            for i, (xw, _) in enumerate(people):
-                for k, tid in enumerate(tids):
-                    d = np.linalg.norm(xw - self._tracks[tid].joints, axis=-1)
-                    d = d[np.isfinite(d)]
-                    if d.size >= 3:
-                        cost[i, k] = float(np.mean(d))
+            a = np.stack([xw for xw, _ in people])  # (P, J, 3)
+            b = np.stack([self._tracks[t].joints for t in tids])  # (T, J, 3)
+            d = np.linalg.norm(a[:, None] - b[None], axis=-1)  # (P, T, J)
+            ok = np.isfinite(d)
+            n = ok.sum(-1)
+            cost = np.where(n >= 3, np.where(ok, d, 0.0).sum(-1) / np.maximum(n, 1), 1e9)
             rows, cols = linear_sum_assignment(cost)
             for r, c in zip(rows, cols, strict=True):
                 if cost[r, c] <= s.id_match_m:

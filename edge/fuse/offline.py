@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,8 +42,8 @@ class OfflineReport:
 
     bad_lines: list[tuple[str, int, str]] = field(default_factory=list)
     devices_in_files: dict[str, list[str]] = field(default_factory=dict)
-    sync: dict[str, object] = field(default_factory=dict)
-    fuser: dict[str, object] = field(default_factory=dict)
+    sync: dict[str, Any] = field(default_factory=dict)
+    fuser: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -81,8 +82,8 @@ def frame_period(frames: Sequence[ViewFrame]) -> float:
 
 
 def fuse_jsonl(paths: Sequence[Path], calib: Calibration, devices: dict[str, str],
-               settings: FuseSettings | None = None, report: OfflineReport | None = None
-               ) -> Iterator[FusedFrame]:
+               settings: FuseSettings | None = None, report: OfflineReport | None = None,
+               offsets_s: dict[str, float] | None = None) -> Iterator[FusedFrame]:
     """Fuses the devices' annotation files.
 
     Args:
@@ -92,6 +93,8 @@ def fuse_jsonl(paths: Sequence[Path], calib: Calibration, devices: dict[str, str
         settings: Fusion settings (default ``FuseSettings()``); the grouping tolerance defaults
             to half the files' shortest median frame period.
         report: Filled with skipped lines, warnings and the final stats.
+        offsets_s: Device ID -> seconds added to its frames' capture times (cameras started
+            apart; see ``bench.fuse_bench.estimate_offsets``).
 
     Yields:
         Fused frames in capture-time order.
@@ -103,11 +106,12 @@ def fuse_jsonl(paths: Sequence[Path], calib: Calibration, devices: dict[str, str
         report.devices_in_files[str(p)] = sorted({f.device for f in frames})
     period = min((frame_period(f) for f in per_file if f), default=DEFAULT_PERIOD_S)
     sync = Synchroniser(list(devices), settings.tolerance_for(period), settings.max_wait_s,
-                        max_clock_offset_s=settings.max_clock_offset_s)
+                        max_clock_offset_s=settings.max_clock_offset_s, offsets_s=offsets_s)
     fuser = Fuser(calib, devices, settings)
     # Merged in capture-time order; ties by file order, then file position.
-    merged = heapq.merge(*[[(f.ts, i, k, f) for k, f in enumerate(frames)]
-                           for i, frames in enumerate(per_file)])
+    off = offsets_s or {}
+    merged = heapq.merge(*[[(f.ts + off.get(f.device, 0.0), i, k, f)
+                            for k, f in enumerate(frames)] for i, frames in enumerate(per_file)])
     for ts, _, _, frame in merged:
         for group in sync.push(frame, ts):
             yield fuser.fuse(group)
@@ -120,25 +124,20 @@ def fuse_jsonl(paths: Sequence[Path], calib: Calibration, devices: dict[str, str
 
 def _warnings(report: OfflineReport, devices: dict[str, str], min_views: int) -> list[str]:
     out = []
-    sync_devices = report.sync.get("devices", {})
-    assert isinstance(sync_devices, dict)
-    for d, st in sync_devices.items():
+    for d, st in report.sync.get("devices", {}).items():
         if st["frames"] == 0:
             out.append(f"device {d}: no frames in the input")
-    sizes = report.sync.get("group_sizes", {})
-    assert isinstance(sizes, dict)
+    sizes: dict[str, int] = report.sync.get("group_sizes", {})
     lonely = sum(v for k, v in sizes.items() if int(k) < min_views)
     total = sum(sizes.values())
     if total and lonely > total // 2:
         out.append(f"{lonely} of {total} frame groups have fewer than {min_views} devices: "
                    "their capture times do not match within the tolerance (clocks apart, or "
                    "files of different takes?); nothing is fused from them")
-    unknown = report.sync.get("unknown_devices", {})
-    assert isinstance(unknown, dict)
-    for d, n in unknown.items():
+    for d, n in report.sync.get("unknown_devices", {}).items():
         out.append(f"device {d}: {n} frames ignored: not in the device map "
                    f"({', '.join(f'{k}={v}' for k, v in devices.items())})")
-    for d in report.fuser.get("size_mismatch_devices", []):  # type: ignore[attr-defined]
+    for d in report.fuser.get("size_mismatch_devices", []):
         out.append(f"device {d}: its image size does not match camera {devices[d]}'s "
                    "calibration; not fused")
     if report.bad_lines:

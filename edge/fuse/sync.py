@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import statistics
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,22 +38,26 @@ class FrameGroup:
     """Frames of several devices taken at (about) one time.
 
     Attributes:
-        ts: Capture time of the group, s: the median of its frames' ``ts``.
+        ts: Capture time of the group, s: the median of its frames' ``ts`` (each plus its
+            device's clock offset, if any).
         frames: Device ID -> its frame (devices left out are absent).
+        offsets_s: Device ID -> the clock offset added to its frames' ``ts`` (0 if absent).
     """
 
     ts: float
     frames: dict[str, ViewFrame]
+    offsets_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def skew_s(self) -> dict[str, float]:
-        """Device ID -> its frame's ``ts`` minus the group's, s."""
-        return {d: f.ts - self.ts for d, f in self.frames.items()}
+        """Device ID -> its frame's (offset) ``ts`` minus the group's, s."""
+        return {d: f.ts + self.offsets_s.get(d, 0.0) - self.ts for d, f in self.frames.items()}
 
 
 @dataclass
 class _Pending:
     frame: ViewFrame
+    ts: float  # the frame's ts plus its device's offset
     arrived: float
 
 
@@ -76,7 +80,8 @@ class Synchroniser:
 
     def __init__(self, devices: Sequence[str], tolerance_s: float, max_wait_s: float,
                  inactive_after_s: float | None = None, max_clock_offset_s: float = 2.0,
-                 max_pending: int = 256) -> None:
+                 max_pending: int = 256, offsets_s: Mapping[str, float] | None = None
+                 ) -> None:
         """Creates a synchroniser with nothing pending.
 
         Args:
@@ -90,6 +95,8 @@ class Synchroniser:
             max_clock_offset_s: A device whose ``now - ts`` differs from the median device's
                 by more than this is quarantined (clock out of step).
             max_pending: Frames kept per device; the oldest beyond are dropped and counted.
+            offsets_s: Device ID -> seconds added to its frames' ``ts`` (a known clock or
+                trigger offset, e.g. cameras started a few frames apart).
 
         Raises:
             ValueError: No devices, repeated devices, or a bad duration.
@@ -108,6 +115,11 @@ class Synchroniser:
                                  else float(inactive_after_s))
         self.max_clock_offset_s = float(max_clock_offset_s)
         self.max_pending = int(max_pending)
+        self.offsets_s = {d: float(o) for d, o in (offsets_s or {}).items()}
+        unknown = sorted(set(self.offsets_s) - set(self.devices))
+        if unknown or not all(np.isfinite(list(self.offsets_s.values()))):
+            raise ValueError(f"Synchroniser: offsets for unknown devices {unknown} or not "
+                             "finite")
         self.reset()
 
     def reset(self) -> None:
@@ -142,17 +154,18 @@ class Synchroniser:
                                ", ".join(self.devices))
             self._unknown[frame.device] = n + 1
             return self.poll(now)
+        ts = frame.ts + self.offsets_s.get(frame.device, 0.0)
         dev.frames += 1
         dev.last_arrival = now
-        dev.offsets.append(now - frame.ts)
+        dev.offsets.append(now - ts)
         self._update_quarantine(frame.device)
         if dev.quarantined:
             dev.clock_rejected += 1
             return self.poll(now)
-        if self._last_ts is not None and frame.ts < self._last_ts - self.tolerance_s:
+        if self._last_ts is not None and ts < self._last_ts - self.tolerance_s:
             dev.late += 1
             return self.poll(now)
-        dev.pending.append(_Pending(frame, now))
+        dev.pending.append(_Pending(frame, ts, now))
         if len(dev.pending) > self.max_pending:
             dev.pending.popleft()
             dev.overflow += 1
@@ -181,7 +194,7 @@ class Synchroniser:
     def _anchor(self) -> _Pending | None:
         best: _Pending | None = None
         for s in self._dev.values():
-            if s.pending and (best is None or s.pending[0].frame.ts < best.frame.ts):
+            if s.pending and (best is None or s.pending[0].ts < best.ts):
                 best = s.pending[0]
         return best
 
@@ -191,10 +204,10 @@ class Synchroniser:
         for d, s in self._dev.items():
             best, best_dt = -1, self.tolerance_s
             for i, p in enumerate(s.pending):
-                dt = abs(p.frame.ts - ts)
+                dt = abs(p.ts - ts)
                 if dt <= best_dt:
                     best, best_dt = i, dt
-                if p.frame.ts > ts + self.tolerance_s:
+                if p.ts > ts + self.tolerance_s:
                     break
             if best >= 0:
                 out[d] = best
@@ -202,15 +215,17 @@ class Synchroniser:
 
     def _take(self, match: dict[str, int]) -> FrameGroup:
         frames = {}
+        times = []
         for d, i in match.items():
             s = self._dev[d]
             frames[d] = s.pending[i].frame
+            times.append(s.pending[i].ts)
             for _ in range(i + 1):  # frames before the matched one can no longer be grouped
                 s.pending.popleft()
             s.late += i
             s.grouped += 1
-        ts = float(np.median([f.ts for f in frames.values()]))
-        group = FrameGroup(ts, frames)
+        ts = float(np.median(times))
+        group = FrameGroup(ts, frames, {d: self.offsets_s.get(d, 0.0) for d in frames})
         for d, sk in group.skew_s.items():
             self._dev[d].skews.append(sk)
         self._last_ts = ts if self._last_ts is None else max(self._last_ts, ts)
@@ -222,7 +237,7 @@ class Synchroniser:
         """Returns the groups complete or waited out by ``now`` (in capture-time order)."""
         out = []
         while (anchor := self._anchor()) is not None:
-            match = self._match(anchor.frame.ts)
+            match = self._match(anchor.ts)
             # Active: heard from lately, or not yet heard from while the run is young.
             start = now if self._start is None else self._start
             active = [d for d, s in self._dev.items() if not s.quarantined
@@ -238,7 +253,7 @@ class Synchroniser:
         """Returns every pending frame as groups (end of input), in capture-time order."""
         out = []
         while (anchor := self._anchor()) is not None:
-            out.append(self._take(self._match(anchor.frame.ts)))
+            out.append(self._take(self._match(anchor.ts)))
         return out
 
     # ---------------------------------------------------------------- stats
