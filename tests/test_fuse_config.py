@@ -92,6 +92,16 @@ def test_scene_needs_two_devices_with_distinct_cameras() -> None:
     assert "cam01" in str(e.value)
 
 
+def test_offsets_must_name_scene_devices_and_be_finite() -> None:
+    scene = {"name": "a", "calibration": "/x", "devices": {"a": "cam01", "b": "cam02"}}
+    with pytest.raises(ConfigError) as e:
+        parse_fuse_config({"scene": {**scene, "offsets_s": {"c": 0.1}}})
+    assert e.value.errors[0][0] == "scene" and "c" in e.value.errors[0][1]
+    with pytest.raises(ConfigError) as e:
+        parse_fuse_config({"scene": {**scene, "offsets_s": {"a": float("nan")}}})
+    assert e.value.errors[0][0] == "scene.offsets_s.a"
+
+
 def test_calibration_with_nan_is_a_config_error_naming_key_and_file(
         tmp_path: Path, qca: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _example(tmp_path, qca)

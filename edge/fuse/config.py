@@ -63,6 +63,9 @@ class SceneConfig(_Section):
                                  "OpenCV YAML")
     devices: dict[DeviceId, Annotated[str, Field(min_length=1, max_length=128)]] = Field(
         min_length=2, description="device id -> camera name in the calibration (>= 2)")
+    offsets_s: dict[DeviceId, Annotated[float, Field(ge=-3600, le=3600)]] = Field(
+        default_factory=dict, description="device id -> seconds added to its capture times "
+        "(a known clock or trigger offset; default 0)")
 
     @model_validator(mode="after")
     def _distinct_cameras(self) -> SceneConfig:
@@ -70,6 +73,10 @@ class SceneConfig(_Section):
         dup = sorted({c for c in cams if cams.count(c) > 1})
         if dup:
             raise ValueError(f"camera(s) {', '.join(dup)} given to more than one device")
+        stray = sorted(set(self.offsets_s) - set(self.devices))
+        if stray:
+            raise ValueError(f"offsets_s names device(s) {', '.join(stray)} that are not in "
+                             "devices")
         return self
 
 

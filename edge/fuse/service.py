@@ -121,7 +121,8 @@ class FuseCore:
         fs = config.fuse
         self.sync = Synchroniser(list(config.scene.devices), config.tolerance_s, fs.max_wait_s,
                                  inactive_after_s=config.sync.device_timeout_s,
-                                 max_clock_offset_s=fs.max_clock_offset_s)
+                                 max_clock_offset_s=fs.max_clock_offset_s,
+                                 offsets_s=config.scene.offsets_s)
         self.fuser = Fuser(calib, dict(config.scene.devices), config.fuse)
         self.prefix = config.mqtt.topic_root + "/"
         self.malformed = 0
