@@ -85,7 +85,8 @@ def views(single: Scene) -> dict[str, list[dict[str, Any]]]:
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    b = Broker(tmp_path_factory.mktemp("fusebroker"), free_port())
+    # set_tcp_nodelay: what deploy/fuse.example.toml asks of the broker (no Nagle delays)
+    b = Broker(tmp_path_factory.mktemp("fusebroker"), free_port(), extra="set_tcp_nodelay true")
     b.start()
     yield b
     b.stop()
@@ -147,6 +148,10 @@ class Publisher:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                   client_id=f"test-pub-{id(self)}")
         self.client.connect("127.0.0.1", port)
+        sock = self.client.socket()
+        assert isinstance(sock, socket.socket)
+        # One client stands for several devices: no Nagle delay between their messages.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.client.loop_start()
 
     def send(self, topic: str, payload: bytes | str | dict[str, Any], qos: int = 1) -> None:

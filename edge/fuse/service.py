@@ -38,6 +38,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import ssl
 import threading
 import time
@@ -134,6 +135,7 @@ class FuseCore:
         self.latency_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self.fuse_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self.ingest_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self.wait_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._arrivals: dict[tuple[str, int], float] = {}
         self._fused_times: deque[float] = deque(maxlen=256)
         self.started: float | None = None
@@ -217,6 +219,8 @@ class FuseCore:
             self.groups += 1
             views = group_views(group)
             arrivals = [self._arrivals.pop((f.device, int(f.frame_id)), now) for f in views]
+            if arrivals:  # from its first view's arrival to the group leaving the synchroniser
+                self.wait_ms.append((now - min(arrivals)) * 1000.0)
             t0 = time.perf_counter()
             try:
                 fused = self.fuser.fuse(group)
@@ -314,6 +318,7 @@ class FuseCore:
             "fuse_ms": {"p50": _pct(self.fuse_ms, 50), "p99": _pct(self.fuse_ms, 99)},
             "ingest_wait_ms": {"p50": _pct(self.ingest_ms, 50),
                                "p99": _pct(self.ingest_ms, 99)},
+            "sync_wait_ms": {"p50": _pct(self.wait_ms, 50), "p99": _pct(self.wait_ms, 99)},
             "sync": {"groups": sync["groups"], "group_sizes": sync["group_sizes"]},
             "fuser": _jsonable(self.fuser.stats()),
         }
@@ -422,6 +427,23 @@ class MqttCounters:
     publish_dropped: int = 0
 
 
+def _no_delay(client: mqtt.Client) -> None:
+    """Turns Nagle's algorithm off on the client's socket (paho leaves it on).
+
+    With it on, a small write waits for the ACK of the previous one, which the broker's kernel
+    may delay by up to 40 ms: fused frames would leave in bursts. (The broker's side is its own
+    setting: Mosquitto's ``set_tcp_nodelay true``, see deploy/fuse.example.toml.)
+    """
+    sock = client.socket()
+    if not isinstance(sock, socket.socket) or sock.family not in (socket.AF_INET,
+                                                                  socket.AF_INET6):
+        return  # not connected, or not TCP
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as e:  # closed meanwhile
+        logger.debug("TCP_NODELAY not set: %s", e)
+
+
 class FuseMqtt:
     """The fuse service's MQTT client: subscribes to the pose topics, publishes the outputs.
 
@@ -488,6 +510,7 @@ class FuseMqtt:
                              reason_code)
             return
         logger.info("MQTT connected to %s:%d; fusing %s", mc.host, mc.port, self.input)
+        _no_delay(client)
         self._link, self._link_reason, self._attempt = "up", "", 0
         self.counters.connects += 1
         client.subscribe(self.input, qos=mc.input_qos)
