@@ -259,6 +259,7 @@ class Fuser:
         """Forgets identities, filters and counts."""
         self._tracks: dict[int, _Track] = {}
         self._seq = 0
+        self._last_t: float | None = None
         self._size_ok: dict[str, bool] = {}
         self._counts: dict[str, int] = {k: 0 for k in (
             "groups", "groups_too_few_views", "frames_size_mismatch", "frames_unknown_device",
@@ -561,12 +562,15 @@ class Fuser:
             people.sort(key=lambda p: (-int(np.isfinite(p[0]).all(-1).sum()),
                                        float(np.nanmedian(p[1][1]))))
             people = people[:s.max_people]
-        ids = self._assign_ids(people, group.ts)
+        # Times handed to the filters never go back (a caller may pass groups out of order).
+        t = group.ts if self._last_t is None else max(group.ts, self._last_t)
+        self._last_t = t
+        ids = self._assign_ids(people, t)
         persons = []
         for tid, (xw, (members, err, keep)) in sorted(zip(ids, people, strict=True),
                                                       key=lambda q: q[0]):
             tr = self._tracks[tid]
-            joints = tr.filt(xw, group.ts) if tr.filt is not None else xw
+            joints = tr.filt(xw, t) if tr.filt is not None else xw
             kept = [members[k] for k in keep]
             used = np.isfinite(err[keep]) if keep else np.zeros((0, N_JOINTS), bool)
             views = tuple(tuple(obs[kept[i]].device for i in range(len(kept)) if used[i, j])
