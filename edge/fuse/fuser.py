@@ -261,6 +261,7 @@ class Fuser:
         self._seq = 0
         self._last_t: float | None = None
         self._size_ok: dict[str, bool] = {}
+        self._size_seen: dict[str, tuple[int, int]] = {}
         self._counts: dict[str, int] = {k: 0 for k in (
             "groups", "groups_too_few_views", "frames_size_mismatch", "frames_unknown_device",
             "persons_fused", "persons_single_view", "persons_rejected", "views_dropped",
@@ -276,11 +277,12 @@ class Fuser:
             self._counts["frames_unknown_device"] += 1
             return False
         ok = self._size_ok.get(dev)
-        if ok is None:
+        if ok is None or self._size_seen.get(dev) != frame.size:  # first frame, or resized
             cam_name = self.devices[dev]
             problems = self.calib.check_sizes({cam_name: frame.size})
             ok = not problems
             self._size_ok[dev] = ok
+            self._size_seen[dev] = frame.size
             for p in problems:
                 logger.warning("device %s: %s; its frames are not fused", dev, p)
         if not ok:
