@@ -123,7 +123,8 @@ def estimate_offsets(run: SceneRun, max_shift: int = 8, sweeps: int = 2) -> dict
     synchronisation step does with keypoint speeds).
 
     Returns:
-        Device -> frames to add to its frame index (0 for the reference).
+        Device -> k: its frame f + k shows the moment the reference shows at f (its
+        capture times are k frames ahead; 0 for the reference).
     """
     fuser = Fuser(run.calib, run.devices, FuseSettings(smoothing=False))
     devices = list(run.devices)
@@ -336,7 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  people: {pf}")
         if name == "single":
             shifts = estimate_offsets(run)
-            offsets = {d: k / 60.0 for d, k in shifts.items()}
+            # View d at frame f + k matches the others at f: its clock is k frames ahead.
+            offsets = {d: -k / 60.0 for d, k in shifts.items()}
             shifted = run_scene(name, offsets_s=offsets)
             loo2 = leave_one_out(shifted)
             cv2 = bone_cv(shifted)

@@ -374,3 +374,18 @@ def test_known_offsets_realign_shifted_views(short_single: Scene,  # noqa: F811
     assert sum(1 for r in b if r["persons"]) >= 38
     assert main(["fuse", "--jsonl", str(sc.jsonl[0]), "--calib", str(sc.calib), "--out",
                  str(shifted), "--offsets", "cam09=1"]) == 2
+
+
+def test_groups_out_of_order_do_not_break_the_fuser(fused_single: SceneRun) -> None:  # noqa: F811
+    # A late frame never makes a group older than the last one; and a caller that hands the
+    # fuser groups out of order gets frames, not an exception from the 3D filters.
+    sync = Synchroniser(["cam01", "cam02"], 1 / 120, 0.05)
+    v = {d: fused_single.views[(d, 30)] for d in ("cam01", "cam02")}
+    groups = sync.push(v["cam01"], 1.0) + sync.push(v["cam02"], 1.0)
+    assert len(groups) == 1
+    assert sync.push(ViewFrame("cam01", 29, v["cam01"].ts - 0.004, (1080, 1920)), 1.1) == []
+    assert sync.stats()["devices"]["cam01"]["late"] == 1
+    fuser = Fuser(fused_single.calib, {"cam01": "cam01", "cam02": "cam02"})
+    later = FrameGroup(1.0, {d: fused_single.views[(d, 60)] for d in v})
+    earlier = FrameGroup(0.5, {d: fused_single.views[(d, 30)] for d in v})
+    assert fuser.fuse(later).persons and fuser.fuse(earlier).persons

@@ -259,7 +259,9 @@ class Fuser:
         """Forgets identities, filters and counts."""
         self._tracks: dict[int, _Track] = {}
         self._seq = 0
+        self._last_t: float | None = None
         self._size_ok: dict[str, bool] = {}
+        self._size_seen: dict[str, tuple[int, int]] = {}
         self._counts: dict[str, int] = {k: 0 for k in (
             "groups", "groups_too_few_views", "frames_size_mismatch", "frames_unknown_device",
             "persons_fused", "persons_single_view", "persons_rejected", "views_dropped",
@@ -275,11 +277,12 @@ class Fuser:
             self._counts["frames_unknown_device"] += 1
             return False
         ok = self._size_ok.get(dev)
-        if ok is None:
+        if ok is None or self._size_seen.get(dev) != frame.size:  # first frame, or resized
             cam_name = self.devices[dev]
             problems = self.calib.check_sizes({cam_name: frame.size})
             ok = not problems
             self._size_ok[dev] = ok
+            self._size_seen[dev] = frame.size
             for p in problems:
                 logger.warning("device %s: %s; its frames are not fused", dev, p)
         if not ok:
@@ -561,12 +564,15 @@ class Fuser:
             people.sort(key=lambda p: (-int(np.isfinite(p[0]).all(-1).sum()),
                                        float(np.nanmedian(p[1][1]))))
             people = people[:s.max_people]
-        ids = self._assign_ids(people, group.ts)
+        # Times handed to the filters never go back (a caller may pass groups out of order).
+        t = group.ts if self._last_t is None else max(group.ts, self._last_t)
+        self._last_t = t
+        ids = self._assign_ids(people, t)
         persons = []
         for tid, (xw, (members, err, keep)) in sorted(zip(ids, people, strict=True),
                                                       key=lambda q: q[0]):
             tr = self._tracks[tid]
-            joints = tr.filt(xw, group.ts) if tr.filt is not None else xw
+            joints = tr.filt(xw, t) if tr.filt is not None else xw
             kept = [members[k] for k in keep]
             used = np.isfinite(err[keep]) if keep else np.zeros((0, N_JOINTS), bool)
             views = tuple(tuple(obs[kept[i]].device for i in range(len(kept)) if used[i, j])

@@ -162,7 +162,8 @@ class Synchroniser:
         if dev.quarantined:
             dev.clock_rejected += 1
             return self.poll(now)
-        if self._last_ts is not None and ts < self._last_ts - self.tolerance_s:
+        if self._last_ts is not None and ts <= self._last_ts:
+            # Its moment's group has left: taking it now would put a group out of order.
             dev.late += 1
             return self.poll(now)
         dev.pending.append(_Pending(frame, ts, now))
