@@ -519,8 +519,10 @@ def test_live_daemons_fused_then_one_killed_fusion_goes_on(
         wait_until(lambda: len(people()) >= 10, 90, "fused people from three daemons")
         assert any(views_used(f) == set(cams) for f in people())
         daemons[2].kill()
-        killed_at = len(sub.on("pose3d"))
-        wait_until(lambda: any(m.json()["missing"] == ["cam03"] for m in sub.on("stats")), 20,
+        killed_at, stats_at = len(sub.on("pose3d")), len(sub.on("stats"))
+        wait_until(lambda: any(m.json()["missing"] == ["cam03"]
+                               and m.json()["devices"]["cam03"]["state"] == "missing"
+                               for m in sub.on("stats")[stats_at:]), 20,
                    "stats saying cam03 is missing")
         n = len(people())
         wait_until(lambda: len(people()) >= n + 10, 30, "fusion to go on without cam03")
