@@ -286,7 +286,10 @@ def _stage_3d(config: Config, manifest: Manifest) -> Stage3D:
         return WorldLandmarksStage()
     model = load_model(entry.key, mc.threads, manifest)
     if variant == "temporal":
-        return TemporalLifterStage(TemporalLifter(model))
+        # the single-frame lifter covers the first K-1 frames of every track
+        single = manifest.find("lifter", "single", entry.precision)
+        return TemporalLifterStage(TemporalLifter(
+            model, fallback=Lifter(load_model(single.key, mc.threads, manifest))))
     return LifterStage(Lifter(model))
 
 
