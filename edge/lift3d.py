@@ -107,7 +107,7 @@ def normalise_2d(keypoints: npt.ArrayLike, confidence: npt.ArrayLike,
     kp = np.asarray(keypoints, dtype=np.float64)
     cf = np.asarray(confidence, dtype=np.float64)
     finite = np.all(np.isfinite(kp), axis=-1)
-    valid = finite & (np.nan_to_num(cf, nan=0.0) >= min_confidence)
+    valid = finite & (cf >= min_confidence)  # NaN compares false: missing
     kp = np.where(finite[..., None], kp, 0.0)
     hips_ok = finite[:, _LHIP] & finite[:, _RHIP]
     hip_mid = 0.5 * (kp[:, _LHIP] + kp[:, _RHIP])
@@ -123,6 +123,15 @@ def normalise_2d(keypoints: npt.ArrayLike, confidence: npt.ArrayLike,
     return feats.reshape(len(kp), N_JOINTS * N_FEATURES).astype(np.float32)
 
 
+def _mirror_map(frames: int, width: int) -> tuple[npt.NDArray[np.intp], F32]:
+    """Column permutation and signs mirroring (n, frames * 17 * width) rows (x is column 0)."""
+    cols = (np.arange(frames)[:, None, None] * N_JOINTS * width
+            + np.asarray(COCO17_FLIP)[None, :, None] * width + np.arange(width)[None, None, :])
+    sign = np.ones((frames, N_JOINTS, width), np.float32)
+    sign[..., 0] = -1.0
+    return cols.reshape(-1), sign.reshape(-1)
+
+
 def mirror_features(features: npt.ArrayLike) -> F32:
     """The network input of the mirror image: (n, K * 51) -> (n, K * 51).
 
@@ -130,16 +139,18 @@ def mirror_features(features: npt.ArrayLike) -> F32:
     negated and the left and right joints trade places, in every frame.
     """
     f = np.asarray(features, np.float32)
-    g = f.reshape(len(f), -1, N_JOINTS, N_FEATURES)[:, :, list(COCO17_FLIP)].copy()
-    g[..., 0] *= -1
-    return g.reshape(f.shape)
+    cols, sign = _mirror_map(f.shape[1] // (N_JOINTS * N_FEATURES), N_FEATURES)
+    return np.asarray(f[:, cols] * sign, np.float32)
+
+
+_MIRROR_3D = _mirror_map(1, 3)
 
 
 def mirror_joints(joints: npt.ArrayLike) -> F32:
     """Mirrors (..., 17, 3) poses (x -> -x, left and right joints swapped)."""
-    j = np.asarray(joints, np.float32)[..., list(COCO17_FLIP), :].copy()
-    j[..., 0] *= -1
-    return j
+    j = np.asarray(joints, np.float32)
+    flat = j.reshape(-1, N_JOINTS * 3)
+    return np.asarray(flat[:, _MIRROR_3D[0]] * _MIRROR_3D[1], np.float32).reshape(j.shape)
 
 
 @dataclass(frozen=True)
@@ -178,6 +189,7 @@ class Lifter:
         self.model = model
         self.min_confidence = min_confidence
         self.frames = int(model.entry.inputs[0].shape[1]) // (N_JOINTS * N_FEATURES)
+        self._mirror = _mirror_map(self.frames, N_FEATURES)
         self._batch = -1
 
     @classmethod
@@ -214,7 +226,7 @@ class Lifter:
         if n == 0:
             return np.zeros((0, N_JOINTS, 3), np.float32)
         x = np.ascontiguousarray(features, dtype=np.float32)
-        both = np.concatenate([x, mirror_features(x)])
+        both = np.concatenate([x, x[:, self._mirror[0]] * self._mirror[1]])
         if 2 * n != self._batch:
             self.model.resize_batch(2 * n)
             self._batch = 2 * n
@@ -358,6 +370,70 @@ class WorldLandmarkLifter:
         root = 0.5 * (w[:, _LHIP] + w[:, _RHIP])
         joints = np.nan_to_num(w - root[:, None, :]).astype(np.float32)
         return Lifted3D(joints, np.nan_to_num(cf) >= self.min_confidence)
+
+
+#: Limb chains (COCO-17): shoulder -> elbow -> wrist, hip -> knee -> ankle, each side.
+LIMB_CHAINS: tuple[tuple[int, int, int], ...] = ((5, 7, 9), (6, 8, 10), (11, 13, 15),
+                                                 (12, 14, 16))
+
+
+class LimbLengths:
+    """Keeps each track's limbs at a steady length: a causal running median per bone.
+
+    For every track, the lengths of the 8 limb bones (upper arms, forearms, thighs, shanks) of
+    its last ``window`` frames are kept; each new pose has every limb bone rescaled, along its
+    own direction, to the median length (the child joints move with their bone). Torso and head
+    are left as they are. A person's bones do not change length, the lifter's estimates of them
+    jitter from frame to frame; the median of the past ignores the outliers and adds no latency.
+
+    Args:
+        window: Frames of history per track (30 = 1 s at 30 fps).
+    """
+
+    def __init__(self, window: int = 30) -> None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.window = window
+        self._history: dict[int, deque[F32]] = {}
+
+    def reset(self) -> None:
+        """Forgets every track."""
+        self._history.clear()
+
+    def __call__(self, joints: npt.ArrayLike, track_ids: Sequence[int]) -> F32:
+        """Rescales the limbs of one frame's poses.
+
+        Args:
+            joints: (n, 17, 3) metres, COCO-17.
+            track_ids: n track ids; tracks absent from this frame are dropped.
+
+        Returns:
+            (n, 17, 3) float32 metres, the same poses with limb bones at their running median.
+        """
+        j = np.array(joints, np.float32, copy=True)
+        if len(track_ids) != len(j):
+            raise ValueError(f"{len(track_ids)} track ids for {len(j)} poses")
+        history: dict[int, deque[F32]] = {}
+        for i, tid in enumerate(track_ids):
+            lengths = np.array([np.linalg.norm(j[i, c[k + 1]] - j[i, c[k]])
+                                for c in LIMB_CHAINS for k in (0, 1)], np.float32)
+            h = self._history.get(tid)
+            if h is None:
+                h = deque(maxlen=self.window)
+            h.append(lengths)
+            history[tid] = h
+            target = np.median(np.stack(list(h)), axis=0)
+            b = 0
+            for chain in LIMB_CHAINS:
+                old = j[i, list(chain)].copy()
+                for k in (0, 1):
+                    d = old[k + 1] - old[k]
+                    n = float(np.linalg.norm(d))
+                    if n > 1e-6:
+                        j[i, chain[k + 1]] = j[i, chain[k]] + d * (target[b] / n)
+                    b += 1
+        self._history = history
+        return j
 
 
 class LifterStage:

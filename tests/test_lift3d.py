@@ -9,12 +9,14 @@ import numpy.typing as npt
 import pytest
 
 from edge.lift3d import (
+    COCO17_FLIP,
     N_JOINTS,
     Lifted3D,
     Lifter,
     LifterStage,
     WorldLandmarkLifter,
     WorldLandmarksStage,
+    mirror_joints,
     normalise_2d,
     to_coco17,
 )
@@ -115,6 +117,38 @@ def test_lift_ignores_image_shift_and_scale(lifter: Lifter, scale: float,
     ref = lifter.lift(kp, conf).joints
     moved = lifter.lift(kp * scale + np.asarray(shift), conf).joints
     np.testing.assert_allclose(moved, ref, atol=1e-4)
+
+
+def _grid_poses() -> tuple[F64, F64]:
+    """Two poses and a partly low confidence, keypoints on a 1/4-pixel grid (so that shifts by
+    whole pixels and scalings by powers of two are exact in floating point)."""
+    kp = np.round(np.stack([project(WALK), project(SIT)]) * 4) / 4
+    conf = np.ones((2, N_JOINTS))
+    conf[1, [9, 15]] = 0.2
+    return kp, conf
+
+
+@pytest.mark.parametrize(("scale", "shift"), [(2.0, (0.0, 0.0)), (0.5, (37.0, -210.0)),
+                                              (4.0, (-1024.0, 333.0))])
+def test_shift_and_scale_invariance_is_exact(lifter: Lifter, scale: float,
+                                             shift: tuple[float, float]) -> None:
+    kp, conf = _grid_poses()
+    ref = lifter.lift(kp, conf).joints
+    np.testing.assert_array_equal(lifter.lift(kp * scale + np.asarray(shift), conf).joints, ref)
+
+
+@pytest.mark.parametrize("width", [1280.0, 333.0])
+def test_mirrored_input_gives_the_mirrored_output(lifter: Lifter, width: float) -> None:
+    """Mirroring the image (x -> width - x, left and right joints trading places) mirrors the
+    3D pose (x -> -x, sides swapped), to float rounding."""
+    kp, conf = _grid_poses()
+    flip = list(COCO17_FLIP)
+    mirrored = kp[:, flip].copy()
+    mirrored[..., 0] = width - mirrored[..., 0]
+    a = lifter.lift(kp, conf).joints
+    b = lifter.lift(mirrored, conf[:, flip]).joints
+    np.testing.assert_allclose(b, mirror_joints(a), rtol=0, atol=1e-6)
+    assert not np.allclose(a, mirror_joints(a), atol=0.01)  # the poses are not symmetric
 
 
 def test_missing_joints_give_no_nans(lifter: Lifter) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge.lift3d import Lifter, TemporalLifter, WorldLandmarkLifter
+from edge.lift3d import Lifter, LimbLengths, TemporalLifter, WorldLandmarkLifter
 from edge.runtime import Manifest, ModelError, load_manifest
 
 logger = logging.getLogger("edge.bench.lift")
@@ -51,13 +51,15 @@ ANGLES: tuple[tuple[int, int, int], ...] = ((5, 7, 9), (6, 8, 10), (11, 13, 15),
 #: Elbows + wrists and knees + ankles, left then right.
 _ARMS = ((7, 9), (8, 10))
 _LEGS = ((13, 15), (14, 16))
+#: Tracks shorter than this (tracker fragments) are left out of the limb-length figures.
+MIN_TRACK_FRAMES = 10
 #: A limb pair counts as swapped when exchanging its sides lowers its error by this much (m).
 SWAP_MARGIN_M = 0.05
 
-Lift = Callable[["TestSet"], F32]
+Lift = Callable[["ViewSet"], F32]
 
 
-class TestSet:
+class ViewSet:
     """The test views: (n, 17, 2) pixels, (n, 17) visibility, world landmarks, truth, view, frame.
 
     Rows of a view are contiguous and in time order.
@@ -69,7 +71,7 @@ class TestSet:
         self.reproj_px = reproj_px
 
     @classmethod
-    def load(cls, cache: Path = CACHE) -> TestSet:
+    def load(cls, cache: Path = CACHE) -> ViewSet:
         """From ``cache/pose2sim_single.npz``, built (2D model on 4 videos) when absent."""
         path = cache / "pose2sim_single.npz"
         if not path.is_file():
@@ -127,18 +129,20 @@ def swapped(pred: npt.ArrayLike, gt: npt.ArrayLike, margin: float = SWAP_MARGIN_
     return out
 
 
-def limb_cv(joints: npt.ArrayLike, track: npt.ArrayLike) -> dict[int, float]:
+def limb_cv(joints: npt.ArrayLike, track: npt.ArrayLike,
+            min_frames: int = MIN_TRACK_FRAMES) -> dict[int, float]:
     """Limb-length coefficient of variation (%) of each track, mean over the 8 limbs.
 
     Args:
         joints: (n, 17, 3) metres.
         track: (n,) track id.
+        min_frames: Shorter tracks are left out.
     """
     j, t = np.asarray(joints, np.float64), np.asarray(track)
     out = {}
     for tid in np.unique(t):
         sel = j[t == tid]
-        if len(sel) < 2:
+        if len(sel) < max(min_frames, 2):
             continue
         lengths = np.stack([np.linalg.norm(sel[:, a] - sel[:, b], axis=-1) for a, b in LIMBS])
         out[int(tid)] = float(np.mean(lengths.std(1) / np.maximum(lengths.mean(1), 1e-9)) * 100)
@@ -169,7 +173,7 @@ def angle_jitter(joints: npt.ArrayLike, track: npt.ArrayLike, frame: npt.ArrayLi
     return float(np.median(d)) if d.size else float("nan")
 
 
-def accuracy(pred: npt.ArrayLike, ts: TestSet) -> dict[str, Any]:
+def accuracy(pred: npt.ArrayLike, ts: ViewSet) -> dict[str, Any]:
     """Per-view and mean PA-MPJPE, MPJPE (mm) and swapped-frame counts."""
     from lifter.metrics import mpjpe, pa_mpjpe
 
@@ -205,6 +209,17 @@ def _temporal(lifter: TemporalLifter) -> Callable[[F32, F32, F32, npt.NDArray[np
     return run
 
 
+def _with_limbs(fn: Callable[[F32, F32, F32, npt.NDArray[np.intp]], F32]
+                ) -> Callable[[F32, F32, F32, npt.NDArray[np.intp]], F32]:
+    """The same source with :class:`edge.lift3d.LimbLengths` applied per track."""
+    def run(kp: F32, conf: F32, world: F32, track: npt.NDArray[np.intp]) -> F32:
+        joints = fn(kp, conf, world, track)
+        limbs = LimbLengths()
+        return np.concatenate([limbs(joints[i:i + 1], [int(track[i])])
+                               for i in range(len(joints))])
+    return run
+
+
 def _world(kp: F32, conf: F32, world: F32, track: npt.NDArray[np.intp]) -> F32:
     return WorldLandmarkLifter().lift(world, conf).joints
 
@@ -224,9 +239,11 @@ def lift_sources(manifest: Manifest) -> dict[str, tuple[Any, Lifter | TemporalLi
         if e.variant == "temporal":
             t = TemporalLifter.load(key, 1, manifest)
             out[key] = (_temporal(t), t)
+            out[key + "+limbs"] = (_with_limbs(_temporal(t)), None)
         else:
             s = Lifter.load(key, 1, manifest)
             out[key] = (_single(s), s)
+            out[key + "+limbs"] = (_with_limbs(_single(s)), None)
     return out
 
 
@@ -256,7 +273,7 @@ def lifts_per_second(lifter: Lifter | TemporalLifter, seconds: float = 1.5) -> f
 
 def run(manifest: Manifest, cache: Path = CACHE, speed_s: float = 1.5) -> dict[str, Any]:
     """Measures every 3D source; returns the JSON-able result."""
-    ts = TestSet.load(cache)
+    ts = ViewSet.load(cache)
     demo = demo_tracks(cache)
     # the test views at 60 fps: two interleaved 30 fps tracks per view for temporal lifters
     n_view = np.bincount(ts.view)
