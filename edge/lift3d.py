@@ -437,40 +437,61 @@ class LimbLengths:
 
 
 class LifterStage:
-    """The pipeline's 3D stage with the lifter network (COCO-17 joints, batched over people)."""
+    """The pipeline's 3D stage with the lifter network (COCO-17 joints, batched over people).
+
+    Args:
+        lifter: The single-frame lifter.
+        limbs: Per-track limb-length steadying, or None.
+    """
 
     names = COCO17_NAMES
 
-    def __init__(self, lifter: Lifter) -> None:
+    def __init__(self, lifter: Lifter, limbs: LimbLengths | None = None) -> None:
         self.lifter = lifter
+        self.limbs = limbs
         self.name = lifter.model.entry.key
 
     def __call__(self, poses: Poses2D, ids: I64) -> Poses3D:
         """Lifts the people of one frame: (n, 17, 3) float32 metres, root-relative."""
-        lifted = self.lifter.lift(poses.keypoints, poses.visibility)
-        return Poses3D(lifted.joints, self.names)
+        joints = self.lifter.lift(poses.keypoints, poses.visibility).joints
+        if self.limbs is not None:
+            joints = self.limbs(joints, [int(i) for i in ids])
+        return Poses3D(joints, self.names)
 
     def reset(self) -> None:
-        """Stateless."""
+        """Forgets the tracks' limb lengths."""
+        if self.limbs is not None:
+            self.limbs.reset()
 
 
 class TemporalLifterStage:
-    """The pipeline's 3D stage with the causal temporal lifter (one history per track)."""
+    """The pipeline's 3D stage with the causal temporal lifter (one history per track).
+
+    Args:
+        lifter: The temporal lifter.
+        limbs: Per-track limb-length steadying, or None.
+    """
 
     names = COCO17_NAMES
 
-    def __init__(self, lifter: TemporalLifter) -> None:
+    def __init__(self, lifter: TemporalLifter, limbs: LimbLengths | None = None) -> None:
         self.lifter = lifter
+        self.limbs = limbs
         self.name = lifter.model.entry.key
 
     def __call__(self, poses: Poses2D, ids: I64) -> Poses3D:
         """Lifts the people of one frame from their last K frames: (n, 17, 3) float32 m."""
-        lifted = self.lifter.lift(poses.keypoints, poses.visibility, [int(i) for i in ids])
-        return Poses3D(lifted.joints, self.names)
+        tids = [int(i) for i in ids]
+        joints = self.lifter.lift(poses.keypoints, poses.visibility, tids).joints
+        if self.limbs is not None:
+            joints = self.limbs(joints, tids)
+        return Poses3D(joints, self.names)
 
     def reset(self) -> None:
         """Forgets every track's history."""
         self.lifter.reset()
+        if self.limbs is not None:
+            self.limbs.reset()
 
 
 class WorldLandmarksStage:
