@@ -14,6 +14,7 @@ from edge.lift3d import (
     Lifted3D,
     Lifter,
     LifterStage,
+    LimbLengths,
     WorldLandmarkLifter,
     WorldLandmarksStage,
     mirror_joints,
@@ -245,3 +246,24 @@ def test_pipeline_stages_give_named_metric_joints(lifter: Lifter) -> None:
     w = WorldLandmarksStage()(poses, ids)
     assert w.names == BLAZEPOSE_NAMES and w.joints.shape == (2, 33, 3)
     np.testing.assert_allclose(0.5 * (w.joints[:, 23] + w.joints[:, 24]), 0, atol=1e-6)
+
+
+def test_limb_lengths_are_steadied_per_track_and_angles_kept() -> None:
+    rng = np.random.default_rng(3)
+    limbs = LimbLengths(window=5)
+    frames = [WALK * rng.uniform(0.9, 1.1) + rng.normal(0, 0.01, WALK.shape) for _ in range(8)]
+    out = [limbs(np.stack([f, SIT]), [1, 2])[0] for f in frames]
+    upper_arm = [float(np.linalg.norm(o[7] - o[5])) for o in out]
+    raw = [float(np.linalg.norm(f[7] - f[5])) for f in frames]
+    assert np.std(upper_arm[4:]) < 0.5 * np.std(raw[4:])
+    for o, f in zip(out, frames, strict=True):
+        for a, b, c in ((5, 7, 9), (12, 14, 16)):  # bone directions, hence angles, unchanged
+            for p, q in ((a, b), (b, c)):
+                u, v = o[q] - o[p], f[q] - f[p]
+                assert np.allclose(u / np.linalg.norm(u), v / np.linalg.norm(v), atol=1e-5)
+        np.testing.assert_allclose(o[[0, 5, 6, 11, 12]], f[[0, 5, 6, 11, 12]], atol=1e-6)
+    # a new track starts from its own lengths
+    first = limbs(WALK[None], [9])[0]
+    np.testing.assert_allclose(first, WALK, atol=1e-6)
+    with pytest.raises(ValueError, match="track ids"):
+        limbs(WALK[None], [1, 2])

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edge.config import Config
 from edge.lift3d import Lifter, LimbLengths, TemporalLifter, WorldLandmarkLifter
 from edge.runtime import Manifest, ModelError, load_manifest
 
@@ -211,10 +212,12 @@ def _temporal(lifter: TemporalLifter) -> Callable[[F32, F32, F32, npt.NDArray[np
 
 def _with_limbs(fn: Callable[[F32, F32, F32, npt.NDArray[np.intp]], F32]
                 ) -> Callable[[F32, F32, F32, npt.NDArray[np.intp]], F32]:
-    """The same source with :class:`edge.lift3d.LimbLengths` applied per track."""
+    """The same source with :class:`edge.lift3d.LimbLengths` (default window) per track."""
+    window = Config().models.limb_window
+
     def run(kp: F32, conf: F32, world: F32, track: npt.NDArray[np.intp]) -> F32:
         joints = fn(kp, conf, world, track)
-        limbs = LimbLengths()
+        limbs = LimbLengths(window)
         return np.concatenate([limbs(joints[i:i + 1], [int(track[i])])
                                for i in range(len(joints))])
     return run
