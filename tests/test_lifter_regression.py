@@ -17,13 +17,14 @@ import pytest
 
 from edge.bench.lift import ViewSet, accuracy
 from edge.config import Config
-from edge.lift3d import Lifter, WorldLandmarkLifter
+from edge.lift3d import Lifter, LimbLengths, WorldLandmarkLifter
 from edge.runtime import Manifest
 
-#: Views guarded (1-based, as Pose2Sim names them) and their loose bounds.
+#: Views guarded (1-based, as Pose2Sim names them) and their loose bounds. Measured at the
+#: ship (lifter + limb_window 90): PA-MPJPE 61.4 / 57.8 mm, MPJPE 81.2 / 75.7 mm, no swaps.
 GUARD_VIEWS = (1, 4)
-PA_MPJPE_MAX_MM = 80.0
-MPJPE_MAX_MM = 125.0
+PA_MPJPE_MAX_MM = 72.0
+MPJPE_MAX_MM = 100.0
 SWAPPED_MAX = 2
 
 
@@ -34,10 +35,16 @@ def test_set() -> ViewSet:
 
 @pytest.fixture(scope="module")
 def default_scores(manifest: Manifest, test_set: ViewSet) -> dict[str, Any]:
-    assert Config().models.lifter == "mlp"
-    entry = manifest.find("lifter", "single", Config().models.precision)
-    lifter = Lifter.load(entry.key, 1, manifest)
-    return accuracy(lifter.lift(test_set.kp, test_set.conf).joints, test_set)
+    """The default 3D stage's output: the single-frame lifter, limbs steadied per view."""
+    mc = Config().models
+    assert mc.lifter == "mlp"
+    entry = manifest.find("lifter", "single", mc.precision)
+    joints = Lifter.load(entry.key, 1, manifest).lift(test_set.kp, test_set.conf).joints
+    if mc.limb_window > 0:
+        limbs = LimbLengths(mc.limb_window)
+        joints = np.concatenate([limbs(joints[i:i + 1], [int(test_set.view[i])])
+                                 for i in range(len(joints))])
+    return accuracy(joints, test_set)
 
 
 @pytest.mark.parametrize("view", GUARD_VIEWS)

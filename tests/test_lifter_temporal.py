@@ -78,7 +78,7 @@ def _walk(n: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
                      [22, 0], [-26, 85], [26, 85], [-28, 170], [28, 170]], np.float64)
     t = np.arange(n)[:, None]
     kp = base[None] + np.stack([8 * np.sin(0.3 * t + np.arange(17) / 3.0),
-                                4 * np.cos(0.3 * t)], -1) + [400, 300]
+                                np.broadcast_to(4 * np.cos(0.3 * t), (n, 17))], -1) + [400, 300]
     return kp.astype(np.float32), np.ones((n, N_JOINTS), np.float32)
 
 
