@@ -309,13 +309,13 @@ def run(manifest: Manifest, cache: Path = CACHE, speed_s: float = 1.5) -> dict[s
 def rows(result: dict[str, Any]) -> list[list[str]]:
     """Table rows: one per source (header first)."""
     out = [["3D source", "PA-MPJPE v1/v2/v3/v4 (mean) mm", "MPJPE mean mm", "swapped frames",
-            "limb CV max %", "jitter deg/frame", "lifts/s 1 thr"]]
+            "limb CV % per track", "jitter deg/frame", "lifts/s 1 thr"]]
     for name, e in result["sources"].items():
         pa = "/".join(f"{v['pa_mpjpe_mm']:.0f}" for v in e["views"])
         out.append([name, f"{pa} ({e['mean']['pa_mpjpe_mm']:.1f})",
                     f"{e['mean']['mpjpe_mm']:.1f}",
                     "/".join(str(v["swapped_frames"]) for v in e["views"]),
-                    f"{e['demo_limb_cv_pct_max']:.1f}",
+                    "/".join(f"{v:.1f}" for v in e["demo_limb_cv_pct"].values()),
                     f"{e['demo_angle_jitter_deg_per_frame']:.2f}",
                     str(e.get("lifts_per_s_1thread", "-"))])
     return out
