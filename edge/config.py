@@ -65,8 +65,12 @@ class ModelsConfig(_Section):
         default=None, description="detector precision; defaults to `precision`")
     lifter: Literal["mlp", "temporal", "world"] = Field(
         default="mlp", description="3D source: the trained single-frame lifter (COCO-17 "
-        "joints), its causal temporal variant (built by `make lifter`, not shipped), or the "
-        "landmark model's world landmarks (all 33 joints)")
+        "joints), its causal temporal variant (past K frames; the single-frame lifter covers "
+        "a track's first K-1), or the landmark model's world landmarks (all 33 joints)")
+    limb_window: int = Field(
+        default=90, ge=0, le=10_000, description="lifters only: frames of each track's "
+        "history whose median limb lengths the 3D limbs are rescaled to (steady bone lengths; "
+        "joint angles unchanged); 0 turns it off")
     threads: int = Field(default=2, ge=1, le=64, description="interpreter threads per model")
     dir: PathStr | None = Field(default=None, description="models folder (default: shipped)")
 

@@ -27,6 +27,7 @@ from edge.detect.tiles import CombinedDetector, TileConfig, TiledDetector
 from edge.lift3d import (
     Lifter,
     LifterStage,
+    LimbLengths,
     TemporalLifter,
     TemporalLifterStage,
     WorldLandmarksStage,
@@ -285,9 +286,13 @@ def _stage_3d(config: Config, manifest: Manifest) -> Stage3D:
                        "landmark model's world landmarks as 3D instead (install ai-edge-litert)")
         return WorldLandmarksStage()
     model = load_model(entry.key, mc.threads, manifest)
+    limbs = LimbLengths(mc.limb_window) if mc.limb_window > 0 else None
     if variant == "temporal":
-        return TemporalLifterStage(TemporalLifter(model))
-    return LifterStage(Lifter(model))
+        # the single-frame lifter covers the first K-1 frames of every track
+        single = manifest.find("lifter", "single", entry.precision)
+        return TemporalLifterStage(TemporalLifter(
+            model, fallback=Lifter(load_model(single.key, mc.threads, manifest))), limbs)
+    return LifterStage(Lifter(model), limbs)
 
 
 def _landmark_key(manifest: Manifest, variant: str, precision: str) -> str:

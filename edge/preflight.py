@@ -113,6 +113,14 @@ def check_models(config: Config) -> list[tuple[str, str]]:
                          f"{mc.lifter!r} lifter is built by `make lifter` and not shipped; "
                          "choose \"mlp\" or \"world\"")]
             entries.append(lifters[0])
+            if variant == "temporal":
+                singles = [e for e in manifest.models.values()
+                           if e.role == "lifter" and e.variant == "single"]
+                if not singles:
+                    return [("models.lifter", f"no single-frame lifter in {manifest.folder}: "
+                             "the temporal lifter needs it for the first frames of a track; "
+                             "rebuild with `make lifter` or choose \"world\"")]
+                entries.append(singles[0])
         for entry in entries:
             verify_file(manifest.folder / entry.file, entry.sha256)
     except ModelError as e:

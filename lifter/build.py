@@ -4,10 +4,11 @@ Usage (from the repository root, CPU only, about 25 minutes on one core)::
 
     .venv/bin/python -m lifter.build
 
-Reads the pinned pybullet wheel in ``cache/dl`` and the original float models in
-``cache/orig``; writes ``models/lifter_{single,temporal}_{float,int8}.tflite``,
-``lifter/manifest_lifter.json`` and ``lifter/metrics.json``. Seeds are fixed and PyTorch runs
-on one thread, so the same inputs give the same weights.
+Reads the pinned pybullet and pose2sim wheels in ``cache/dl`` (Demo_MultiPerson is triangulated
+into ``cache/lifter/multiperson.npz``, :mod:`lifter.multiperson`); writes
+``models/lifter_{single,temporal}_{float,int8}.tflite``, ``lifter/manifest_lifter.json`` and
+``lifter/metrics.json``. Seeds are fixed and PyTorch runs on one thread, so the same inputs give
+the same weights.
 """
 
 from __future__ import annotations
@@ -26,15 +27,18 @@ import torch
 
 from edge.lift3d import Lifter, normalise_2d
 from edge.runtime import Model, ModelEntry, TensorSpec
-from lifter import export, pose2sim, real, skeleton3d
+from lifter import export, multiperson, pose2sim, real, skeleton3d
 from lifter.metrics import accel_error, mpjpe, pa_mpjpe
 from lifter.train import (
     EvalSet,
+    MultiVal,
     Pools,
     TrainConfig,
     epoch_data,
     heldout_deepmimic,
     load_pools,
+    multi_scores,
+    multi_val,
     predict,
     scores,
     train,
@@ -43,9 +47,13 @@ from lifter.train import (
 logger = logging.getLogger("lifter.build")
 
 ROOT = Path(__file__).resolve().parent.parent
-SINGLE = TrainConfig(frames=1, epochs=16, per_epoch=200_000)
+#: 30 % of the samples from Demo_MultiPerson's triangulated training frames, the rest from
+#: DeepMimic and synthetic poses; no world-landmark targets. Chosen by ``lifter.ablation`` on
+#: Demo_MultiPerson's validation frames (lifter/ablation_k1.json), never on the test set.
+SINGLE = TrainConfig(frames=1, epochs=16, per_epoch=200_000, multi=0.30, mix=(0.45, 0.55, 0.0))
 #: K = 5 frames: 0.13 s at 30 fps, 0.4 s at 10 fps (trained on 10-30 fps windows).
-TEMPORAL = TrainConfig(frames=5, epochs=10, per_epoch=100_000)
+TEMPORAL = TrainConfig(frames=5, epochs=10, per_epoch=100_000, multi=0.30,
+                       mix=(0.45, 0.55, 0.0))
 CALIBRATION_SAMPLES = 2000
 
 
@@ -81,11 +89,15 @@ def pose2sim_windows(ev: pose2sim.Pose2SimEval, frames: int, stride: int = 2
 
 
 def evaluate_model(lifter: Lifter, ev_noisy: EvalSet, ev_clean: EvalSet,
-                   p2s: pose2sim.Pose2SimEval) -> dict[str, Any]:
-    """Scores a shipped (TFLite) lifter on every held-out set."""
+                   p2s: pose2sim.Pose2SimEval, mv: MultiVal) -> dict[str, Any]:
+    """Scores a shipped (TFLite) lifter on every held-out set (symmetrised, as at run time).
+
+    ``pose2sim_heldout`` is the test set: reported, never used for a choice.
+    """
     out: dict[str, Any] = {
         "deepmimic_heldout_noisy": scores(lifter.run_features(ev_noisy.x), ev_noisy),
         "deepmimic_heldout_clean": scores(lifter.run_features(ev_clean.x), ev_clean),
+        "multiperson_val": multi_scores(lifter.run_features(mv[0]), mv),
     }
     x, ix = pose2sim_windows(p2s, lifter.frames)
     pred = lifter.run_features(x)
@@ -97,15 +109,17 @@ def evaluate_model(lifter: Lifter, ev_noisy: EvalSet, ev_clean: EvalSet,
 
 
 def build_variant(name: str, cfg: TrainConfig, pools: Pools, p2s: pose2sim.Pose2SimEval,
-                  out_dir: Path, backup: Path | None = None) -> dict[str, Any]:
+                  out_dir: Path, ms: multiperson.MultiViewSet,
+                  backup: Path | None = None) -> dict[str, Any]:
     """Trains, exports (float + int8) and scores one lifter variant.
 
     Args:
         name: Variant name (``single`` or ``temporal``).
         cfg: Training configuration.
         pools: Training data.
-        p2s: Held-out real people.
+        p2s: Held-out real people (the test set).
         out_dir: Where the .tflite files go.
+        ms: Demo_MultiPerson rows (its validation frames are scored).
         backup: Folder that also receives copies of the files (None: no copies).
 
     Returns:
@@ -113,11 +127,12 @@ def build_variant(name: str, cfg: TrainConfig, pools: Pools, p2s: pose2sim.Pose2
     """
     ev_noisy = heldout_deepmimic(pools, cfg.frames, 1.0)
     ev_clean = heldout_deepmimic(pools, cfg.frames, 0.0)
-    net, log = train(cfg, pools, ev_noisy)
+    mv = multi_val(ms, cfg.frames)
+    net, log = train(cfg, pools, ev_noisy, mv)
     torch_scores = scores(predict(net, ev_noisy.x), ev_noisy)
     float_bytes = export.export_float(net)
     cal_rng = np.random.default_rng(cfg.seed + 99)
-    cal_x, _ = epoch_data(cal_rng, pools, replace(cfg, per_epoch=CALIBRATION_SAMPLES))
+    cal_x, _, _ = epoch_data(cal_rng, pools, replace(cfg, per_epoch=CALIBRATION_SAMPLES))
     int8_bytes = export.quantize_int8(float_bytes)
     static_bytes = export.quantize_static_int8(float_bytes, cal_x)
     files = {"float": out_dir / f"lifter_{name}_float.tflite",
@@ -137,13 +152,13 @@ def build_variant(name: str, cfg: TrainConfig, pools: Pools, p2s: pose2sim.Pose2
     with export.fragment_manifest(frag, out_dir) as man:
         for prec in files:
             lf = Lifter.load(f"lifter_{name}_{prec}", 1, man)
-            result[prec] = evaluate_model(lf, ev_noisy, ev_clean, p2s)
+            result[prec] = evaluate_model(lf, ev_noisy, ev_clean, p2s, mv)
             result[prec]["lifts_per_s_1thread"] = {
                 f"batch{b}": round(export.lifts_per_second(lf, b)) for b in (1, 4, 16)}
     frag.unlink()
     # static int8 (whole graph, calibrated): measured for the record, not shipped
     static = Lifter(_model_from_bytes(static_bytes, entries[f"lifter_{name}_int8"]))
-    result["int8_static_not_shipped"] = evaluate_model(static, ev_noisy, ev_clean, p2s)
+    result["int8_static_not_shipped"] = evaluate_model(static, ev_noisy, ev_clean, p2s, mv)
     result["int8_static_not_shipped"]["lifts_per_s_1thread"] = {
         f"batch{b}": round(export.lifts_per_second(static, b)) for b in (1, 4, 16)}
     if backup is not None:
@@ -174,7 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     real_train = real.extract(real.TRAIN_VIDEOS)
     real_held = real.extract(real.HELDOUT_VIDEOS, max_people=1)
     p2s = pose2sim.build(real_held)
-    pools = load_pools(args.cache / "dl", real_train)
+    ms = multiperson.load_or_build(args.cache)
+    pools = load_pools(args.cache / "dl", real_train, ms)
     sizes = dict(pools.sizes)
     sizes["real_heldout_person_frames"] = len(real_held.kp)
     sizes["pose2sim_eval_frames_30fps"] = int(len(p2s.kp) // 2)
@@ -184,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
                     "pa_mpjpe_mm": round(pa_mpjpe(p2s.world[ix], p2s.gt[ix]), 1),
                     "accel_mm": round(accel_error(p2s.world[ix], p2s.gt[ix], p2s.seq[ix]), 1)}
     metrics: dict[str, Any] = {
-        "data": sizes, "heldout_clips": list(skeleton3d.HELD_OUT_CLIPS),
+        "data": sizes, "multiperson_reproj_px": round(ms.reproj_px, 1),
+        "heldout_clips": list(skeleton3d.HELD_OUT_CLIPS),
         "pose2sim_triangulation_reproj_px": round(p2s.reproj_px, 1),
         "world_landmarks_pose2sim_heldout": world_scores, "variants": {}}
     entries: dict[str, Any] = {}
@@ -194,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         # copies outside models/, which other builds may clean
         backup = (args.cache / "lifter" / "models"
                   if args.out.resolve() == (ROOT / "models").resolve() else None)
-        res = build_variant(name, cfg, pools, p2s, args.out, backup)
+        res = build_variant(name, cfg, pools, p2s, args.out, ms, backup)
         for key, e in res.pop("entries").items():
             prec = e["precision"]
             e["data"] = {"config": asdict(cfg), **sizes}

@@ -1,10 +1,10 @@
 """Puts the shipped lifter into ``models/``: merges its manifest entry, removes the others.
 
 ``python -m lifter.build`` writes four lifters (single and temporal, float and int8) and their
-entries to ``lifter/manifest_lifter.json``. Only ``lifter_single_int8`` ships: it is the default
-3D stage, the temporal variant lost to it on accuracy, the float ones are 4x larger, and
-``models/`` must stay within 25 MB. The others stay buildable options (``make lifter``) and
-are kept in ``cache/lifter/models/``.
+entries to ``lifter/manifest_lifter.json``. The int8 builds ship: ``lifter_single_int8`` (the
+default 3D stage, and the temporal lifter's fallback for the first frames of a track) and
+``lifter_temporal_int8`` (``models.lifter = "temporal"``). The float ones are 4x larger and are
+needed only to check the int8 builds' fidelity; they stay in ``cache/lifter/models/``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ("lifter_single_int8",)
+SHIPPED = ("lifter_single_int8", "lifter_temporal_int8")
 
 
 def ship(models: Path, fragment: Path, keys: tuple[str, ...] = SHIPPED) -> list[str]:

@@ -17,10 +17,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from edge.lift3d import N_FEATURES, N_JOINTS, normalise_2d
+from edge.lift3d import COCO17_FLIP, N_FEATURES, N_JOINTS, normalise_2d
 from lifter import data, skeleton3d
 from lifter.metrics import accel_error, mpjpe, pa_mpjpe
 from lifter.model import LifterNet
+from lifter.multiperson import VAL_FROM_FRAME, MultiViewSet
 from lifter.real import RealSet
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ class TrainConfig:
         mix: Fractions of DeepMimic, synthetic and real-people samples.
         noise: 2D error multiplier (:func:`lifter.data.corrupt`).
         seed: Seed of every random draw.
+        multi: Fraction of samples (taken before ``mix`` shares the rest) from the
+            triangulated Demo_MultiPerson training frames (real 3D truth).
+        sym: Weight of the left-right bone-length symmetry loss (metres).
     """
 
     frames: int = 1
@@ -63,6 +67,14 @@ class TrainConfig:
     mix: tuple[float, float, float] = (0.40, 0.45, 0.15)
     noise: float = 1.0
     seed: int = 0
+    multi: float = 0.0
+    sym: float = 0.0
+
+
+#: Bones (parent, child) whose left and right lengths the symmetry loss ties (COCO-17).
+SYM_BONES: tuple[tuple[tuple[int, int], tuple[int, int]], ...] = (
+    ((5, 7), (6, 8)), ((7, 9), (8, 10)), ((11, 13), (12, 14)), ((13, 15), (14, 16)),
+    ((5, 11), (6, 12)))
 
 
 @dataclass
@@ -81,10 +93,17 @@ class Pools:
     eval_clips: list[skeleton3d.Clip]
     real_train: RealSet | None = None
     sizes: dict[str, int] = field(default_factory=dict)
+    multi: MultiViewSet | None = None
 
 
-def load_pools(cache: Path, real: RealSet | None) -> Pools:
-    """Reads the clips from the pybullet wheel in ``cache`` and splits train / held out."""
+def load_pools(cache: Path, real: RealSet | None, multi: MultiViewSet | None = None) -> Pools:
+    """Reads the clips from the pybullet wheel in ``cache`` and splits train / held out.
+
+    Args:
+        cache: Download folder with the pybullet wheel.
+        real: Real-people pairs (world landmarks as targets), or None.
+        multi: Triangulated Demo_MultiPerson rows (only the training frames are used), or None.
+    """
     wheel = skeleton3d.wheel_path(cache)
     hum = skeleton3d.load_humanoid(wheel)
     clips = skeleton3d.load_clips(wheel, POOL_FPS)
@@ -95,7 +114,10 @@ def load_pools(cache: Path, real: RealSet | None) -> Pools:
              "deepmimic_train_clips": len(train), "deepmimic_heldout_clips": len(held)}
     if real is not None:
         sizes["real_train_frames"] = len(real.kp)
-    return Pools(hum, train, held, real, sizes)
+    if multi is not None:
+        multi = multi.subset(multi.frame < VAL_FROM_FRAME)
+        sizes["multiperson_train_rows"] = len(multi.kp)
+    return Pools(hum, train, held, real, sizes, multi)
 
 
 def _stack_pose(clips: list[skeleton3d.Clip], frame_ix: list[npt.NDArray[np.intp]]
@@ -190,27 +212,101 @@ def real_xy(rng: np.random.Generator, real: RealSet, n: int, frames: int) -> tup
     return x, y.astype(np.float32)
 
 
-def epoch_data(rng: np.random.Generator, pools: Pools, cfg: TrainConfig) -> tuple[F32, F32]:
-    """One epoch of fresh (input, target) pairs, shuffled."""
+def multi_windows(ms: MultiViewSet, frames: int, stride: int) -> npt.NDArray[np.intp]:
+    """(n, frames) row indices of causal windows ending at every row of ``ms``.
+
+    The window of a row steps back ``stride`` frames at a time within the same view and person;
+    where a frame is missing the oldest frame found is repeated (as a new track starts).
+    """
+    where = {(int(v), int(p), int(f)): i
+             for i, (v, p, f) in enumerate(zip(ms.view, ms.person, ms.frame, strict=True))}
+    out = np.empty((len(ms.kp), frames), np.intp)
+    for i in range(len(ms.kp)):
+        cur = i
+        out[i, -1] = i
+        for k in range(1, frames):
+            cur = where.get((int(ms.view[i]), int(ms.person[i]), int(ms.frame[i]) - k * stride),
+                            cur)
+            out[i, frames - 1 - k] = cur
+    return out
+
+
+def mirror_2d(kp: F64, conf: F64) -> tuple[F64, F64]:
+    """Mirrors (..., 17, 2) pixels and (..., 17) confidence left-right (x -> -x, sides swapped)."""
+    k = kp[..., COCO17_FLIP, :].copy()
+    k[..., 0] *= -1
+    return k, conf[..., COCO17_FLIP]
+
+
+def mirror_3d(j: F64) -> F64:
+    """Mirrors (..., 17, 3) look-at-frame poses left-right (x -> -x, sides swapped)."""
+    out = j[..., COCO17_FLIP, :].copy()
+    out[..., 0] *= -1
+    return np.asarray(out)
+
+
+def multi_xy(rng: np.random.Generator, ms: MultiViewSet, n: int, frames: int
+             ) -> tuple[F32, F32, F32]:
+    """N samples of triangulated real people: input, target (n, 51) and joint weights (n, 17).
+
+    Half are mirrored; joints whose triangulation is not trusted get weight 0.
+    """
+    stride = rng.choice(TEMPORAL_STRIDES, n) if frames > 1 else np.ones(n, np.intp)
+    wins = {int(s): multi_windows(ms, frames, int(s)) for s in np.unique(stride)}
+    rows = rng.integers(0, len(ms.kp), n)
+    idx = np.stack([wins[int(s)][r] for s, r in zip(stride, rows, strict=True)])
+    kp = ms.kp[idx].reshape(n * frames, 17, 2).astype(np.float64)
+    conf = ms.conf[idx].reshape(n * frames, 17).astype(np.float64)
+    size = np.repeat(ms.size_px[rows], frames).astype(np.float64)
+    kp2, conf2 = data.corrupt(rng, kp, size, noise=0.3)
+    conf2 = np.minimum(conf2, conf)
+    y = ms.gt[rows].astype(np.float64)
+    w = ms.gt_ok[rows].astype(np.float64)
+    flip = rng.random(n) < 0.5
+    fr = np.repeat(flip, frames)
+    kp2[fr], conf2[fr] = mirror_2d(kp2[fr], conf2[fr])
+    y[flip] = mirror_3d(y[flip])
+    w[flip] = w[flip][:, COCO17_FLIP]
+    x = normalise_2d(kp2, conf2).reshape(n, frames * N_JOINTS * N_FEATURES)
+    return x, y.reshape(n, N_JOINTS * 3).astype(np.float32), w.astype(np.float32)
+
+
+def epoch_data(rng: np.random.Generator, pools: Pools, cfg: TrainConfig
+               ) -> tuple[F32, F32, F32]:
+    """One epoch of fresh (input, target, joint weight) triples, shuffled.
+
+    Returns:
+        x (n, K*51), y (n, 51) metres and weights (n, 17) (0 for untrusted truth).
+    """
     mix = np.array(cfg.mix, np.float64)
     if pools.real_train is None or len(pools.real_train.kp) == 0:
         mix[2] = 0.0
     mix /= mix.sum()
-    n_dm, n_syn = int(cfg.per_epoch * mix[0]), int(cfg.per_epoch * mix[1])
-    n_real = cfg.per_epoch - n_dm - n_syn if mix[2] > 0 else 0
-    xs, ys = [], []
+    use_multi = pools.multi is not None and len(pools.multi.kp) > 0 and cfg.multi > 0
+    n_multi = int(cfg.per_epoch * cfg.multi) if use_multi else 0
+    rest = cfg.per_epoch - n_multi
+    n_dm, n_syn = int(rest * mix[0]), int(rest * mix[1])
+    n_real = rest - n_dm - n_syn if mix[2] > 0 else 0
+    xs, ys, ws = [], [], []
     dm, _ = deepmimic_windows(rng, pools, n_dm, cfg.frames)
     for j in (dm, synthetic_windows(rng, pools, n_syn, cfg.frames)):
         x, y = views_to_xy(rng, j, cfg.noise)
         xs.append(x)
         ys.append(y)
+        ws.append(np.ones((len(x), N_JOINTS), np.float32))
     if n_real and pools.real_train is not None:
         x, y = real_xy(rng, pools.real_train, n_real, cfg.frames)
         xs.append(x)
         ys.append(y)
-    x, y = np.concatenate(xs), np.concatenate(ys)
+        ws.append(np.ones((len(x), N_JOINTS), np.float32))
+    if n_multi and pools.multi is not None:
+        x, y, w = multi_xy(rng, pools.multi, n_multi, cfg.frames)
+        xs.append(x)
+        ys.append(y)
+        ws.append(w)
+    x, y, w = np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
     p = rng.permutation(len(x))
-    return x[p], y[p]
+    return x[p], y[p], w[p]
 
 
 @dataclass(frozen=True)
@@ -279,14 +375,50 @@ def scores(pred: npt.ArrayLike, ev: EvalSet) -> dict[str, float]:
             "accel_mm": round(accel_error(pred, ev.y, ev.seq), 1)}
 
 
-def train(cfg: TrainConfig, pools: Pools, ev: EvalSet | None = None
-          ) -> tuple[LifterNet, dict[str, Any]]:
+def symmetry_loss(pred: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference (m) of left and right bone lengths of (b, 17, 3) poses."""
+    terms = []
+    for (a, b), (c, d) in SYM_BONES:
+        la = torch.linalg.vector_norm(pred[:, a] - pred[:, b], dim=-1)
+        lc = torch.linalg.vector_norm(pred[:, c] - pred[:, d], dim=-1)
+        terms.append((la - lc).abs())
+    return torch.stack(terms, 1).mean()
+
+
+MultiVal = tuple[F32, F32, npt.NDArray[np.bool_], npt.NDArray[np.intp]]
+
+
+def multi_val(ms: MultiViewSet, frames: int) -> MultiVal:
+    """Demo_MultiPerson validation rows (frames >= VAL_FROM_FRAME, fully triangulated).
+
+    Returns:
+        Input (n, K*51) (30 fps causal windows), truth (n, 17, 3), always-true joint mask
+        (n, 17) and view (n,).
+    """
+    win = multi_windows(ms, frames, 2)
+    sel = np.flatnonzero((ms.frame >= VAL_FROM_FRAME) & ms.gt_ok.all(1))
+    f = normalise_2d(ms.kp, ms.conf)
+    x = f[win[sel]].reshape(len(sel), -1)
+    return x, ms.gt[sel], ms.gt_ok[sel], ms.view[sel]
+
+
+def multi_scores(pred: npt.ArrayLike, mv: MultiVal) -> dict[str, float]:
+    """PA-MPJPE and MPJPE (mm) on the Demo_MultiPerson validation rows (mean of views)."""
+    p = np.asarray(pred)
+    pa = [pa_mpjpe(p[mv[3] == v], mv[1][mv[3] == v]) for v in np.unique(mv[3])]
+    mp = [mpjpe(p[mv[3] == v], mv[1][mv[3] == v]) for v in np.unique(mv[3])]
+    return {"pa_mpjpe_mm": round(float(np.mean(pa)), 1), "mpjpe_mm": round(float(np.mean(mp)), 1)}
+
+
+def train(cfg: TrainConfig, pools: Pools, ev: EvalSet | None = None,
+          mv: MultiVal | None = None) -> tuple[LifterNet, dict[str, Any]]:
     """Trains one lifter.
 
     Args:
         cfg: Hyper-parameters.
         pools: Data pools.
         ev: Held-out set to report on after each epoch (not used for any choice).
+        mv: Demo_MultiPerson validation rows to report on after each epoch.
 
     Returns:
         The trained network (eval mode) and a training log.
@@ -304,17 +436,21 @@ def train(cfg: TrainConfig, pools: Pools, ev: EvalSet | None = None
     t0 = time.monotonic()
     for epoch in range(cfg.epochs):
         te = time.monotonic()
-        x, y = epoch_data(rng, pools, cfg)
+        x, y, w = epoch_data(rng, pools, cfg)
         t_data = time.monotonic() - te
         net.train()
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        xt, yt, wt = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(w)
         total = 0.0
         nb = len(x) // cfg.batch
         for b in range(nb):
             xb = xt[b * cfg.batch:(b + 1) * cfg.batch]
             yb = yt[b * cfg.batch:(b + 1) * cfg.batch]
+            wb = wt[b * cfg.batch:(b + 1) * cfg.batch]
             pred = net(xb)
-            loss = torch.linalg.vector_norm((pred - yb).view(-1, N_JOINTS, 3), dim=-1).mean()
+            err = torch.linalg.vector_norm((pred - yb).view(-1, N_JOINTS, 3), dim=-1)
+            loss = (err * wb).sum() / wb.sum().clamp(min=1.0)
+            if cfg.sym > 0:
+                loss = loss + cfg.sym * symmetry_loss(pred.view(-1, N_JOINTS, 3))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -325,6 +461,8 @@ def train(cfg: TrainConfig, pools: Pools, ev: EvalSet | None = None
                                  "epoch_s": round(time.monotonic() - te, 1)}
         if ev is not None:
             entry.update(scores(predict(net, ev.x), ev))
+        if mv is not None:
+            entry["multiperson_val"] = multi_scores(predict(net, mv[0]), mv)
         log["epochs"].append(entry)
         logger.info("epoch %s", entry)
     log["train_s"] = round(time.monotonic() - t0, 1)

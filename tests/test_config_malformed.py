@@ -9,6 +9,7 @@ TOML file. The daemon must refuse it before it connects anywhere or loads a mode
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -37,6 +38,20 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
 
 
+def _models_without(t: Path, variant: str) -> dict[str, Any]:
+    """A models folder like the shipped one (files linked) whose manifest lacks the ``variant``
+    lifters; the config asks for that lifter from it."""
+    src = REPO / "models"
+    folder = _dir(t / "models_without")
+    manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
+    manifest["models"] = {k: e for k, e in manifest["models"].items()
+                          if not (e["role"] == "lifter" and e["variant"] == variant)}
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    for e in manifest["models"].values():
+        (folder / e["file"]).symlink_to(src / e["file"])
+    return {"models.lifter": variant, "models.dir": str(folder)}
+
+
 def _file(p: Path, text: str = "x") -> Path:
     p.write_text(text)
     return p
@@ -58,7 +73,8 @@ def _tls(**extra: Any) -> dict[str, Any]:
 
 CASES = [
     # options that validate but cannot work
-    Case("temporal lifter not shipped", "models.lifter", {"models.lifter": "temporal"}),
+    Case("temporal lifter missing", "models.lifter", prepare=lambda t: _models_without(
+        t, "temporal")),
     Case("unknown detector kind", "detector.kind", {"detector.kind": "yolo"}),
     Case("tile smaller than any person", "detector.tile_px", {"detector.tile_px": 8}),
     Case("http on another host without a token", "http.host",

@@ -9,12 +9,15 @@ import numpy.typing as npt
 import pytest
 
 from edge.lift3d import (
+    COCO17_FLIP,
     N_JOINTS,
     Lifted3D,
     Lifter,
     LifterStage,
+    LimbLengths,
     WorldLandmarkLifter,
     WorldLandmarksStage,
+    mirror_joints,
     normalise_2d,
     to_coco17,
 )
@@ -117,6 +120,38 @@ def test_lift_ignores_image_shift_and_scale(lifter: Lifter, scale: float,
     np.testing.assert_allclose(moved, ref, atol=1e-4)
 
 
+def _grid_poses() -> tuple[F64, F64]:
+    """Two poses and a partly low confidence, keypoints on a 1/4-pixel grid (so that shifts by
+    whole pixels and scalings by powers of two are exact in floating point)."""
+    kp = np.round(np.stack([project(WALK), project(SIT)]) * 4) / 4
+    conf = np.ones((2, N_JOINTS))
+    conf[1, [9, 15]] = 0.2
+    return kp, conf
+
+
+@pytest.mark.parametrize(("scale", "shift"), [(2.0, (0.0, 0.0)), (0.5, (37.0, -210.0)),
+                                              (4.0, (-1024.0, 333.0))])
+def test_shift_and_scale_invariance_is_exact(lifter: Lifter, scale: float,
+                                             shift: tuple[float, float]) -> None:
+    kp, conf = _grid_poses()
+    ref = lifter.lift(kp, conf).joints
+    np.testing.assert_array_equal(lifter.lift(kp * scale + np.asarray(shift), conf).joints, ref)
+
+
+@pytest.mark.parametrize("width", [1280.0, 333.0])
+def test_mirrored_input_gives_the_mirrored_output(lifter: Lifter, width: float) -> None:
+    """Mirroring the image (x -> width - x, left and right joints trading places) mirrors the
+    3D pose (x -> -x, sides swapped), to float rounding."""
+    kp, conf = _grid_poses()
+    flip = list(COCO17_FLIP)
+    mirrored = kp[:, flip].copy()
+    mirrored[..., 0] = width - mirrored[..., 0]
+    a = lifter.lift(kp, conf).joints
+    b = lifter.lift(mirrored, conf[:, flip]).joints
+    np.testing.assert_allclose(b, mirror_joints(a), rtol=0, atol=1e-6)
+    assert not np.allclose(a, mirror_joints(a), atol=0.01)  # the poses are not symmetric
+
+
 def test_missing_joints_give_no_nans(lifter: Lifter) -> None:
     kp = np.stack([project(WALK)] * 5)
     conf = np.ones((5, N_JOINTS))
@@ -211,3 +246,24 @@ def test_pipeline_stages_give_named_metric_joints(lifter: Lifter) -> None:
     w = WorldLandmarksStage()(poses, ids)
     assert w.names == BLAZEPOSE_NAMES and w.joints.shape == (2, 33, 3)
     np.testing.assert_allclose(0.5 * (w.joints[:, 23] + w.joints[:, 24]), 0, atol=1e-6)
+
+
+def test_limb_lengths_are_steadied_per_track_and_angles_kept() -> None:
+    rng = np.random.default_rng(3)
+    limbs = LimbLengths(window=5)
+    frames = [WALK * rng.uniform(0.9, 1.1) + rng.normal(0, 0.01, WALK.shape) for _ in range(8)]
+    out = [limbs(np.stack([f, SIT]), [1, 2])[0] for f in frames]
+    upper_arm = [float(np.linalg.norm(o[7] - o[5])) for o in out]
+    raw = [float(np.linalg.norm(f[7] - f[5])) for f in frames]
+    assert np.std(upper_arm[4:]) < 0.5 * np.std(raw[4:])
+    for o, f in zip(out, frames, strict=True):
+        for a, b, c in ((5, 7, 9), (12, 14, 16)):  # bone directions, hence angles, unchanged
+            for p, q in ((a, b), (b, c)):
+                u, v = o[q] - o[p], f[q] - f[p]
+                assert np.allclose(u / np.linalg.norm(u), v / np.linalg.norm(v), atol=1e-5)
+        np.testing.assert_allclose(o[[0, 5, 6, 11, 12]], f[[0, 5, 6, 11, 12]], atol=1e-6)
+    # a new track starts from its own lengths
+    first = limbs(WALK[None], [9])[0]
+    np.testing.assert_allclose(first, WALK, atol=1e-6)
+    with pytest.raises(ValueError, match="track ids"):
+        limbs(WALK[None], [1, 2])

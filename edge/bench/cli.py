@@ -181,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure nothing: render (and --compare) this earlier result")
     p.add_argument("--models-dir", type=Path, default=None,
                    help="models folder (default: $EDGE_POSE_MODELS or the shipped models)")
+    p.add_argument("--lift", action="store_true",
+                   help="also score every 3D source (world landmarks, each lifter) on the "
+                   "Pose2Sim test views and the demo clip (edge/bench/lift.py); with "
+                   "--no-stages --no-e2e, only that")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run of a few seconds: 1 thread, 5 repeats, 1-2 people, 2 s")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -352,6 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.warmup_s < 0:
         parser.error("--warmup-s must be >= 0")
     if args.no_stages and args.no_e2e and args.from_json is None:
+        if args.lift:
+            return _lift_only(args)
         parser.error("--no-stages and --no-e2e together leave nothing to measure")
     cores = os.cpu_count() or 1
     if args.threads and max(args.threads) > 4 * cores:
@@ -395,4 +401,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report.format_table(result), file=out)
     if earlier is not None:
         print(report.compare(result, earlier), file=out)
+    if args.lift:
+        return _lift_only(args)
+    return 0
+
+
+def _lift_only(args: argparse.Namespace) -> int:
+    """The 3D sources section (``--lift``): console table, Markdown appended, JSON beside."""
+    from edge.bench import lift
+
+    try:
+        res = lift.run(load_manifest(args.models_dir))
+    except ImportError as e:
+        print(f"edge-bench: --lift needs the edge-pose repository checkout (lifter/, models/): "
+              f"{e}", file=sys.stderr)
+        return 1
+    except (ModelError, SourceError, FileNotFoundError, RuntimeError) as e:
+        print(f"edge-bench: {e}", file=sys.stderr)
+        return 1
+    print("\n3D sources (Pose2Sim test views; demo clip):\n" + lift.format_table(res))
+    if args.markdown is not None and str(args.markdown) != "-":
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        with args.markdown.open("a", encoding="utf-8") as f:
+            f.write("\n" + lift.format_markdown(res))
+    if args.json is not None and str(args.json) != "-":
+        path = args.json.with_name(args.json.stem + ".lift.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
     return 0

@@ -1,0 +1,367 @@
+"""3D accuracy and stability of every 3D source, side by side (``edge-bench --lift``).
+
+Sources: the landmark model's world landmarks and every lifter in the manifest.
+
+* **Accuracy** on Pose2Sim ``Demo_SinglePerson`` (the test set: 4 calibrated views of one
+  person, 100 frames each at 60 fps), against the 3D pose triangulated from all four views
+  (:func:`lifter.pose2sim.build`), each view scored alone: PA-MPJPE; MPJPE after root alignment
+  in the camera's frame (the lifter's look-at frame differs from the camera's by a rotation
+  shared by prediction and truth, which leaves distances unchanged); and the count of frames
+  whose left and right limbs are swapped relative to the truth (:func:`swapped`).
+* **Stability** on the demo clip (``edge/assets/sports2d_demo.mp4``, 2 people): limb-length
+  coefficient of variation per track and joint-angle jitter (elbows and knees, deg/frame,
+  median).
+* **Cost**: lifts per second at 1 thread, one person per call.
+
+The 2D landmarks come from the float detector and landmark model (:func:`lifter.real.extract`),
+cached in ``cache/lifter/`` after the first run. Usage::
+
+    .venv/bin/python -m edge.bench.lift [--json out/lift.json] [--markdown out/lift.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.config import Config
+from edge.lift3d import Lifter, LimbLengths, TemporalLifter, WorldLandmarkLifter
+from edge.runtime import Manifest, ModelError, load_manifest
+
+logger = logging.getLogger("edge.bench.lift")
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+CACHE = ROOT / "cache" / "lifter"
+#: Limbs whose length should not change: upper arms, forearms, thighs, shanks (COCO-17).
+LIMBS: tuple[tuple[int, int], ...] = ((5, 7), (7, 9), (6, 8), (8, 10),
+                                      (11, 13), (13, 15), (12, 14), (14, 16))
+#: Joint angles (parent, joint, child): elbows and knees.
+ANGLES: tuple[tuple[int, int, int], ...] = ((5, 7, 9), (6, 8, 10), (11, 13, 15), (12, 14, 16))
+#: Elbows + wrists and knees + ankles, left then right.
+_ARMS = ((7, 9), (8, 10))
+_LEGS = ((13, 15), (14, 16))
+#: Tracks shorter than this (tracker fragments) are left out of the limb-length figures.
+MIN_TRACK_FRAMES = 10
+#: A limb pair counts as swapped when exchanging its sides lowers its error by this much (m).
+SWAP_MARGIN_M = 0.05
+
+Lift = Callable[["ViewSet"], F32]
+
+
+class ViewSet:
+    """The test views: (n, 17, 2) pixels, (n, 17) visibility, world landmarks, truth, view, frame.
+
+    Rows of a view are contiguous and in time order.
+    """
+
+    def __init__(self, kp: F32, conf: F32, world: F32, gt: F32, view: npt.NDArray[np.intp],
+                 reproj_px: float) -> None:
+        self.kp, self.conf, self.world, self.gt, self.view = kp, conf, world, gt, view
+        self.reproj_px = reproj_px
+
+    @classmethod
+    def load(cls, cache: Path = CACHE) -> ViewSet:
+        """From ``cache/pose2sim_single.npz``, built (2D model on 4 videos) when absent."""
+        path = cache / "pose2sim_single.npz"
+        if not path.is_file():
+            from lifter import pose2sim
+            from lifter.real import fetch_sources
+
+            fetch_sources(cache.parent)
+            ev = pose2sim.build()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(path, kp=ev.kp, conf=ev.conf, world=ev.world, gt=ev.gt,
+                                view=ev.seq, reproj_px=np.float64(ev.reproj_px))
+        with np.load(path) as z:
+            return cls(z["kp"], z["conf"], z["world"], z["gt"], z["view"], float(z["reproj_px"]))
+
+
+def demo_tracks(cache: Path = CACHE) -> dict[str, Any]:
+    """The demo clip's person-frames (kp, conf, world, track, frame), cached."""
+    path = cache / "sports2d_demo.npz"
+    if not path.is_file():
+        from lifter.real import TRAIN_VIDEOS, extract
+
+        s = extract(TRAIN_VIDEOS, max_people=2)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, kp=s.kp, conf=s.conf, world=s.world, track=s.track,
+                            frame=s.frame)
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def swapped(pred: npt.ArrayLike, gt: npt.ArrayLike, margin: float = SWAP_MARGIN_M
+            ) -> npt.NDArray[np.bool_]:
+    """Frames whose left and right arms or legs are swapped relative to the truth.
+
+    Both poses root-relative in the same frame. For the arms (elbows, wrists) and the legs
+    (knees, ankles) apart, the mean joint error of the prediction is compared with that of the
+    prediction with its left and right exchanged; a frame is swapped when, for either, the
+    exchanged labelling is closer by more than ``margin``.
+
+    Args:
+        pred: (n, 17, 3) metres.
+        gt: (n, 17, 3) metres.
+        margin: Metres.
+
+    Returns:
+        (n,) bool.
+    """
+    p, g = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    out = np.zeros(len(p), bool)
+    for left, right in (_ARMS, _LEGS):
+        ix = list(left) + list(right)
+        sw = list(right) + list(left)
+        e = np.linalg.norm(p[:, ix] - g[:, ix], axis=-1).mean(1)
+        es = np.linalg.norm(p[:, sw] - g[:, ix], axis=-1).mean(1)
+        out |= es < e - margin
+    return out
+
+
+def limb_cv(joints: npt.ArrayLike, track: npt.ArrayLike,
+            min_frames: int = MIN_TRACK_FRAMES) -> dict[int, float]:
+    """Limb-length coefficient of variation (%) of each track, mean over the 8 limbs.
+
+    Args:
+        joints: (n, 17, 3) metres.
+        track: (n,) track id.
+        min_frames: Shorter tracks are left out.
+    """
+    j, t = np.asarray(joints, np.float64), np.asarray(track)
+    out = {}
+    for tid in np.unique(t):
+        sel = j[t == tid]
+        if len(sel) < max(min_frames, 2):
+            continue
+        lengths = np.stack([np.linalg.norm(sel[:, a] - sel[:, b], axis=-1) for a, b in LIMBS])
+        out[int(tid)] = float(np.mean(lengths.std(1) / np.maximum(lengths.mean(1), 1e-9)) * 100)
+    return out
+
+
+def joint_angles(joints: npt.ArrayLike) -> F64:
+    """(n, 17, 3) metres -> (n, 4) elbow and knee angles, degrees."""
+    j = np.asarray(joints, np.float64)
+    out = []
+    for a, b, c in ANGLES:
+        u, v = j[:, a] - j[:, b], j[:, c] - j[:, b]
+        cos = (u * v).sum(-1) / np.maximum(
+            np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1), 1e-12)
+        out.append(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+    return np.stack(out, 1)
+
+
+def angle_jitter(joints: npt.ArrayLike, track: npt.ArrayLike, frame: npt.ArrayLike) -> float:
+    """Median absolute frame-to-frame change of the elbow and knee angles (deg/frame).
+
+    Only pairs of consecutive frames of one track count.
+    """
+    t, f = np.asarray(track), np.asarray(frame)
+    ang = joint_angles(joints)
+    ok = (t[1:] == t[:-1]) & (f[1:] == f[:-1] + 1)
+    d = np.abs(np.diff(ang, axis=0))[ok]
+    return float(np.median(d)) if d.size else float("nan")
+
+
+def accuracy(pred: npt.ArrayLike, ts: ViewSet) -> dict[str, Any]:
+    """Per-view and mean PA-MPJPE, MPJPE (mm) and swapped-frame counts."""
+    from lifter.metrics import mpjpe, pa_mpjpe
+
+    p = np.asarray(pred, np.float64)
+    views = []
+    for v in np.unique(ts.view):
+        s = ts.view == v
+        views.append({"view": int(v) + 1, "frames": int(s.sum()),
+                      "pa_mpjpe_mm": round(pa_mpjpe(p[s], ts.gt[s]), 1),
+                      "mpjpe_mm": round(mpjpe(p[s], ts.gt[s]), 1),
+                      "swapped_frames": int(swapped(p[s], ts.gt[s]).sum())})
+    return {"views": views,
+            "mean": {k: round(float(np.mean([x[k] for x in views])), 1)
+                     for k in ("pa_mpjpe_mm", "mpjpe_mm")},
+            "worst_pa_mpjpe_mm": max(x["pa_mpjpe_mm"] for x in views),
+            "swapped_frames": sum(x["swapped_frames"] for x in views)}
+
+
+def _single(lifter: Lifter) -> Callable[[F32, F32, F32, npt.NDArray[np.intp]], F32]:
+    def run(kp: F32, conf: F32, world: F32, track: npt.NDArray[np.intp]) -> F32:
+        return np.concatenate([lifter.lift(kp[i:i + 1], conf[i:i + 1]).joints
+                               for i in range(len(kp))]) if len(kp) else kp[:, :, :0]
+    return run
+
+
+def _temporal(lifter: TemporalLifter) -> Callable[[F32, F32, F32, npt.NDArray[np.intp]], F32]:
+    def run(kp: F32, conf: F32, world: F32, track: npt.NDArray[np.intp]) -> F32:
+        lifter.reset()
+        out = [lifter.lift(kp[i:i + 1], conf[i:i + 1], [int(track[i])]).joints
+               for i in range(len(kp))]
+        lifter.reset()
+        return np.concatenate(out)
+    return run
+
+
+def _with_limbs(fn: Callable[[F32, F32, F32, npt.NDArray[np.intp]], F32]
+                ) -> Callable[[F32, F32, F32, npt.NDArray[np.intp]], F32]:
+    """The same source with :class:`edge.lift3d.LimbLengths` (default window) per track."""
+    window = Config().models.limb_window
+
+    def run(kp: F32, conf: F32, world: F32, track: npt.NDArray[np.intp]) -> F32:
+        joints = fn(kp, conf, world, track)
+        limbs = LimbLengths(window)
+        return np.concatenate([limbs(joints[i:i + 1], [int(track[i])])
+                               for i in range(len(joints))])
+    return run
+
+
+def _world(kp: F32, conf: F32, world: F32, track: npt.NDArray[np.intp]) -> F32:
+    return WorldLandmarkLifter().lift(world, conf).joints
+
+
+def lift_sources(manifest: Manifest) -> dict[str, tuple[Any, Lifter | TemporalLifter | None]]:
+    """Every 3D source: ``world_landmarks`` and each lifter of the manifest.
+
+    Returns:
+        Name -> (callable, lifter or None). The callable takes (kp, conf, world, track), rows
+        of a track contiguous and in time order, and returns (n, 17, 3) metres.
+    """
+    out: dict[str, tuple[Any, Lifter | TemporalLifter | None]] = {
+        "world_landmarks": (_world, None)}
+    for key, e in sorted(manifest.models.items()):
+        if e.role != "lifter":
+            continue
+        if e.variant == "temporal":
+            t = TemporalLifter.load(key, 1, manifest)
+            out[key] = (_temporal(t), t)
+            out[key + "+limbs"] = (_with_limbs(_temporal(t)), None)
+        else:
+            s = Lifter.load(key, 1, manifest)
+            out[key] = (_single(s), s)
+            out[key + "+limbs"] = (_with_limbs(_single(s)), None)
+    return out
+
+
+def lifts_per_second(lifter: Lifter | TemporalLifter, seconds: float = 1.5) -> float:
+    """One person per call through the runtime API (normalisation, network, symmetrisation)."""
+    rng = np.random.default_rng(0)
+    kp = rng.uniform(0, 1000, (1, 17, 2)).astype(np.float32)
+    conf = rng.uniform(0.4, 1, (1, 17)).astype(np.float32)
+
+    def once() -> None:
+        if isinstance(lifter, TemporalLifter):
+            lifter.lift(kp, conf, [0])
+        else:
+            lifter.lift(kp, conf)
+
+    for _ in range(50):
+        once()
+    rates = []
+    for _ in range(3):
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 3:
+            once()
+            n += 1
+        rates.append(n / (time.perf_counter() - t0))
+    return float(np.median(rates))
+
+
+def run(manifest: Manifest, cache: Path = CACHE, speed_s: float = 1.5) -> dict[str, Any]:
+    """Measures every 3D source; returns the JSON-able result."""
+    ts = ViewSet.load(cache)
+    demo = demo_tracks(cache)
+    # the test views at 60 fps: two interleaved 30 fps tracks per view for temporal lifters
+    n_view = np.bincount(ts.view)
+    pos = np.concatenate([np.arange(c) for c in n_view])
+    test_track = ts.view * 2 + pos % 2
+    order = np.lexsort((pos, test_track))
+    inv = np.argsort(order)
+    result: dict[str, Any] = {"test_set": "Pose2Sim Demo_SinglePerson, 4 views",
+                              "triangulation_reproj_px": round(ts.reproj_px, 1),
+                              "swap_margin_m": SWAP_MARGIN_M, "sources": {}}
+    for name, (fn, obj) in lift_sources(manifest).items():
+        t0 = time.monotonic()
+        pred = fn(ts.kp[order], ts.conf[order], ts.world[order], test_track[order])[inv]
+        acc = accuracy(pred, ts)
+        dj = fn(demo["kp"], demo["conf"], demo["world"], demo["track"])
+        cv = limb_cv(dj, demo["track"])
+        entry: dict[str, Any] = {
+            **acc, "demo_limb_cv_pct": {str(k): round(v, 2) for k, v in cv.items()},
+            "demo_limb_cv_pct_max": round(max(cv.values()), 2) if cv else None,
+            "demo_angle_jitter_deg_per_frame": round(
+                angle_jitter(dj, demo["track"], demo["frame"]), 2)}
+        if obj is not None:
+            entry["lifts_per_s_1thread"] = round(lifts_per_second(obj, speed_s))
+        entry["eval_s"] = round(time.monotonic() - t0, 1)
+        result["sources"][name] = entry
+        logger.info("%s: %s", name, {k: entry[k] for k in ("mean", "swapped_frames")})
+    return result
+
+
+def rows(result: dict[str, Any]) -> list[list[str]]:
+    """Table rows: one per source (header first)."""
+    out = [["3D source", "PA-MPJPE v1/v2/v3/v4 (mean) mm", "MPJPE mean mm", "swapped frames",
+            "limb CV % per track", "jitter deg/frame", "lifts/s 1 thr"]]
+    for name, e in result["sources"].items():
+        pa = "/".join(f"{v['pa_mpjpe_mm']:.0f}" for v in e["views"])
+        out.append([name, f"{pa} ({e['mean']['pa_mpjpe_mm']:.1f})",
+                    f"{e['mean']['mpjpe_mm']:.1f}",
+                    "/".join(str(v["swapped_frames"]) for v in e["views"]),
+                    "/".join(f"{v:.1f}" for v in e["demo_limb_cv_pct"].values()),
+                    f"{e['demo_angle_jitter_deg_per_frame']:.2f}",
+                    str(e.get("lifts_per_s_1thread", "-"))])
+    return out
+
+
+def format_markdown(result: dict[str, Any]) -> str:
+    """The lifter section of the edge-bench Markdown report."""
+    r = rows(result)
+    lines = ["### 3D sources", "",
+             f"Test set: {result['test_set']} (truth triangulated, reprojection "
+             f"{result['triangulation_reproj_px']} px); limb CV and jitter on the demo clip.", "",
+             "| " + " | ".join(r[0]) + " |", "|" + "---|" * len(r[0])]
+    lines += ["| " + " | ".join(x) + " |" for x in r[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The console version."""
+    r = rows(result)
+    widths = [max(len(x[i]) for x in r) for i in range(len(r[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(x, widths, strict=True)) for x in r)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line; returns the exit code."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models-dir", type=Path, default=None)
+    ap.add_argument("--cache", type=Path, default=CACHE)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--markdown", type=Path, default=None)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = run(load_manifest(args.models_dir), args.cache)
+    except (ModelError, FileNotFoundError) as e:
+        print(f"edge-bench lift: {e}", file=sys.stderr)
+        return 1
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    if args.markdown is not None:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(format_markdown(result), encoding="utf-8")
+    print(format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
