@@ -32,19 +32,9 @@ logger = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
-_MP = "Pose2Sim/Demo_MultiPerson/videos/"
-#: The four Demo_MultiPerson views in the pinned pose2sim wheel (the calibration file is the
-#: same as Demo_SinglePerson's, same sha256).
-MULTI_CAMS: tuple[sources.Member, ...] = (
-    sources.Member(sources.POSE2SIM, _MP + "cam01.mp4",
-                   "543cee6a4c2c2b52dc9eac9137ee63d14f1f84e706a9a7264769edcb11e5ea53"),
-    sources.Member(sources.POSE2SIM, _MP + "cam02.mp4",
-                   "8895092a7cf26359205a427b7ac2f4a935c2e0bd36d9b7a5140cb33faa468a6b"),
-    sources.Member(sources.POSE2SIM, _MP + "cam03.mp4",
-                   "d3daf48cdf9f5603868ddb99166ddaf9b12279e7ce968922926560d5fd3f0c99"),
-    sources.Member(sources.POSE2SIM, _MP + "cam04.mp4",
-                   "1490149dc40e7301fa5ceae23862b044ba5c398a8b2a40df21ed894702728c09"),
-)
+#: The four Demo_MultiPerson views in the pinned pose2sim wheel (its calibration is the same
+#: file as Demo_SinglePerson's, same sha256).
+MULTI_CAMS = sources.POSE2SIM_MULTI_CAMS
 #: Joints reprojecting worse than this (pixels, median over views) are dropped from the truth.
 MAX_REPROJ_PX = 40.0
 #: Frames at or after this index form the validation split (used for choices; the rest trains).

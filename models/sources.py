@@ -107,7 +107,7 @@ POSE2SIM_CALIB = Member(POSE2SIM, "Pose2Sim/Demo_SinglePerson/calibration/Calib.
 
 _P2S_MULTI = "Pose2Sim/Demo_MultiPerson/"
 #: The four views of Pose2Sim's two-person demo (1088x1920 portrait, 60 fps, 100 frames each),
-#: for the multi-view fusion (edge/fuse); the same files bench/crowd pins.
+#: for the multi-view fusion (edge/fuse), the crowd benchmark and the lifter's training data.
 POSE2SIM_MULTI_CAMS: tuple[Member, ...] = (
     Member(POSE2SIM, _P2S_MULTI + "videos/cam01.mp4",
            "543cee6a4c2c2b52dc9eac9137ee63d14f1f84e706a9a7264769edcb11e5ea53"),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from edge.runtime import sha256_file
 from models import sources
-from models.sources import Member, SourceError, sha256_bytes
+from models.sources import SourceError, sha256_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -31,18 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 #: The Sports2D demo as the repository ships it (the same file as ``sources.SPORTS2D_DEMO``).
 SPORTS2D_DEMO = ROOT / "edge" / "assets" / "sports2d_demo.mp4"
 
-_P2S_MULTI = "Pose2Sim/Demo_MultiPerson/videos/"
 #: The four views of Pose2Sim's two-person demo (1088x1920 portrait, 60 fps, 100 frames each).
-POSE2SIM_MULTI_CAMS: tuple[Member, ...] = (
-    Member(sources.POSE2SIM, _P2S_MULTI + "cam01.mp4",
-           "543cee6a4c2c2b52dc9eac9137ee63d14f1f84e706a9a7264769edcb11e5ea53"),
-    Member(sources.POSE2SIM, _P2S_MULTI + "cam02.mp4",
-           "8895092a7cf26359205a427b7ac2f4a935c2e0bd36d9b7a5140cb33faa468a6b"),
-    Member(sources.POSE2SIM, _P2S_MULTI + "cam03.mp4",
-           "d3daf48cdf9f5603868ddb99166ddaf9b12279e7ce968922926560d5fd3f0c99"),
-    Member(sources.POSE2SIM, _P2S_MULTI + "cam04.mp4",
-           "1490149dc40e7301fa5ceae23862b044ba5c398a8b2a40df21ed894702728c09"),
-)
+POSE2SIM_MULTI_CAMS = sources.POSE2SIM_MULTI_CAMS
 
 
 @dataclass(frozen=True)
