@@ -187,6 +187,9 @@ class Runtime:
         self.mode: RunMode = "realtime"
         self.outputs: list[Sink] = []
         self._queued: list[QueuedSink] = []
+        #: Niceness added to queued outputs' threads; None: ``OUTPUT_NICE`` in realtime runs,
+        #: 0 otherwise (see :meth:`add_output`).
+        self.output_nice: int | None = None
         #: Called from the core loop after every tick, with or without a frame (watchdog).
         self.on_tick: list[Callable[[], None]] = []
         #: Called from the reader thread when a live source is lost or back.
@@ -239,7 +242,8 @@ class Runtime:
             realtime = self.mode == "realtime"
             q = QueuedSink(sink, lossless=not realtime, name=name or type(sink).__name__,
                            max_bytes=OUTPUT_QUEUE_BYTES,
-                           nice=OUTPUT_NICE if realtime else 0)
+                           nice=(OUTPUT_NICE if realtime else 0) if self.output_nice is None
+                           else self.output_nice)
             self._queued.append(q)
             sink = q
         self.outputs.append(sink)

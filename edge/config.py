@@ -182,7 +182,7 @@ class OutputConfig(_Section):
     video: bool = Field(default=True, description="annotated.mp4 (video and live modes)")
     video_codec: Literal["mp4v", "mjpeg"] = Field(
         default="mp4v", description="mp4v: annotated.mp4, small; mjpeg: annotated.avi, about "
-        "half the writer's CPU time and 6x the size")
+        "a third less writer CPU time and 4x the size")
     images: bool = Field(default=True, description="annotated images in annotated/ (image mode)")
     coco: bool = Field(default=True, description="coco_keypoints.json (image mode)")
     stdout: bool = False

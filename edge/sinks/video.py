@@ -87,7 +87,7 @@ class VideoSink:
       runs motion estimation: 9.3 ms a 1768x994 frame on the build host, single thread;
     * ``mjpeg`` (Motion JPEG in AVI): every frame is a JPEG encoded by OpenCV's libjpeg-turbo
       and handed to the muxer as is (FFmpeg's raw-stream mode, no second encode): 5.6 ms a
-      frame, files about 6x larger. For runs where the writer's CPU time matters more than
+      frame, files about 4x larger (q85). For runs where the writer's CPU time matters more than
       the disk (every-frame runs on 2 cores).
 
     Args:
