@@ -12,10 +12,18 @@ models' own. edge-pose runs its pipeline as configured by default (detector ever
 Reports: per-frame processing time and fps of both (decode excluded, first ``--skip`` frames
 excluded), the fps ratio, and landmark agreement on frames where both found a person (edge's
 person closest to MediaPipe's): 2D mean distance px and as a share of the person's height, and
-world-landmark distance mm after re-rooting both at the mid-hip. Usage::
+world-landmark distance mm after re-rooting both at the mid-hip.
+
+``--whole-process`` instead times two whole processes from start to exit, alternately,
+``--repeat`` times each: ``edge-pose demo --threads N`` as a user runs it (default config: every
+frame, multi-person tracking, lifter, ``annotations.jsonl`` and the annotated video; with
+``--edge-config`` another one) and MediaPipe's worker decoding the clip itself (its own OpenCV)
+and running Pose on every frame. Both include imports, model loading and decoding; the ratio
+is MediaPipe's wall time over edge-pose's. Usage::
 
     .venv/bin/python bench/mediapipe_compare.py --setup            # once: /tmp/edge-mp-venv
     .venv/bin/python bench/mediapipe_compare.py --json bench/results/mediapipe.json
+    .venv/bin/python bench/mediapipe_compare.py --whole-process --threads 2 --repeat 3
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -181,6 +190,61 @@ def agreement(edge: list[dict[str, Any]], mp: list[dict[str, Any]],
             [round(float(v), 2) for v in np.mean(offsets, axis=0)]}
 
 
+def whole_process(python: Path, clip: Path, threads: int, repeat: int,
+                  edge_config: Path | None) -> dict[str, Any]:
+    """Times ``edge-pose demo`` and MediaPipe's worker as whole processes, alternately.
+
+    Returns:
+        Per side the wall times (s) of every run and their median, the CPU seconds (user +
+        system, all threads: steadier than wall time on a loaded machine), edge-pose's core fps
+        (its ``stats.json``), and ``ratio``: MediaPipe's median wall time over edge-pose's
+        (``cpu_ratio`` the same for CPU seconds).
+    """
+    edge_s: list[float] = []
+    core_fps: list[float] = []
+    mp_s: list[float] = []
+    edge_cpu: list[float] = []
+    mp_cpu: list[float] = []
+
+    def children_cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    frames = 0
+    env = {**os.environ, "GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with tempfile.TemporaryDirectory() as d:
+        for _ in range(repeat):
+            out = Path(d) / "edge"
+            cmd = [sys.executable, "-m", "edge.cli", "demo", "--threads", str(threads),
+                   "--no-progress", "--out", str(out)]
+            if clip != DEMO_CLIP:
+                cmd[3:4] = ["run", "--every-frame", "--source", str(clip)]
+            if edge_config is not None:
+                cmd += ["--config", str(edge_config)]
+            t0, c0 = time.perf_counter(), children_cpu()
+            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            edge_s.append(time.perf_counter() - t0)
+            edge_cpu.append(children_cpu() - c0)
+            stats = json.loads((out / "stats.json").read_text())
+            core_fps.append(round(stats["frames_processed"] / stats["wall_s"], 2))
+            frames = int(stats["frames_processed"])
+            t0, c0 = time.perf_counter(), children_cpu()
+            subprocess.run([str(python), str(WORKER), str(clip), str(Path(d) / "mp.json")],
+                           check=True, env=env, stderr=subprocess.DEVNULL)
+            mp_s.append(time.perf_counter() - t0)
+            mp_cpu.append(children_cpu() - c0)
+    e, m = float(np.median(edge_s)), float(np.median(mp_s))
+    return {"threads": threads, "frames": frames, "edge_config": str(edge_config),
+            "edge_wall_s": [round(x, 2) for x in edge_s], "edge_core_fps": core_fps,
+            "mediapipe_wall_s": [round(x, 2) for x in mp_s],
+            "edge_fps_whole": round(frames / e, 2), "mediapipe_fps_whole": round(frames / m, 2),
+            "edge_cpu_s": [round(x, 2) for x in edge_cpu],
+            "mediapipe_cpu_s": [round(x, 2) for x in mp_cpu],
+            "ratio": round(m / e, 3),
+            "cpu_ratio": round(float(np.median(mp_cpu)) / float(np.median(edge_cpu)), 3)}
+
+
 def timing(ms: list[float], skip: int) -> dict[str, float]:
     """Median / p90 ms and fps (frames over summed time) after the first ``skip`` frames."""
     a = np.asarray(ms[skip:], np.float64)
@@ -201,6 +265,11 @@ def main() -> int:
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--skip", type=int, default=5, help="warm-up frames left out of timing")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--whole-process", action="store_true",
+                   help="time whole processes (see the module docstring)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per side (--whole-process)")
+    p.add_argument("--edge-config", type=Path, default=None,
+                   help="TOML config for edge-pose (--whole-process)")
     args = p.parse_args()
     python = setup_venv(args.venv) if args.setup else args.venv / "bin" / "python"
     if not python.exists():
@@ -208,6 +277,18 @@ def main() -> int:
     if not args.clip.is_file():
         p.error(f"--clip {args.clip}: no such file")
     load0 = load_average()
+    if args.whole_process:
+        whole: dict[str, Any] = {
+            "clip": str(args.clip), "host": host_info(load_manifest()), "load_start": load0,
+            "runs": [whole_process(python, args.clip, int(t), args.repeat, args.edge_config)
+                     for t in args.threads.split(",")],
+            "load_end": load_average()}
+        text = json.dumps(whole, indent=1)
+        print(text)
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(text + "\n", encoding="utf-8")
+        return 0
     tmp = tempfile.TemporaryDirectory()
     frames_npy, fps = decode_clip(args.clip, Path(tmp.name) / "frames.npy", args.max_frames)
     mp = run_mediapipe(python, frames_npy)

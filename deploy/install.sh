@@ -13,8 +13,8 @@
 #   4. pip install --require-hashes -r requirements-device.lock (runtime + MQTT, no dev tools),
 #      ignoring any pip index configured on the board, then this checkout (models included);
 #   5. /etc/edge-pose/config.toml from --config or deploy/config.example.toml (kept if present;
-#      device_id set to the host name), validated; an empty /etc/edge-pose/mqtt_password (0600)
-#      for systemd's LoadCredential= when there is none. The state (event journal, in
+#      device_id set to the host name), validated; an empty /etc/edge-pose/mqtt_password and
+#      /etc/edge-pose/http_token (0600) for systemd's LoadCredential= when there are none. The state (event journal, in
 #      /var/lib/private/edge-pose) is never touched;
 #   6. the unit to /etc/systemd/system/edge-pose.service; enable and (re)start (where systemd
 #      runs: in a chroot or image build the unit is installed and enabled only).
@@ -120,9 +120,11 @@ elif [ ! -e /etc/edge-pose/config.toml ]; then
   chmod 0644 /etc/edge-pose/config.toml
 fi
 "$PREFIX/venv/bin/edge-pose" validate-config /etc/edge-pose/config.toml
-if [ ! -e /etc/edge-pose/mqtt_password ]; then
-  install -m 0600 /dev/null /etc/edge-pose/mqtt_password
-fi
+for cred in mqtt_password http_token; do
+  if [ ! -e "/etc/edge-pose/$cred" ]; then
+    install -m 0600 /dev/null "/etc/edge-pose/$cred"
+  fi
+done
 
 log "systemd unit"
 unit=/etc/systemd/system/edge-pose.service

@@ -49,6 +49,13 @@ from edge.types import Detections, DetectorResult, Frame
 
 logger = logging.getLogger(__name__)
 
+#: Pixels a queued file output may hold (8 frames of 1768x994 BGR are 42 MB; 4K frames would
+#: be 199 MB without this bound).
+OUTPUT_QUEUE_BYTES = 64 << 20
+
+#: Niceness added to a queued output's thread in realtime runs (see Runtime.add_output).
+OUTPUT_NICE = 10
+
 #: Receives the published events of one tick (payloads without ``seq``/``stream``).
 EventListener = Callable[[list[dict[str, Any]]], None]
 
@@ -180,6 +187,9 @@ class Runtime:
         self.mode: RunMode = "realtime"
         self.outputs: list[Sink] = []
         self._queued: list[QueuedSink] = []
+        #: Niceness added to queued outputs' threads; None: ``OUTPUT_NICE`` in realtime runs,
+        #: 0 otherwise (see :meth:`add_output`).
+        self.output_nice: int | None = None
         #: Called from the core loop after every tick, with or without a frame (watchdog).
         self.on_tick: list[Callable[[], None]] = []
         #: Called from the reader thread when a live source is lost or back.
@@ -220,10 +230,20 @@ class Runtime:
             queued: Run it on its own thread behind a bounded queue (lossless in every-frame
                 and image runs, drop-oldest in realtime); False for a transport that never
                 blocks by itself (MQTT queues in paho, HTTP in its own clients' queues).
+
+        The queue holds at most 8 frames and ``OUTPUT_QUEUE_BYTES`` of pixels. In realtime
+        runs the output's thread also runs ``OUTPUT_NICE`` steps nicer than the core, so that
+        on a busy CPU its drawing and encoding cost its own frames (dropped, counted), not the
+        core's rate. Not in every-frame and image runs: there the core waits for a full queue
+        anyway (nothing may be lost), and a starved writer would only lengthen the run when
+        other processes load the machine.
         """
         if queued:
-            q = QueuedSink(sink, lossless=self.mode != "realtime",
-                           name=name or type(sink).__name__)
+            realtime = self.mode == "realtime"
+            q = QueuedSink(sink, lossless=not realtime, name=name or type(sink).__name__,
+                           max_bytes=OUTPUT_QUEUE_BYTES,
+                           nice=(OUTPUT_NICE if realtime else 0) if self.output_nice is None
+                           else self.output_nice)
             self._queued.append(q)
             sink = q
         self.outputs.append(sink)
@@ -244,7 +264,8 @@ class Runtime:
                 self.add_output(CocoKeypointsSink(out_dir / "coco_keypoints.json"))
         elif oc.video:
             fps = self.source.fps if self.source is not None and self.source.fps else sc.rate_hz
-            self.add_output(VideoSink(out_dir / "annotated.mp4", fps))
+            name = "annotated.avi" if oc.video_codec == "mjpeg" else "annotated.mp4"
+            self.add_output(VideoSink(out_dir / name, fps, oc.video_codec))
         if oc.stdout:
             self.add_output(StdoutSink())
 

@@ -41,7 +41,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -57,6 +57,9 @@ from edge.config import Config, load_config
 from edge.preflight import preflight, resolve_state_dir
 from edge.sdnotify import Notifier
 from edge.types import Frame
+
+if TYPE_CHECKING:
+    from edge.transports.http import HttpTransport
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +227,8 @@ def run_service(config: Config, environ: Mapping[str, str] | None = None, *,
         edge.config.ConfigError: The config cannot work (the CLI prints it, exit status 2).
         edge.runtime.ModelError: A model is missing or damaged (exit status 2).
     """
-    from edge.transports.http import HttpTransport
+    # aiohttp and prometheus-client only when HTTP is served: a daemon without [http] does
+    # not carry their ~13 MiB.
     from edge.transports.http_config import check_bind, load_http_token
 
     env = os.environ if environ is None else environ
@@ -304,6 +308,8 @@ def run_service(config: Config, environ: Mapping[str, str] | None = None, *,
                 return True, f"running, newest frame {age:.2f} s old"
 
             sc = config.scheduler
+            from edge.transports.http import HttpTransport
+
             server = HttpTransport(
                 config.http, stats_snapshot=stats_snapshot, command=command,
                 pose_image=pose_image, ready=ready, token=token, device_id=dev,

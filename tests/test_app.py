@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from mjpeg_camera import MjpegCamera
 
-from edge.app import Runtime
+from edge.app import OUTPUT_NICE, Runtime
 from edge.config import Config
 from edge.runtime import Manifest
+from edge.sinks.queued import QueuedSink
 
 #: Seconds the camera is off in the outage tests: longer than the 10 s a silent source used to
 #: be allowed before the run ended. EDGE_POSE_OUTAGE_S=90 reproduces the issue's figure.
@@ -57,6 +58,15 @@ def _run_in_thread(rt: Runtime) -> tuple[threading.Thread, list[int]]:
     return t, code
 
 
+def _output_niceness(rt: Runtime) -> list[int | None]:
+    """The niceness each queued file output's thread runs at (read by that thread)."""
+    queued = [o for o in rt.outputs if isinstance(o, QueuedSink)]
+    assert queued
+    for q in queued:
+        assert _wait(lambda q=q: q.niceness is not None, 10)
+    return [q.niceness for q in queued]
+
+
 def _wait(cond: Any, timeout: float) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -79,6 +89,9 @@ def test_camera_outage_mid_run_is_reported_and_survived(manifest: Manifest,
     thread, code = _run_in_thread(rt)
     try:
         assert _wait(lambda: rt.stats.frames_processed >= 10, 60), "no frames from the camera"
+        # Realtime: the file outputs' threads run nicer than the core (their own frames drop
+        # on a busy CPU, not the core's rate).
+        assert _output_niceness(rt) == [min(19, os.nice(0) + OUTPUT_NICE)]
         cam.stop()
         t_off = time.monotonic()
         assert _wait(lambda: rt.snapshot()["source"]["state"] == "lost", 30)
@@ -162,6 +175,8 @@ def test_snapshot_is_consistent_while_the_core_runs(manifest: Manifest,
         assert s["stages"]["pose2d"]["runs"] == s["frames_processed"]
     final = rt.snapshot()
     assert final["frames_processed"] == 230 and final["mode"] == "every-frame"
+    # Every-frame: lossless outputs at the core's priority (the core waits for them anyway).
+    assert _output_niceness(rt) == [os.nice(0)]
     assert final["outputs"]["JsonlSink"] == {"written": 230, "dropped": 0}
 
 

@@ -9,13 +9,15 @@ import os
 import threading
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from edge.annotation import Annotation
-from edge.sinks import JsonlSink, SinkError
+from edge.sinks import JsonlSink, SinkError, VideoSink
 from edge.sinks.queued import QueuedSink
-from edge.types import Frame
+from edge.sinks.video import VideoCodec
+from edge.types import U8, Frame
 
 
 def _item(i: int) -> tuple[Frame, Annotation]:
@@ -93,3 +95,68 @@ def test_closed_sink_refuses_writes(tmp_path: Path) -> None:
         q.write(*_item(0))
     with pytest.raises(ValueError, match="maxsize"):
         QueuedSink(JsonlSink(tmp_path / "c.jsonl"), maxsize=0)
+
+
+def test_byte_bound_and_a_nicer_thread(tmp_path: Path) -> None:
+    """``max_bytes`` bounds the queued pixels whatever ``maxsize`` says; ``nice`` lowers the
+    sender thread only (read back from the kernel by that thread's id)."""
+    frame_bytes = _item(0)[0].image.nbytes  # 48
+    gate = threading.Event()
+
+    class Gated(JsonlSink):
+        """A real JSONL file whose writes wait for ``gate`` (a consumer that is not ready)."""
+
+        def write(self, frame: Frame, annotation: Annotation) -> None:
+            gate.wait(30)
+            super().write(frame, annotation)
+
+    q = QueuedSink(Gated(tmp_path / "n.jsonl"), maxsize=100, max_bytes=3 * frame_bytes,
+                   nice=5, name="nice")
+    base = os.nice(0)
+    for i in range(20):
+        q.write(*_item(i))
+    assert len(q._items) <= 3 and q.dropped >= 16  # 1 in the sender's hands, 3 queued
+    gate.set()
+    q.close()
+    ids = [json.loads(x)["frame_id"] for x in (tmp_path / "n.jsonl").read_text().split()]
+    assert ids[-3:] == [17, 18, 19] and q.written + q.dropped == 20
+    assert q.niceness == min(19, base + 5) and os.nice(0) == base  # the core's is unchanged
+    with pytest.raises(ValueError, match="nice"):
+        QueuedSink(JsonlSink(tmp_path / "d.jsonl"), nice=-1)
+    with pytest.raises(ValueError, match="max_bytes"):
+        QueuedSink(JsonlSink(tmp_path / "e.jsonl"), max_bytes=0)
+
+
+@pytest.mark.parametrize("codec", ["mp4v", "mjpeg"])
+def test_queued_video_writes_every_frame_at_the_source_size(tmp_path: Path, codec: VideoCodec,
+                                                            demo_frames: dict[int, U8]) -> None:
+    """Lossless (every-frame) video through the queue: every frame in the file, read back by
+    OpenCV at the source's size, skeleton pixels drawn where the annotation's person is."""
+    image = demo_frames[120]
+    h, w = image.shape[:2]
+    person = {"id": 1, "bbox": {"x1": 0.4, "y1": 0.2, "x2": 0.6, "y2": 0.8},
+              "pose_2d": {"left_shoulder": {"x": 0.45, "y": 0.3},
+                          "left_hip": {"x": 0.45, "y": 0.6}}}
+    path = tmp_path / f"v.{'avi' if codec == 'mjpeg' else 'mp4'}"
+    q = QueuedSink(VideoSink(path, 25.0, codec), maxsize=2, lossless=True, name="video")
+    n = 12
+    for i in range(n):
+        payload = {"frame_id": i, "persons": [person]}
+        q.write(Frame(image, i, i * 40_000_000, i / 25), Annotation(i, i / 25, 1, payload))
+    q.close()
+    cap = cv2.VideoCapture(str(path))
+    got = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        got.append(frame)
+    cap.release()
+    assert len(got) == n and q.written == n and q.dropped == 0
+    assert got[0].shape == (h, w, 3)
+    # The bone from shoulder to hip: drawn pixels differ from the source along it.
+    x, y0, y1 = round(0.45 * w), round(0.3 * h), round(0.6 * h)
+    diff = np.abs(got[-1][y0:y1, x - 1:x + 2].astype(int) - image[y0:y1, x - 1:x + 2]).mean()
+    assert diff > 20, f"no skeleton drawn ({diff:.1f})"
+    with pytest.raises(ValueError, match="codec"):
+        VideoSink(tmp_path / "x.mp4", 25.0, "h264")  # type: ignore[arg-type]

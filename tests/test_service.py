@@ -262,7 +262,13 @@ def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
 
 
 class Daemon:
-    """``edge-pose daemon`` as a subprocess."""
+    """``edge-pose daemon`` as a subprocess.
+
+    ``[http]`` is on, on a free loopback port (``http_port``), unless a test passes
+    ``http={"enabled": False}``: every MQTT test then also runs the HTTP transport beside it
+    (issue #10: the daemon with ``[http]`` on passes every MQTT test), and the TLS test covers
+    the daemon with HTTP off.
+    """
 
     def __init__(self, folder: Path, port: int, clip: Path, *, device: str,
                  loop: bool = False, env: dict[str, str] | None = None,
@@ -278,9 +284,11 @@ class Daemon:
                      "reconnect_min_s": 1, "reconnect_max_s": 1},
             "service": {"state_dir": str(self.state), "shutdown_timeout_s": 5.0},
             "logging": {"level": "INFO"},
+            "http": {"enabled": True, "host": "127.0.0.1", "port": free_port()},
         }
         for k, v in sections.items():
             cfg.setdefault(k, {}).update(v)
+        self.http_port: int | None = cfg["http"]["port"] if cfg["http"]["enabled"] else None
         self.config = write_config(folder / f"config-{device}.toml", cfg)
         self.log = folder / f"daemon-{device}.log"
         inherited = {k: v for k, v in os.environ.items() if k not in (
@@ -315,6 +323,19 @@ class Daemon:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+    def http_get(self, path: str) -> tuple[int, bytes]:
+        """GET ``path`` from the daemon's HTTP transport: (status, body)."""
+        import http.client
+
+        assert self.http_port is not None, "this daemon runs with [http] off"
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=5)
+        try:
+            conn.request("GET", path)
+            res = conn.getresponse()
+            return res.status, res.read()
+        finally:
+            conn.close()
 
     def journal(self) -> list[dict[str, Any]]:
         """The journal (``events.db``) as records: its numbering, then each pending event."""
@@ -413,6 +434,7 @@ def clip_run(tmp_path_factory: pytest.TempPathFactory, clip: Path) -> Iterator[C
 
 def test_clip_run_ends_cleanly_with_online_then_stopped(clip_run: ClipRun) -> None:
     assert clip_run.code == 0, clip_run.log
+    assert "HTTP API and viewer on http://127.0.0.1:" in clip_run.log  # [http] on beside MQTT
     avail = clip_run.sub.payloads("availability")
     assert avail[0] == "online" and avail[-1] == "stopped", avail
     assert all(m.retain is False for m in clip_run.sub.on("availability"))  # live deliveries
@@ -653,6 +675,11 @@ def test_commands_valid_malformed_oversized_retained_and_home_assistant(
         assert len(disc()) == 2
         sub.publish("homeassistant/status", b"online")
         wait_until(lambda: len(disc()) == 4, 5, "discovery again")
+        # One runtime: the HTTP transport beside MQTT reports the settings MQTT changed.
+        status, body = d.http_get("/v1/stats")
+        assert status == 200, body
+        assert json.loads(body)["settings"] == {"enabled": True, "max_persons": 3,
+                                                "detector_hz": 2.0}
         d.signal(signal.SIGTERM)
         assert d.wait(30) == 0, d.output()
         wait_until(lambda: sub.payloads("availability")[-1:] == ["stopped"], 10, "stopped")
@@ -715,11 +742,12 @@ def test_tls_with_password_works_and_anonymous_is_refused(tmp_path: Path, clip: 
     creds.mkdir()
     (creds / "mqtt_password").write_text("s3cret pass\n")
     d = Daemon(tmp_path, b.port, clip, device="tls", loop=True,
-               env={"CREDENTIALS_DIRECTORY": str(creds)},
+               env={"CREDENTIALS_DIRECTORY": str(creds)}, http={"enabled": False},
                mqtt={"username": "edge", "tls": {"enabled": True, "ca_file": str(ca)}})
     try:
         d.start()
         wait_until(lambda: len(sub.on("pose")) >= 2, 60, "pose frames over TLS")
+        assert "HTTP API" not in d.output()  # the daemon with [http] off (the others have it on)
         d.signal(signal.SIGTERM)
         assert d.wait(30) == 0, d.output()
         wait_until(lambda: sub.payloads("availability")[-1:] == ["stopped"], 10, "stopped")

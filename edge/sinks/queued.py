@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -37,14 +38,28 @@ class QueuedSink:
         maxsize: Frames the queue holds (>= 1).
         lossless: Wait for room instead of dropping the oldest frame.
         name: For the thread and the logs.
+        max_bytes: Also full when the queued frames' pixels reach this many bytes (at least
+            one frame is always taken), so that big frames do not multiply the memory; None:
+            only ``maxsize`` counts.
+        nice: Niceness added to the sender thread (Linux, per thread; capped at 19), so that
+            its drawing and encoding take only CPU time the core leaves over; 0: unchanged.
     """
 
     def __init__(self, inner: Sink, *, maxsize: int = 8, lossless: bool = False,
-                 name: str = "sink") -> None:
+                 name: str = "sink", max_bytes: int | None = None, nice: int = 0) -> None:
         if maxsize < 1:
             raise ValueError(f"maxsize must be >= 1, got {maxsize}")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1 or None, got {max_bytes}")
+        if nice < 0:
+            raise ValueError(f"nice must be >= 0 (a sink never outranks the core), got {nice}")
         self.inner = inner
         self.maxsize = maxsize
+        self.max_bytes = max_bytes
+        self.nice = nice
+        #: The sender thread's niceness once it runs (None before, or where unsupported).
+        self.niceness: int | None = None
+        self._bytes = 0
         self.lossless = lossless
         self.name = name
         self.dropped = 0
@@ -81,22 +96,48 @@ class QueuedSink:
             if self._closing:
                 raise SinkError(f"{self.name}: closed")
             if self.lossless:
-                self._cond.wait_for(lambda: len(self._items) < self.maxsize
-                                    or self._error is not None)
+                self._cond.wait_for(lambda: not self._full() or self._error is not None)
                 self._raise_pending()
-            elif len(self._items) >= self.maxsize:
-                self._items.popleft()
-                self.dropped += 1
+            else:
+                while self._full():
+                    old, _ = self._items.popleft()
+                    self._bytes -= old.image.nbytes
+                    self.dropped += 1
             self._items.append((frame, annotation))
+            self._bytes += frame.image.nbytes
             self._cond.notify_all()
 
+    def _full(self) -> bool:
+        """Whether the queue has no room (called under the lock)."""
+        if not self._items:
+            return False
+        return len(self._items) >= self.maxsize or (
+            self.max_bytes is not None and self._bytes >= self.max_bytes)
+
+    def _lower_priority(self) -> None:
+        """Adds ``nice`` to the calling (sender) thread's niceness.
+
+        Linux applies ``setpriority`` to one thread by its id; threads it starts later (an
+        encoder's) inherit the value.
+        """
+        try:
+            tid = threading.get_native_id()
+            if self.nice:
+                now = os.getpriority(os.PRIO_PROCESS, tid)
+                os.setpriority(os.PRIO_PROCESS, tid, min(19, now + self.nice))
+            self.niceness = os.getpriority(os.PRIO_PROCESS, tid)
+        except (AttributeError, OSError) as e:  # not Linux/Unix: runs at the core's priority
+            logger.debug("%s: priority unchanged (%s)", self.name, e)
+
     def _send(self) -> None:
+        self._lower_priority()
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: bool(self._items) or self._closing)
                 if not self._items:
                     return  # closing and drained
                 frame, annotation = self._items.popleft()
+                self._bytes -= frame.image.nbytes
                 self._busy = True
                 self._cond.notify_all()
             try:
@@ -107,6 +148,7 @@ class QueuedSink:
                     self._error = e
                     self.dropped += len(self._items)
                     self._items.clear()
+                    self._bytes = 0
                     self._busy = False
                     self._cond.notify_all()
                 return

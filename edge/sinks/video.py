@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -72,12 +72,36 @@ def draw_annotation(image: npt.NDArray[np.uint8], annotation: Annotation
     return out
 
 
-class VideoSink:
-    """Writes annotated frames to an MP4 (``mp4v``) file."""
+VideoCodec = Literal["mp4v", "mjpeg"]
 
-    def __init__(self, path: Path, fps: float) -> None:
+#: JPEG quality of ``mjpeg`` videos (libjpeg-turbo; 85 keeps the skeleton lines crisp).
+MJPEG_QUALITY = 85
+
+
+class VideoSink:
+    """Writes annotated frames to a video file, at the source's size.
+
+    Two codecs, both through OpenCV's FFmpeg and both writing every frame given:
+
+    * ``mp4v`` (MPEG-4 Part 2 in MP4): small files; FFmpeg's encoder converts the colours and
+      runs motion estimation: 9.3 ms a 1768x994 frame on the build host, single thread;
+    * ``mjpeg`` (Motion JPEG in AVI): every frame is a JPEG encoded by OpenCV's libjpeg-turbo
+      and handed to the muxer as is (FFmpeg's raw-stream mode, no second encode): 5.6 ms a
+      frame, files about 4x larger (q85). For runs where the writer's CPU time matters more than
+      the disk (every-frame runs on 2 cores).
+
+    Args:
+        path: The video file (its folder is created).
+        fps: Frame rate written in the file's header.
+        codec: ``mp4v`` or ``mjpeg``.
+    """
+
+    def __init__(self, path: Path, fps: float, codec: VideoCodec = "mp4v") -> None:
+        if codec not in ("mp4v", "mjpeg"):
+            raise ValueError(f"video codec must be mp4v or mjpeg, got {codec!r}")
         self.path = Path(path)
         self.fps = fps
+        self.codec = codec
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
         self.frames = 0
@@ -90,14 +114,26 @@ class VideoSink:
         """Draws and appends one frame (the first frame fixes the video's size)."""
         h, w = frame.image.shape[:2]
         if self._writer is None:
-            writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps,
-                                     (w, h))
+            if self.codec == "mjpeg":
+                writer = cv2.VideoWriter(str(self.path), cv2.CAP_FFMPEG,
+                                         cv2.VideoWriter.fourcc(*"MJPG"), self.fps, (w, h),
+                                         [cv2.VIDEOWRITER_PROP_RAW_VIDEO, 1])
+            else:
+                writer = cv2.VideoWriter(str(self.path), cv2.CAP_FFMPEG,
+                                         cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))
             if not writer.isOpened():
-                raise SinkError(f"video {self.path}: cannot open an mp4v writer")
+                raise SinkError(f"video {self.path}: cannot open an {self.codec} writer")
             self._writer, self._size = writer, (w, h)
         if (w, h) != self._size:
             raise SinkError(f"video {self.path}: frame size {w}x{h} differs from {self._size}")
-        self._writer.write(draw_annotation(frame.image, annotation))
+        drawn = draw_annotation(frame.image, annotation)
+        if self.codec == "mjpeg":
+            ok, jpeg = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, MJPEG_QUALITY])
+            if not ok:
+                raise SinkError(f"video {self.path}: JPEG encoding failed")
+            self._writer.write(jpeg.reshape(1, -1))
+        else:
+            self._writer.write(drawn)
         self.frames += 1
 
     def close(self) -> None:

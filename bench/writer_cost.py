@@ -1,0 +1,96 @@
+"""Core fps with and without the annotated video, in one process, passes interleaved.
+
+Every pass is a fresh :class:`edge.app.Runtime` over the demo clip in every-frame mode (the
+video writer lossless behind its queue, as ``edge-pose demo`` runs it), at ``--threads``
+interpreter threads; the passes cycle through the variants (no video, ``mp4v``, ``mjpeg``, each
+optionally with the writer thread ``--nice`` steps nicer) ``--rounds`` times, so that the load
+of other processes drifts over all of them alike. Reports per pass the core fps (frames over
+the loop's wall time), the time to drain the writer after the loop, the process CPU seconds,
+and per variant the median ratio to the no-video pass of the same round. Usage::
+
+    .venv/bin/python bench/writer_cost.py --rounds 3 --json bench/results/writer_cost.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.app import Runtime
+from edge.bench.host import host_info, load_average
+from edge.config import Config
+from edge.runtime import load_manifest
+
+
+def one_pass(threads: int, video: str | None, nice: int, out: Path) -> dict[str, Any]:
+    """One run of the clip; ``video`` None, ``mp4v`` or ``mjpeg``."""
+    config = Config.model_validate({
+        "source": {"uri": "demo"}, "models": {"threads": threads},
+        "scheduler": {"mode": "every-frame"},
+        "output": {"dir": str(out), "video": video is not None,
+                   "video_codec": video or "mp4v"}})
+    rt = Runtime(config)
+    rt.output_nice = nice
+    rt.open()
+    rt.add_file_outputs(out)
+    c0 = time.process_time()
+    rt.run()
+    t0 = time.perf_counter()
+    rt.close()
+    drain = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+    s = rt.stats
+    return {"video": video or "none", "nice": nice,
+            "core_fps": round(s.frames_processed / s.wall_s, 2),
+            "loop_s": round(s.wall_s, 2), "drain_s": round(drain, 2), "cpu_s": round(cpu, 2),
+            "load": load_average()}
+
+
+def main() -> int:
+    """Runs the passes and prints (and optionally writes) the figures."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--variants", default="none,mp4v,mjpeg",
+                   help="comma-separated: none, mp4v, mjpeg, optionally :NICE (mp4v:19)")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+    variants = []
+    for v in args.variants.split(","):
+        name, _, nice = v.partition(":")
+        variants.append((None if name == "none" else name, int(nice or 0)))
+    passes: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as d:
+        for r in range(args.rounds):
+            for video, nice in variants:
+                res = {"round": r, **one_pass(args.threads, video, nice, Path(d))}
+                print(json.dumps(res), flush=True)
+                passes.append(res)
+    base = {p["round"]: p["core_fps"] for p in passes if p["video"] == "none"}
+    summary = {}
+    for video, nice in variants:
+        key = f"{video or 'none'}:{nice}"
+        mine = [p for p in passes if p["video"] == (video or "none") and p["nice"] == nice]
+        ratios = [p["core_fps"] / base[p["round"]] for p in mine if p["round"] in base]
+        summary[key] = {"core_fps": [p["core_fps"] for p in mine],
+                        "ratio_to_no_video_median": round(float(np.median(ratios)), 3)
+                        if ratios else None,
+                        "drain_s": [p["drain_s"] for p in mine],
+                        "cpu_s_median": round(float(np.median([p["cpu_s"] for p in mine])), 2)}
+    out = {"host": host_info(load_manifest()), "threads": args.threads, "passes": passes,
+           "summary": summary}
+    print(json.dumps(summary, indent=1))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
