@@ -2,7 +2,7 @@
 # Installs edge-pose as a systemd service on Raspberry Pi OS or Debian (12 "bookworm" or later),
 # 64-bit only (aarch64 or x86_64).
 #
-#   sudo deploy/install.sh [--config FILE] [--prefix DIR] [--no-start]
+#   sudo deploy/install.sh [--config FILE] [--prefix DIR] [--no-start] [--fuse]
 #
 # What it does, in order (re-running it is safe and upgrades in place):
 #   1. refuses a 32-bit or other unsupported system up front (no runtime wheel exists for it);
@@ -17,12 +17,17 @@
 #      /etc/edge-pose/http_token (0600) for systemd's LoadCredential= when there are none. The state (event journal, in
 #      /var/lib/private/edge-pose) is never touched;
 #   6. the unit to /etc/systemd/system/edge-pose.service; enable and (re)start (where systemd
-#      runs: in a chroot or image build the unit is installed and enabled only).
+#      runs: in a chroot or image build the unit is installed and enabled only);
+#   7. with --fuse (a host that fuses several devices' poses, `edge-pose fuse`): the unit
+#      edge-pose-fuse.service and /etc/edge-pose/fuse.toml from deploy/fuse.example.toml (kept
+#      if present); enabled and started only once that config validates (it names the scene's
+#      calibration file, which only you can provide).
 set -euo pipefail
 
 PREFIX=/opt/edge-pose
 CONFIG_SRC=""
 START=1
+FUSE=0
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 die() { echo "install.sh: $*" >&2; exit 1; }
@@ -33,7 +38,8 @@ while [ $# -gt 0 ]; do
     --config) CONFIG_SRC=${2:?--config needs a file}; shift 2 ;;
     --prefix) PREFIX=${2:?--prefix needs a folder}; shift 2 ;;
     --no-start) START=0; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --fuse) FUSE=1; shift ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
@@ -143,5 +149,29 @@ else
   # A chroot or an image being built: enable works offline (it only makes the symlink).
   systemctl enable edge-pose.service
   log "systemd is not running here: the unit starts at the next boot"
+fi
+
+if [ "$FUSE" -eq 1 ]; then
+  log "fuse worker"
+  if [ ! -e /etc/edge-pose/fuse.toml ]; then
+    install -m 0644 "$SRC/deploy/fuse.example.toml" /etc/edge-pose/fuse.toml
+  fi
+  funit=/etc/systemd/system/edge-pose-fuse.service
+  sed "s#/opt/edge-pose/venv/bin/edge-pose#$PREFIX/venv/bin/edge-pose#" \
+    "$SRC/systemd/edge-pose-fuse.service" > "$funit.tmp"
+  chmod 0644 "$funit.tmp"
+  mv "$funit.tmp" "$funit"
+  if "$PREFIX/venv/bin/edge-pose" fuse --config /etc/edge-pose/fuse.toml --validate; then
+    if [ -d /run/systemd/system ]; then
+      systemctl daemon-reload
+      systemctl enable edge-pose-fuse.service
+      if [ "$START" -eq 1 ]; then systemctl restart edge-pose-fuse.service; fi
+    else
+      systemctl enable edge-pose-fuse.service
+    fi
+  else
+    log "edge-pose-fuse.service installed, not enabled: edit /etc/edge-pose/fuse.toml (scene," \
+      "devices, calibration), then: systemctl enable --now edge-pose-fuse.service"
+  fi
 fi
 log "done: journalctl -u edge-pose -f   to follow it"

@@ -20,25 +20,28 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" -eq 0 ] || die "run as root (sudo $0)"
 
-unit=/etc/systemd/system/edge-pose.service
-if [ -e "$unit" ]; then
+# The device's unit and, when install.sh --fuse put it there, the fuse worker's.
+for name in edge-pose edge-pose-fuse; do
+  unit=/etc/systemd/system/$name.service
+  [ -e "$unit" ] || continue
   if [ -d /run/systemd/system ]; then
-    systemctl disable --now edge-pose.service || true
+    systemctl disable --now "$name.service" || true
   else  # a chroot or an image being built: nothing runs, the link is removed offline
-    systemctl disable edge-pose.service || true
+    systemctl disable "$name.service" || true
   fi
   rm -f "$unit"
   if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
-    systemctl reset-failed edge-pose.service 2>/dev/null || true
+    systemctl reset-failed "$name.service" 2>/dev/null || true
   fi
-fi
+done
 case "$PREFIX" in
   /|/usr|/usr/*|/etc|/var|"") die "refusing to remove prefix '$PREFIX'" ;;
 esac
 rm -rf -- "$PREFIX"
 if [ "$PURGE" -eq 1 ]; then
-  rm -rf -- /etc/edge-pose /var/lib/edge-pose /var/lib/private/edge-pose
+  rm -rf -- /etc/edge-pose /var/lib/edge-pose /var/lib/private/edge-pose \
+    /var/lib/private/edge-pose-fuse
   echo "removed edge-pose, its config and its state"
 else
   echo "removed edge-pose; kept /etc/edge-pose and /var/lib/private/edge-pose (--purge removes them)"
