@@ -58,6 +58,8 @@ F64 = npt.NDArray[np.float64]
 #: COCO-17 index of each joint's mirror (left <-> right).
 FLIP = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15], dtype=np.intp)
 SCHEMA_VERSION = 1
+#: The joints of :data:`edge.lift3d.LIMB_CHAINS`.
+_LIMB_JOINTS = np.unique(np.asarray(LIMB_CHAINS))
 #: Default ``limb_window`` (frames; bench/fuse_bench.py measures the choices).
 LIMB_WINDOW_DEFAULT = 90
 
@@ -221,14 +223,18 @@ class _Track:
 
         A joint not triangulated this frame stands in for :class:`LimbLengths` at its last
         published place (so its bones' history stays finite) and stays NaN in the output; a
-        joint whose bone starts at such a joint (or whose history has no finite median yet)
-        keeps its triangulated place.
+        joint whose bone starts at such a joint keeps its triangulated place. Until every limb
+        joint has been seen once, the limbs are left as triangulated (and no history kept: a
+        NaN length would void the median for a whole window).
         """
         if self.limbs is None:
             return joints
         missing: npt.NDArray[np.bool_] = np.asarray(~np.isfinite(joints).all(-1))
         filled = np.where(missing[:, None], self.published, joints)
-        ok = np.isfinite(filled).all(-1)
+        ok: npt.NDArray[np.bool_] = np.asarray(np.isfinite(filled).all(-1))
+        if not ok[_LIMB_JOINTS].all():
+            self.published = np.where(missing[:, None], self.published, joints)
+            return joints
         # Root-relative for LimbLengths' float32 (world coordinates are metres from the origin).
         centre = filled[ok].mean(0) if ok.any() else np.zeros(3)
         out = np.asarray(self.limbs((filled - centre)[None], [self.id])[0], np.float64) + centre
