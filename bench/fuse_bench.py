@@ -4,7 +4,9 @@
 
 * leave-one-view-out reprojection: each fused person is triangulated again without one of its
   views and projected into it; the median px distance to that view's own 2D joints, per
-  held-out view (the calibration's own floor is about 5-15 px);
+  held-out view (the calibration's own floor is about 5-15 px); once for the triangulation
+  alone (:func:`leave_one_out`) and once for the joints published (the scene fused without the
+  view, smoothed and limb-steadied as published: :func:`leave_one_out_published`);
 * bone-length steadiness: coefficient of variation of each limb's length over the clip, per
   fused person (goal <= 3 %);
 * multi-person: frames where both people of Demo_MultiPerson are fused, identity switches;
@@ -59,6 +61,8 @@ class SceneRun:
         fused: The fused frames.
         views: ``(device, frame_id)`` -> the device's frame.
         report: The offline report.
+        settings: The fusion settings used.
+        offsets_s: The devices' capture-time offsets used, s.
     """
 
     scene: Scene
@@ -67,18 +71,36 @@ class SceneRun:
     fused: list[FusedFrame]
     views: dict[tuple[str, int], ViewFrame]
     report: OfflineReport
+    settings: FuseSettings
+    offsets_s: dict[str, float] | None = None
 
 
 def run_scene(name: str, settings: FuseSettings | None = None,
               offsets_s: dict[str, float] | None = None) -> SceneRun:
     """Fuses one scene (``single`` or ``multi``) with ``settings`` (default: the defaults)."""
+    settings = settings if settings is not None else FuseSettings()
     sc = scene(name)
     calib = read_calibration(sc.calib)
     devices = {f"cam{i + 1:02d}": cam for i, cam in enumerate(calib.cameras)}
     report = OfflineReport()
     fused = list(fuse_jsonl(sc.jsonl, calib, devices, settings, report, offsets_s))
     views = {(f.device, f.frame_id): f for p in sc.jsonl for f in read_view_frames(p)}
-    return SceneRun(sc, calib, devices, fused, views, report)
+    return SceneRun(sc, calib, devices, fused, views, report, settings, offsets_s)
+
+
+def _held_out_error(proj: F64, vp: ViewPerson, min_conf: float) -> F64 | None:
+    """Px distances of (17, 2) projected joints to a view's own 2D joints.
+
+    Joints with confidence >= ``min_conf`` count, in the view's labelling or its mirror,
+    whichever has the lower median; None when no joint counts.
+    """
+    seen = vp.conf >= min_conf
+    e = np.linalg.norm(proj - vp.kp, axis=-1)[seen]
+    ef = np.linalg.norm(proj[FLIP] - vp.kp, axis=-1)[seen]
+    e, ef = e[np.isfinite(e)], ef[np.isfinite(ef)]
+    if not e.size:
+        return None
+    return np.asarray(e if not ef.size or np.median(e) <= np.median(ef) else ef, np.float64)
 
 
 def leave_one_out(run: SceneRun, settings: FuseSettings | None = None) -> dict[str, float]:
@@ -104,13 +126,45 @@ def leave_one_out(run: SceneRun, settings: FuseSettings | None = None) -> dict[s
                       for dev, fid, pid in p.sources}
             for held, vp in people.items():
                 xw, _ = fuser.triangulate_person({d: q for d, q in people.items() if d != held})
-                seen = vp.conf >= settings.min_conf
-                proj = cams[held].project(xw)
-                e = np.linalg.norm(proj - vp.kp, axis=-1)[seen]
-                ef = np.linalg.norm(proj[FLIP] - vp.kp, axis=-1)[seen]
-                e, ef = e[np.isfinite(e)], ef[np.isfinite(ef)]
-                if e.size:
-                    errs[held].append(e if np.median(e) <= np.median(ef) else ef)
+                e = _held_out_error(cams[held].project(xw), vp, settings.min_conf)
+                if e is not None:
+                    errs[held].append(e)
+    return {d: float(np.median(np.concatenate(e))) for d, e in errs.items() if e}
+
+
+def leave_one_out_published(run: SceneRun) -> dict[str, float]:
+    """Median px error per held-out view of the joints the fuser publishes without that view.
+
+    For each view, the scene is fused again from the other views with the run's settings
+    (smoothing and limb steadying included, as published); each person the full run fused
+    from >= 3 views, held-out view included, is found in that fusion (by a shared 2D source)
+    and its published joints are projected, with distortion, into the held-out view and
+    compared with its own 2D joints as in :func:`leave_one_out`.
+
+    Returns:
+        Device -> median over its held-out joints, px.
+    """
+    cams = {d: run.calib.cameras[c] for d, c in run.devices.items()}
+    errs: dict[str, list[F64]] = {d: [] for d in run.devices}
+    for i, held in enumerate(run.devices):
+        rest = {d: c for d, c in run.devices.items() if d != held}
+        paths = [p for k, p in enumerate(run.scene.jsonl) if k != i]
+        by_source = {s: p for fr in fuse_jsonl(paths, run.calib, rest, run.settings,
+                                               offsets_s=run.offsets_s)
+                     for p in fr.persons for s in p.sources}
+        for fr in run.fused:
+            for p in fr.persons:
+                mine = [s for s in p.sources if s[0] == held]
+                if len(p.sources) < 3 or not mine:
+                    continue
+                q = next((by_source[s] for s in p.sources if s in by_source), None)
+                if q is None:
+                    continue
+                _, fid, pid = mine[0]
+                vp = next(v for v in run.views[(held, fid)].persons if v.id == pid)
+                e = _held_out_error(cams[held].project(q.joints), vp, run.settings.min_conf)
+                if e is not None:
+                    errs[held].append(e)
     return {d: float(np.median(np.concatenate(e))) for d, e in errs.items() if e}
 
 
@@ -317,19 +371,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument("--limb-window", type=int, default=None,
+                    help="FuseSettings.limb_window (default: its default)")
     args = ap.parse_args(argv)
+    settings = (FuseSettings() if args.limb_window is None
+                else FuseSettings(limb_window=args.limb_window))
     out: dict[str, Any] = {}
     runs = {}
     for name in ("single", "multi"):
-        run = runs[name] = run_scene(name)
+        run = runs[name] = run_scene(name, settings)
         loo = leave_one_out(run)
+        pub = leave_one_out_published(run)
         cv = bone_cv(run)
         pf = people_figures(run, 1 if name == "single" else 2)
-        out[name] = {"leave_one_out_px": loo, "bone_cv": cv, "people": pf,
-                     "fuser": run.report.fuser}
-        print(f"== {name}: {len(run.fused)} groups")
-        print("  leave-one-view-out median px: "
+        out[name] = {"leave_one_out_px": loo, "leave_one_out_published_px": pub,
+                     "bone_cv": cv, "people": pf, "fuser": run.report.fuser,
+                     "limb_window": run.settings.limb_window}
+        print(f"== {name}: {len(run.fused)} groups (limb_window {run.settings.limb_window})")
+        print("  leave-one-view-out median px, triangulation: "
               + ", ".join(f"{d} {v:.1f}" for d, v in loo.items()))
+        print("  leave-one-view-out median px, published joints: "
+              + ", ".join(f"{d} {v:.1f}" for d, v in pub.items()))
         for pid, limbs in cv.items():
             print(f"  id {pid} bone CV %: median {100 * np.median(list(limbs.values())):.1f}, "
                   f"max {100 * max(limbs.values()):.1f} ("
@@ -339,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shifts = estimate_offsets(run)
             # View d at frame f + k matches the others at f: its clock is k frames ahead.
             offsets = {d: -k / 60.0 for d, k in shifts.items()}
-            shifted = run_scene(name, offsets_s=offsets)
+            shifted = run_scene(name, settings, offsets_s=offsets)
             loo2 = leave_one_out(shifted)
             cv2 = bone_cv(shifted)
             out[name]["frame_offsets"] = shifts

@@ -124,11 +124,11 @@ def fused_reference(name: str, cache: Path = CACHE
                     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     """The fused multi-view 3D of a scene's first fused person: the reference for 1-view 3D.
 
-    Every view is fused with the default :class:`edge.fuse.fuser.FuseSettings` (smoothing
-    off, so the reference is the triangulation itself); frames where fused person 1 is absent
-    are left out. Score a single-camera 3D estimate of view ``camNN`` frame ``f`` against
-    ``joints[frames == f]`` after moving both to the calibration's world frame or aligning
-    roots (MPJPE) and by Procrustes (PA-MPJPE).
+    Every view is fused with the default :class:`edge.fuse.fuser.FuseSettings`, smoothing and
+    limb steadying off, so the reference is the triangulation itself (measured, not filtered);
+    frames where fused person 1 is absent are left out. Score a single-camera 3D estimate of
+    view ``camNN`` frame ``f`` against ``joints[frames == f]`` after moving both to the
+    calibration's world frame or aligning roots (MPJPE) and by Procrustes (PA-MPJPE).
 
     Args:
         name: ``single`` or ``multi``.
@@ -146,7 +146,7 @@ def fused_reference(name: str, cache: Path = CACHE
     sc = scene(name, cache)
     calib = read_calibration(sc.calib)
     devices = {f"cam{i + 1:02d}": cam for i, cam in enumerate(calib.cameras)}
-    settings = FuseSettings(smoothing=False)
+    settings = FuseSettings(smoothing=False, limb_window=0)
     frames: list[int] = []
     joints: list[npt.NDArray[np.float64]] = []
     for fused in fuse_jsonl(sc.jsonl, calib, devices, settings):

@@ -85,6 +85,7 @@ class Pose2SimEval:
         gt: (n, 17, 3) metres, triangulated, root-relative, in that view's look-at frame.
         seq: (n,) view index (frames of a view contiguous, in time order).
         reproj_px: Median reprojection error of the triangulation, pixels.
+        frame: (n,) frame index in the view's video (0 first).
     """
 
     kp: F32
@@ -93,6 +94,54 @@ class Pose2SimEval:
     gt: F32
     seq: npt.NDArray[np.intp]
     reproj_px: float
+    frame: npt.NDArray[np.intp]
+
+
+def view_frames(cams: list[Camera], x3: F64) -> F64:
+    """World joints -> each camera's look-at frame, root-relative (the lifter's output frame).
+
+    Args:
+        cams: V cameras.
+        x3: (n, 17, 3) COCO-17 world metres (NaN propagates to its pose).
+
+    Returns:
+        (V, n, 17, 3) metres: per camera, the pose minus its mid-hip, rotated so the ray to
+        the mid-hip is +z (:func:`look_at_rotation`).
+    """
+    out = []
+    for cam in cams:
+        xc = x3 @ cam.r.T + cam.t
+        root = 0.5 * (xc[:, 11] + xc[:, 12])
+        with np.errstate(invalid="ignore"):
+            rot = look_at_rotation(root)
+        out.append(np.einsum("nij,nkj->nki", rot, xc - root[:, None]))
+    return np.stack(out) if out else np.zeros((0, *x3.shape))
+
+
+def reference_in_views(cams: list[Camera], ref_frames: npt.ArrayLike, ref_joints: F64,
+                       view: npt.ArrayLike, frame: npt.ArrayLike) -> F64:
+    """A world-frame 3D reference, as the truth of single-view rows (:func:`view_frames`).
+
+    Args:
+        cams: The V cameras, in view order.
+        ref_frames: (m,) frame index of each reference pose.
+        ref_joints: (m, 17, 3) world metres (e.g. :func:`bench.fuse_data.fused_reference`).
+        view: (n,) view index of each row.
+        frame: (n,) frame index of each row.
+
+    Returns:
+        (n, 17, 3) metres in each row's view's look-at frame, root-relative; NaN where the
+        reference lacks the row's frame or a joint.
+    """
+    per = view_frames(cams, np.asarray(ref_joints, np.float64))
+    pos = {int(f): i for i, f in enumerate(np.asarray(ref_frames).tolist())}
+    out = np.full((len(np.asarray(view)), 17, 3), np.nan)
+    for r, (v, f) in enumerate(zip(np.asarray(view).tolist(), np.asarray(frame).tolist(),
+                                   strict=True)):
+        i = pos.get(int(f))
+        if i is not None:
+            out[r] = per[int(v), i]
+    return out
 
 
 def build(real: RealSet | None = None) -> Pose2SimEval:
@@ -110,18 +159,16 @@ def build(real: RealSet | None = None) -> Pose2SimEval:
     reproj = np.stack([c.project(x3) for c in cams])
     err = np.linalg.norm(reproj - kp, axis=-1)[conf > 0.5]
     ok = np.all(np.isfinite(x3), axis=(1, 2))
-    kps, cfs, wds, gts, seqs = [], [], [], [], []
-    for v, cam in enumerate(cams):
-        xc = x3[ok] @ cam.r.T + cam.t
-        root = 0.5 * (xc[:, 11] + xc[:, 12])
-        rot = look_at_rotation(root)
-        gts.append(np.einsum("nij,nkj->nki", rot, xc - root[:, None]))
+    gts = view_frames(cams, x3[ok])
+    kps, cfs, wds, seqs, fis = [], [], [], [], []
+    for v in range(len(cams)):
         kps.append(real.kp[idx[v][ok]])
         cfs.append(real.conf[idx[v][ok]])
         wds.append(real.world[idx[v][ok]])
         seqs.append(np.full(int(ok.sum()), v))
+        fis.append(np.asarray(common, np.intp)[ok])
     return Pose2SimEval(np.concatenate(kps).astype(np.float32),
                         np.concatenate(cfs).astype(np.float32),
                         np.concatenate(wds).astype(np.float32),
-                        np.concatenate(gts).astype(np.float32), np.concatenate(seqs),
-                        float(np.median(err[np.isfinite(err)])))
+                        np.concatenate(list(gts)).astype(np.float32), np.concatenate(seqs),
+                        float(np.median(err[np.isfinite(err)])), np.concatenate(fis))

@@ -6,6 +6,7 @@ fuses real annotations of real video with the real calibration.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -16,11 +17,18 @@ import numpy as np
 import pytest
 from fusedata import fused_multi, fused_single, short_single  # noqa: F401 (fixtures)
 
-from bench.fuse_bench import SceneRun, bone_cv, leave_one_out, people_figures
+from bench.fuse_bench import (
+    SceneRun,
+    bone_cv,
+    leave_one_out,
+    leave_one_out_published,
+    people_figures,
+    run_scene,
+)
 from bench.fuse_data import Scene, fused_reference, scene
 from edge.cli import main
 from edge.fuse.calib import read_calibration
-from edge.fuse.fuser import Fuser, FuseSettings
+from edge.fuse.fuser import FLIP, Fuser, FuseSettings
 from edge.fuse.offline import OfflineReport, fuse_jsonl
 from edge.fuse.sync import FrameGroup, Synchroniser
 from edge.fuse.views import PayloadError, ViewFrame, ViewPerson, parse_annotation
@@ -39,9 +47,18 @@ def test_single_person_scene_figures(fused_single: SceneRun) -> None:  # noqa: F
     assert set(loo) == {"cam01", "cam02", "cam03", "cam04"}
     assert all(v < 45.0 for v in loo.values()), loo
     assert float(np.median(list(loo.values()))) < 32.0, loo
+    # The joints published (smoothed, limbs steadied), the view left out of the fusion: 16-33 px
+    # measured, within 1 px of the triangulation's.
+    pub = leave_one_out_published(fused_single)
+    assert set(pub) == set(loo)
+    assert all(v < 45.0 for v in pub.values()), pub
+    assert float(np.median(list(pub.values()))) < 32.0, pub
     cv = bone_cv(fused_single)
     assert list(cv) == [1]
-    assert float(np.median(list(cv[1].values()))) < 0.08, cv  # measured 5.2 %
+    # Goal <= 3 % per limb: median 1.8 % with limb_window 90 (5.2 % without: the 2D model's
+    # joints drift along the limbs); shoulders and hips are not steadied (4.6, 8.2 %).
+    assert float(np.median(list(cv[1].values()))) < 0.03, cv
+    assert max(v for k, v in cv[1].items() if k not in ("shoulders", "hips")) < 0.05, cv
     pf = people_figures(fused_single, 1)
     assert pf["fraction_all_fused"] >= 0.95 and pf["id_switches"] == 0 and pf["ids"] == [1]
     assert pf["max_people"] == 1
@@ -61,13 +78,57 @@ def test_multi_person_scene_figures(fused_multi: SceneRun) -> None:  # noqa: F81
     cv = bone_cv(fused_multi)
     assert set(cv) == {1, 2}
     for limbs in cv.values():
-        assert float(np.median(list(limbs.values()))) < 0.2, cv  # measured 6 and 15 %
+        # measured 2.2 and 2.3 % with limb_window 90 (4.8 and 15.4 % without)
+        assert float(np.median(list(limbs.values()))) < 0.03, cv
     # Someone seen by one view only is kept out, never fused.
     assert fused_multi.report.fuser["persons_single_view"] > 0
     for fr in fused_multi.fused:
         for p in fr.persons:
             assert len(p.sources) >= 2
             assert len({d for d, _, _ in p.sources}) == len(p.sources)
+
+
+def test_published_reprojection_describes_the_published_joints(
+        fused_single: SceneRun) -> None:  # noqa: F811
+    # Each joint's reproj_px is the mean distance, over the views that made it, between the
+    # published (smoothed, limb-steadied) joint projected and the view's undistorted 2D joint,
+    # in the view's labelling or its mirror (the fuser undoes a view's left/right swaps).
+    cams = {d: fused_single.calib.cameras[c] for d, c in fused_single.devices.items()}
+    n = 0
+    for fr in fused_single.fused[20::20]:
+        for p in fr.persons:
+            dist: dict[str, np.ndarray] = {}  # device -> (2 labellings, 17) px
+            for d, f, i in p.sources:
+                vp = next(q for q in fused_single.views[(d, f)].persons if q.id == i)
+                x = cams[d].undistort(vp.kp)
+                h = np.c_[p.joints, np.ones(17)] @ cams[d].projection.T
+                pr = h[:, :2] / h[:, 2:]
+                dist[d] = np.stack([np.linalg.norm(pr - x, axis=-1),
+                                    np.linalg.norm(pr - x[FLIP], axis=-1)])
+            fin = np.isfinite(p.joints).all(-1)
+            assert np.all(np.isnan(p.reproj_px[~fin]))
+            assert all(p.views[j] == () for j in np.flatnonzero(~fin))
+            devs = list(dist)
+            ok = False
+            for combo in itertools.product((0, 1), repeat=len(devs)):
+                lab = dict(zip(devs, combo, strict=True))
+                want = np.array([np.mean([dist[d][lab[d], j] for d in p.views[j]])
+                                 for j in np.flatnonzero(fin)])
+                ok |= bool(np.allclose(p.reproj_px[fin], want, atol=1e-6))
+            assert ok, p.reproj_px
+            n += 1
+    assert n >= 4
+
+
+def test_limb_steadying_off_gives_the_triangulated_limbs(fused_single: SceneRun) -> None:  # noqa: F811
+    # limb_window 0: the limbs as triangulated and smoothed, their lengths drifting (5.2 %).
+    plain = run_scene("single", FuseSettings(limb_window=0))
+    steady, raw = bone_cv(fused_single)[1], bone_cv(plain)[1]
+    assert float(np.median(list(raw.values()))) > 0.04, raw
+    for limb in ("left_forearm", "right_forearm", "left_shin", "right_shin"):
+        assert steady[limb] < raw[limb], (limb, steady, raw)
+    # torso bones are not rescaled: the same up to the smoothing
+    assert steady["hips"] == pytest.approx(raw["hips"], rel=1e-6)
 
 
 def test_fused_reference_for_single_camera_3d() -> None:
@@ -355,6 +416,57 @@ def test_identities_and_swaps_on_a_synthetic_group(fused_single: SceneRun) -> No
             np.testing.assert_allclose(p.joints, truth + step, atol=1e-3)
             assert np.nanmax(p.reproj_px) < 0.5
     assert fuser.stats()["swaps_fixed"] >= 3
+
+
+def test_limbs_steadied_per_fused_id_with_joints_missing(fused_single: SceneRun) -> None:  # noqa: F811
+    # One person projected exactly into the four cameras, its forearms stretched by +-10 %
+    # frame by frame; its right wrist unseen in frames 0-2 and 6. With limb_window the
+    # published forearms keep the running median length; the unseen wrist stays unpublished.
+    calib = fused_single.calib
+    ref = fused_single.fused[10].persons[0].joints
+    assert np.all(np.isfinite(ref))
+    stretch = [1.0, 1.1, 0.9, 1.0, 1.1, 0.9, 1.0, 1.1, 0.9, 1.0, 1.1, 0.9]
+
+    def fuse_all(window: int) -> list[np.ndarray]:
+        fuser = Fuser(calib, {c: c for c in calib.names},
+                      FuseSettings(smoothing=False, limb_window=window))
+        out = []
+        for k, f in enumerate(stretch):
+            pose = ref.copy()
+            for elbow, wrist in ((7, 9), (8, 10)):
+                pose[wrist] = ref[elbow] + f * (ref[wrist] - ref[elbow])
+            conf = np.full(17, 0.9)
+            if k in (0, 1, 2, 6):
+                conf[10] = 0.0
+            vfs = {cam.name: ViewFrame(cam.name, k, k / 60, cam.size,
+                                       [ViewPerson(1, cam.project(pose), conf)])
+                   for cam in calib}
+            (p,) = fuser.fuse(FrameGroup(k / 60, vfs)).persons
+            assert (np.isnan(p.reproj_px[10]) and p.views[10] == ()) == (k in (0, 1, 2, 6))
+            out.append(p.joints)
+        return out
+
+    def forearms(poses: list[np.ndarray], elbow: int, wrist: int) -> np.ndarray:
+        return np.array([np.linalg.norm(j[wrist] - j[elbow]) for j in poses])
+
+    base = np.linalg.norm(ref[9] - ref[7])
+    raw, steady = fuse_all(0), fuse_all(90)
+    np.testing.assert_allclose(forearms(raw, 7, 9), base * np.array(stretch), rtol=1e-4)
+    left = forearms(steady, 7, 9)
+    # Until the right wrist is first seen (frame 3) no limb is steadied; then the running
+    # median of 1.0, 1.1, 0.9, 1.0, ... (frame 6: the unseen wrist at its last place).
+    want = [1.0, 1.1, 0.9, 1.0, 1.05] + [1.0] * 7
+    np.testing.assert_allclose(left, base * np.array(want), rtol=1e-4)
+    right = forearms(steady, 8, 10)
+    assert np.isnan(right[[0, 1, 2, 6]]).all()
+    seen = np.isfinite(right)
+    base_r = np.linalg.norm(ref[10] - ref[8])
+    raw_r = forearms(raw, 8, 10)
+    assert np.std(right[seen]) < 0.3 * np.std(raw_r[seen])
+    assert abs(float(np.median(right[seen])) - base_r) < 0.02 * base_r
+    # joints off the limbs are the triangulated ones
+    for a, b in zip(raw, steady, strict=True):
+        np.testing.assert_allclose(a[[0, 5, 6, 11, 12]], b[[0, 5, 6, 11, 12]], atol=1e-6)
 
 
 def test_known_offsets_realign_shifted_views(short_single: Scene,  # noqa: F811

@@ -7,7 +7,11 @@ Sources: the landmark model's world landmarks and every lifter in the manifest.
   (:func:`lifter.pose2sim.build`), each view scored alone: PA-MPJPE; MPJPE after root alignment
   in the camera's frame (the lifter's look-at frame differs from the camera's by a rotation
   shared by prediction and truth, which leaves distances unchanged); and the count of frames
-  whose left and right limbs are swapped relative to the truth (:func:`swapped`).
+  whose left and right limbs are swapped relative to the truth (:func:`swapped`). The same
+  scores against a second reference, the multi-view fusion's 3D of the same frames
+  (:func:`bench.fuse_data.fused_reference`: edge-pose's own 2D in the four views, fused by
+  ``edge-pose fuse``'s triangulation; :func:`fused_truth`), moved into each view's frame the
+  same way (:func:`lifter.pose2sim.view_frames`).
 * **Stability** on the demo clip (``edge/assets/sports2d_demo.mp4``, 2 people): limb-length
   coefficient of variation per track and joint-angle jitter (elbows and knees, deg/frame,
   median).
@@ -63,19 +67,30 @@ Lift = Callable[["ViewSet"], F32]
 class ViewSet:
     """The test views: (n, 17, 2) pixels, (n, 17) visibility, world landmarks, truth, view, frame.
 
-    Rows of a view are contiguous and in time order.
+    Rows of a view are contiguous and in time order; ``frame`` is each row's frame index in its
+    view's video.
     """
 
     def __init__(self, kp: F32, conf: F32, world: F32, gt: F32, view: npt.NDArray[np.intp],
-                 reproj_px: float) -> None:
+                 reproj_px: float, frame: npt.NDArray[np.intp]) -> None:
         self.kp, self.conf, self.world, self.gt, self.view = kp, conf, world, gt, view
         self.reproj_px = reproj_px
+        self.frame = frame
 
     @classmethod
     def load(cls, cache: Path = CACHE) -> ViewSet:
-        """From ``cache/pose2sim_single.npz``, built (2D model on 4 videos) when absent."""
+        """From ``cache/pose2sim_single.npz``, built (2D model on 4 videos) when absent.
+
+        A file from before the frame indices is built again (the same 2D and truth, plus
+        ``frame``).
+        """
         path = cache / "pose2sim_single.npz"
-        if not path.is_file():
+        if path.is_file():
+            with np.load(path) as z:
+                stale = "frame" not in z.files
+            if stale:
+                logger.info("%s has no frame indices: building it again", path)
+        if not path.is_file() or stale:
             from lifter import pose2sim
             from lifter.real import fetch_sources
 
@@ -83,9 +98,29 @@ class ViewSet:
             ev = pose2sim.build()
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(path, kp=ev.kp, conf=ev.conf, world=ev.world, gt=ev.gt,
-                                view=ev.seq, reproj_px=np.float64(ev.reproj_px))
+                                view=ev.seq, reproj_px=np.float64(ev.reproj_px),
+                                frame=ev.frame)
         with np.load(path) as z:
-            return cls(z["kp"], z["conf"], z["world"], z["gt"], z["view"], float(z["reproj_px"]))
+            return cls(z["kp"], z["conf"], z["world"], z["gt"], z["view"], float(z["reproj_px"]),
+                       z["frame"])
+
+
+def fused_truth(ts: ViewSet) -> F64:
+    """The second reference: the fused multi-view 3D of the test views' frames.
+
+    :func:`bench.fuse_data.fused_reference` (edge-pose on the four views of Demo_SinglePerson,
+    fused; cached under ``cache/build/fuse``), moved into each row's view's look-at frame,
+    root-relative, as the first reference (:func:`lifter.pose2sim.reference_in_views`).
+
+    Returns:
+        (n, 17, 3) metres per row of ``ts``; NaN rows where the fusion has no complete pose.
+    """
+    from bench.fuse_data import fused_reference, scene
+    from lifter.pose2sim import read_qca, reference_in_views
+
+    frames, joints = fused_reference("single")
+    cams = read_qca(scene("single").calib)
+    return reference_in_views(cams, frames, joints, ts.view, ts.frame)
 
 
 def demo_tracks(cache: Path = CACHE) -> dict[str, Any]:
@@ -174,18 +209,27 @@ def angle_jitter(joints: npt.ArrayLike, track: npt.ArrayLike, frame: npt.ArrayLi
     return float(np.median(d)) if d.size else float("nan")
 
 
-def accuracy(pred: npt.ArrayLike, ts: ViewSet) -> dict[str, Any]:
-    """Per-view and mean PA-MPJPE, MPJPE (mm) and swapped-frame counts."""
+def accuracy(pred: npt.ArrayLike, ts: ViewSet, gt: npt.ArrayLike | None = None
+             ) -> dict[str, Any]:
+    """Per-view and mean PA-MPJPE, MPJPE (mm) and swapped-frame counts.
+
+    Args:
+        pred: (n, 17, 3) metres, root-relative, per row of ``ts``.
+        ts: The test views.
+        gt: (n, 17, 3) metres, the reference (default ``ts.gt``); rows with a NaN are left out.
+    """
     from lifter.metrics import mpjpe, pa_mpjpe
 
     p = np.asarray(pred, np.float64)
+    g = np.asarray(ts.gt if gt is None else gt, np.float64)
+    ok = np.isfinite(g).all(axis=(1, 2))
     views = []
     for v in np.unique(ts.view):
-        s = ts.view == v
+        s = (ts.view == v) & ok
         views.append({"view": int(v) + 1, "frames": int(s.sum()),
-                      "pa_mpjpe_mm": round(pa_mpjpe(p[s], ts.gt[s]), 1),
-                      "mpjpe_mm": round(mpjpe(p[s], ts.gt[s]), 1),
-                      "swapped_frames": int(swapped(p[s], ts.gt[s]).sum())})
+                      "pa_mpjpe_mm": round(pa_mpjpe(p[s], g[s]), 1),
+                      "mpjpe_mm": round(mpjpe(p[s], g[s]), 1),
+                      "swapped_frames": int(swapped(p[s], g[s]).sum())})
     return {"views": views,
             "mean": {k: round(float(np.mean([x[k] for x in views])), 1)
                      for k in ("pa_mpjpe_mm", "mpjpe_mm")},
@@ -284,13 +328,20 @@ def run(manifest: Manifest, cache: Path = CACHE, speed_s: float = 1.5) -> dict[s
     test_track = ts.view * 2 + pos % 2
     order = np.lexsort((pos, test_track))
     inv = np.argsort(order)
+    fused = fused_truth(ts)
     result: dict[str, Any] = {"test_set": "Pose2Sim Demo_SinglePerson, 4 views",
                               "triangulation_reproj_px": round(ts.reproj_px, 1),
+                              "fused_reference": {
+                                  "what": "edge-pose fuse of the 4 views (bench.fuse_data)",
+                                  "rows": int(np.isfinite(fused).all(axis=(1, 2)).sum()),
+                                  "of_rows": len(fused),
+                                  "first_reference_scored": accuracy(ts.gt, ts, fused)["mean"]},
                               "swap_margin_m": SWAP_MARGIN_M, "sources": {}}
     for name, (fn, obj) in lift_sources(manifest).items():
         t0 = time.monotonic()
         pred = fn(ts.kp[order], ts.conf[order], ts.world[order], test_track[order])[inv]
         acc = accuracy(pred, ts)
+        acc["vs_fused"] = accuracy(pred, ts, fused)
         dj = fn(demo["kp"], demo["conf"], demo["world"], demo["track"])
         cv = limb_cv(dj, demo["track"])
         entry: dict[str, Any] = {
@@ -309,12 +360,18 @@ def run(manifest: Manifest, cache: Path = CACHE, speed_s: float = 1.5) -> dict[s
 def rows(result: dict[str, Any]) -> list[list[str]]:
     """Table rows: one per source (header first)."""
     out = [["3D source", "PA-MPJPE v1/v2/v3/v4 (mean) mm", "MPJPE mean mm", "swapped frames",
-            "limb CV % per track", "jitter deg/frame", "lifts/s 1 thr"]]
+            "fused ref: PA-MPJPE v1/v2/v3/v4 (mean) mm", "fused ref: MPJPE mean mm",
+            "fused ref: swapped", "limb CV % per track", "jitter deg/frame", "lifts/s 1 thr"]]
+
+    def scores(a: dict[str, Any] | None) -> list[str]:
+        if a is None:
+            return ["-", "-", "-"]
+        pa = "/".join(f"{v['pa_mpjpe_mm']:.0f}" for v in a["views"])
+        return [f"{pa} ({a['mean']['pa_mpjpe_mm']:.1f})", f"{a['mean']['mpjpe_mm']:.1f}",
+                "/".join(str(v["swapped_frames"]) for v in a["views"])]
+
     for name, e in result["sources"].items():
-        pa = "/".join(f"{v['pa_mpjpe_mm']:.0f}" for v in e["views"])
-        out.append([name, f"{pa} ({e['mean']['pa_mpjpe_mm']:.1f})",
-                    f"{e['mean']['mpjpe_mm']:.1f}",
-                    "/".join(str(v["swapped_frames"]) for v in e["views"]),
+        out.append([name, *scores(e), *scores(e.get("vs_fused")),
                     "/".join(f"{v:.1f}" for v in e["demo_limb_cv_pct"].values()),
                     f"{e['demo_angle_jitter_deg_per_frame']:.2f}",
                     str(e.get("lifts_per_s_1thread", "-"))])
@@ -326,17 +383,29 @@ def format_markdown(result: dict[str, Any]) -> str:
     r = rows(result)
     lines = ["### 3D sources", "",
              f"Test set: {result['test_set']} (truth triangulated, reprojection "
-             f"{result['triangulation_reproj_px']} px); limb CV and jitter on the demo clip.", "",
+             f"{result['triangulation_reproj_px']} px); limb CV and jitter on the demo clip.",
+             *_fused_note(result), "",
              "| " + " | ".join(r[0]) + " |", "|" + "---|" * len(r[0])]
     lines += ["| " + " | ".join(x) + " |" for x in r[1:]]
     return "\n".join(lines) + "\n"
+
+
+def _fused_note(result: dict[str, Any]) -> list[str]:
+    f = result.get("fused_reference")
+    if f is None:
+        return []
+    m = f["first_reference_scored"]
+    return [f"Fused reference ({f['what']}): {f['rows']} of {f['of_rows']} rows; the first "
+            f"reference scored against it: PA-MPJPE {m['pa_mpjpe_mm']} mm, MPJPE "
+            f"{m['mpjpe_mm']} mm."]
 
 
 def format_table(result: dict[str, Any]) -> str:
     """The console version."""
     r = rows(result)
     widths = [max(len(x[i]) for x in r) for i in range(len(r[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(x, widths, strict=True)) for x in r)
+    return "\n".join(["  ".join(c.ljust(w) for c, w in zip(x, widths, strict=True)) for x in r]
+                     + _fused_note(result))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,11 @@ For each :class:`~edge.fuse.sync.FrameGroup` (one frame per device, taken at abo
    fuser's own pool; an ID unseen for ``id_max_age_s`` returns to the pool.
 5. **Smoothing.** A One-Euro filter in 3D per fused ID (:mod:`edge.smooth`), reset when the ID
    is given to a new person.
+6. **Steady limbs.** Per fused ID, :class:`edge.lift3d.LimbLengths` (a causal running median
+   of each limb bone over the last ``limb_window`` frames) rescales the upper arms, forearms,
+   thighs and shanks along their own direction: the 2D model's joints drift along the limbs
+   from frame to frame, a person's bones do not. The published reprojection error is that of
+   the published joints (smoothed and steadied), in the views used.
 
 Pure logic (no I/O, no clocks: times are the groups' capture times; the wall time spent is
 measured only for the stats).
@@ -43,6 +48,7 @@ from edge.fuse import triangulate as tri
 from edge.fuse.calib import Calibration, CalibrationError, CameraModel
 from edge.fuse.sync import FrameGroup
 from edge.fuse.views import JOINTS, N_JOINTS, ViewFrame, ViewPerson
+from edge.lift3d import LIMB_CHAINS, LimbLengths
 from edge.smooth import OneEuroConfig, OneEuroFilter
 
 logger = logging.getLogger(__name__)
@@ -52,6 +58,10 @@ F64 = npt.NDArray[np.float64]
 #: COCO-17 index of each joint's mirror (left <-> right).
 FLIP = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15], dtype=np.intp)
 SCHEMA_VERSION = 1
+#: The joints of :data:`edge.lift3d.LIMB_CHAINS`.
+_LIMB_JOINTS = np.unique(np.asarray(LIMB_CHAINS))
+#: Default ``limb_window`` (frames; bench/fuse_bench.py measures the choices).
+LIMB_WINDOW_DEFAULT = 90
 
 
 def _nanmean(a: F64) -> float:
@@ -116,6 +126,10 @@ class FuseSettings(BaseModel):
                         description="One-Euro cutoff increase per m/s, Hz")
     d_cutoff: float = Field(default=1.0, gt=0.0, le=100.0,
                             description="One-Euro derivative cutoff, Hz")
+    limb_window: int = Field(
+        default=LIMB_WINDOW_DEFAULT, ge=0, le=10_000,
+        description="frames of each fused ID's history whose median limb lengths its limbs "
+        "are rescaled to (upper arms, forearms, thighs, shanks); 0 turns it off")
 
     def tolerance_for(self, period_s: float) -> float:
         """The grouping tolerance: ``tolerance_s`` or half of ``period_s``."""
@@ -198,9 +212,40 @@ class FusedFrame:
 @dataclass
 class _Track:
     id: int
-    joints: F64
+    joints: F64  # (17, 3) last triangulated position of each joint, m
     last_ts: float
     filt: OneEuroFilter | None
+    limbs: LimbLengths | None = None
+    published: F64 = field(default_factory=lambda: np.full((N_JOINTS, 3), np.nan))
+
+    def steady_limbs(self, joints: F64) -> F64:
+        """(17, 3) joints (NaN: not triangulated) -> the same with limbs at their median length.
+
+        A joint not triangulated this frame stands in for :class:`LimbLengths` at its last
+        published place (so its bones' history stays finite) and stays NaN in the output; a
+        joint whose bone starts at such a joint keeps its triangulated place. Until every limb
+        joint has been seen once, the limbs are left as triangulated (and no history kept: a
+        NaN length would void the median for a whole window).
+        """
+        if self.limbs is None:
+            return joints
+        missing: npt.NDArray[np.bool_] = np.asarray(~np.isfinite(joints).all(-1))
+        filled = np.where(missing[:, None], self.published, joints)
+        ok: npt.NDArray[np.bool_] = np.asarray(np.isfinite(filled).all(-1))
+        if not ok[_LIMB_JOINTS].all():
+            self.published = np.where(missing[:, None], self.published, joints)
+            return joints
+        # Root-relative for LimbLengths' float32 (world coordinates are metres from the origin).
+        centre = filled[ok].mean(0) if ok.any() else np.zeros(3)
+        out = np.asarray(self.limbs((filled - centre)[None], [self.id])[0], np.float64) + centre
+        keep: npt.NDArray[np.bool_] = missing | ~np.isfinite(out).all(-1)
+        for chain in LIMB_CHAINS:
+            for k in (0, 1):
+                if keep[chain[k]]:
+                    keep[chain[k + 1]] = True
+        out = np.where(keep[:, None], joints, out)
+        self.published = np.where(missing[:, None], self.published, out)
+        return np.asarray(out)
 
 
 @dataclass
@@ -331,7 +376,7 @@ class Fuser:
         return best
 
     def _solve(self, obs: list[_Obs], views: list[int], drop: bool = True
-               ) -> tuple[F64, F64, list[int], int]:
+               ) -> tuple[F64, F64, list[int], int, F64]:
         """Triangulates one person from some of its views, fixing swaps and dropping views.
 
         Args:
@@ -341,7 +386,8 @@ class Fuser:
 
         Returns:
             (17, 3) joints, (V, 17) reprojection errors px (NaN where unused), the views kept
-            (indices into ``views``), swaps fixed.
+            (indices into ``views``), swaps fixed, and (V, 17, 2) the views' undistorted joints
+            px with their swaps undone.
         """
         s = self.settings
         proj = np.stack([self._proj[obs[v].device] for v in views])
@@ -419,7 +465,7 @@ class Fuser:
             err = np.where((worst_all > 2.0 * s.reproj_threshold_px)[None], np.nan, err)
         full = np.full((len(views), N_JOINTS), np.nan)
         full[keep] = err
-        return xw, full, keep, swaps
+        return xw, full, keep, swaps, x
 
     def triangulate_person(self, people: dict[str, ViewPerson], drop: bool = False
                            ) -> tuple[F64, F64]:
@@ -436,7 +482,7 @@ class Fuser:
         s = self.settings
         obs = [_Obs(self._order.index(d), d, 0, p.id, self._cam[d].undistort(p.kp),
                     np.where(p.conf >= s.min_conf, p.conf, 0.0)) for d, p in people.items()]
-        xw, err, _, _ = self._solve(obs, list(range(len(obs))), drop=drop)
+        xw, err, _, _, _ = self._solve(obs, list(range(len(obs))), drop=drop)
         return xw, err
 
     def _associate(self, obs: list[_Obs]) -> list[list[int]]:
@@ -477,7 +523,7 @@ class Fuser:
             # ...and a trial triangulation must reproject into every view.
             if len(merged) >= 3:
                 views = sorted(merged, key=lambda m: obs[m].view)
-                _, err, _, _ = self._solve(obs, views, drop=False)
+                _, err, _, _, _ = self._solve(obs, views, drop=False)
                 if not np.all(_view_medians(err) <= s.assoc_threshold_px):
                     continue
             for m in cluster.pop(cj):
@@ -516,7 +562,8 @@ class Fuser:
             self._counts["ids_issued"] += 1
             cfg = OneEuroConfig(s.min_cutoff, s.beta, s.d_cutoff)
             self._tracks[nxt] = _Track(nxt, people[i][0], ts,
-                                       OneEuroFilter(cfg) if s.smoothing else None)
+                                       OneEuroFilter(cfg) if s.smoothing else None,
+                                       LimbLengths(s.limb_window) if s.limb_window else None)
         for i, tid in enumerate(ids):
             tr = self._tracks[tid]
             # Keep the last known position of joints not seen this time.
@@ -552,14 +599,14 @@ class Fuser:
                 if len(members) < s.min_views:
                     self._counts["persons_single_view"] += 1
                     continue
-                xw, err, keep, swaps = self._solve(obs, members)
+                xw, err, keep, swaps, xs = self._solve(obs, members)
                 self._counts["swaps_fixed"] += swaps
                 n_ok = int(np.isfinite(xw).all(-1).sum())
                 med = np.nanmedian(err) if np.isfinite(err).any() else np.inf
                 if n_ok < s.min_joints or not med <= 2.0 * s.reproj_threshold_px:
                     self._counts["persons_rejected"] += 1
                     continue
-                people.append((xw, (members, err, keep)))
+                people.append((xw, (members, err, keep, xs)))
             # Most complete and consistent people first, at most max_people.
             people.sort(key=lambda p: (-int(np.isfinite(p[0]).all(-1).sum()),
                                        float(np.nanmedian(p[1][1]))))
@@ -569,19 +616,24 @@ class Fuser:
         self._last_t = t
         ids = self._assign_ids(people, t)
         persons = []
-        for tid, (xw, (members, err, keep)) in sorted(zip(ids, people, strict=True),
+        for tid, (xw, (members, err, keep, xs)) in sorted(zip(ids, people, strict=True),
                                                       key=lambda q: q[0]):
             tr = self._tracks[tid]
             joints = tr.filt(xw, t) if tr.filt is not None else xw
+            joints = tr.steady_limbs(np.where(np.isfinite(xw), joints, np.nan))
             kept = [members[k] for k in keep]
             used = np.isfinite(err[keep]) if keep else np.zeros((0, N_JOINTS), bool)
             views = tuple(tuple(obs[kept[i]].device for i in range(len(kept)) if used[i, j])
                           for j in range(N_JOINTS))
-            ek = err[keep]
+            # The reprojection error of the joints published, in the views that made them.
+            ek = np.full((len(kept), N_JOINTS), np.nan)
+            if kept:
+                ek = np.where(used, tri.reprojection_error(
+                    np.stack([self._proj[obs[m].device] for m in kept]), xs[keep], joints),
+                    np.nan)
             cnt = np.isfinite(ek).sum(0)
             rp = np.where(cnt > 0, np.nansum(ek, 0) / np.maximum(cnt, 1), np.nan)
-            rp = np.where(np.isfinite(xw).all(-1), rp, np.nan)
-            joints = np.where(np.isfinite(xw), joints, np.nan)
+            rp = np.where(np.isfinite(joints).all(-1), rp, np.nan)
             persons.append(FusedPerson(
                 tid, np.asarray(joints, np.float64), np.asarray(rp, np.float64), views,
                 tuple((obs[m].device, obs[m].frame_id, obs[m].person) for m in kept)))
