@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -429,11 +429,7 @@ class Secrets:
 
 
 def load_secrets(config: Config, environ: Mapping[str, str] | None = None) -> Secrets:
-    """Reads the secrets ``config`` refers to.
-
-    The credential file ``$CREDENTIALS_DIRECTORY/<mqtt.password_credential>`` wins over the
-    environment variable ``mqtt.password_env``; an empty file or variable means no password
-    (the installer creates an empty credential so that ``LoadCredential=`` always finds one).
+    """Reads the secrets ``config`` refers to (see :func:`mqtt_password`).
 
     Args:
         config: The validated config.
@@ -445,8 +441,39 @@ def load_secrets(config: Config, environ: Mapping[str, str] | None = None) -> Se
     Raises:
         ConfigError: When the credential file exists but cannot be read.
     """
+    return mqtt_password(config.mqtt, environ)
+
+
+class PasswordSource(Protocol):
+    """Where an MQTT section says its password is (the device's and the fuse worker's)."""
+
+    @property
+    def password_credential(self) -> str:
+        """File name under ``$CREDENTIALS_DIRECTORY``."""
+
+    @property
+    def password_env(self) -> str:
+        """Environment variable name."""
+
+
+def mqtt_password(mc: PasswordSource, environ: Mapping[str, str] | None = None) -> Secrets:
+    """Reads the broker password an MQTT section refers to.
+
+    The credential file ``$CREDENTIALS_DIRECTORY/<mqtt.password_credential>`` wins over the
+    environment variable ``mqtt.password_env``; an empty file or variable means no password
+    (the installer creates an empty credential so that ``LoadCredential=`` always finds one).
+
+    Args:
+        mc: The validated ``[mqtt]`` section.
+        environ: The environment (``os.environ`` when None).
+
+    Returns:
+        The secrets.
+
+    Raises:
+        ConfigError: When the credential file exists but cannot be read.
+    """
     env = os.environ if environ is None else environ
-    mc = config.mqtt
     creds = env.get("CREDENTIALS_DIRECTORY")
     if creds:
         path = Path(creds) / mc.password_credential

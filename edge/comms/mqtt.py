@@ -56,7 +56,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -67,7 +67,10 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from edge.comms.commands import COMMANDS, CommandError, Controls
 from edge.comms.events import EventQueue
 from edge.comms.homeassistant import discovery_messages
-from edge.config import Config, ConfigError, Secrets
+from edge.config import Config, ConfigError, MqttConfig, Secrets
+
+if TYPE_CHECKING:  # the fuse worker's section; edge.fuse imports this module
+    from edge.fuse.config import FuseMqttConfig
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +102,40 @@ class MqttCounters:
     commands_rejected: int = 0
 
 
+def make_client(mc: MqttConfig | FuseMqttConfig, client_id: str, will_topic: str,
+                secrets: Secrets) -> mqtt.Client:
+    """A paho MQTT v5 client set up from an ``[mqtt]`` section (the device's or a fuse worker's).
+
+    Args:
+        mc: The validated section: ``username``, ``tls``.
+        client_id: The client id.
+        will_topic: Where the broker publishes ``offline`` (retained) if the link dies.
+        secrets: The broker password, if any.
+
+    Returns:
+        The client, not yet connected.
+
+    Raises:
+        ConfigError: When the TLS files cannot be loaded (``mqtt.tls``).
+    """
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv5)
+    client.will_set(will_topic, "offline", qos=1, retain=True)
+    if mc.username is not None:
+        client.username_pw_set(mc.username, secrets.mqtt_password)
+    if mc.tls.enabled:
+        try:
+            client.tls_set(
+                ca_certs=None if mc.tls.ca_file is None else str(mc.tls.ca_file),
+                certfile=None if mc.tls.cert_file is None else str(mc.tls.cert_file),
+                keyfile=None if mc.tls.key_file is None else str(mc.tls.key_file),
+                cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        except (OSError, ValueError) as e:  # preflight checks these; a race is possible
+            raise ConfigError("<config>", [("mqtt.tls", str(e))]) from None
+        client.tls_insecure_set(mc.tls.insecure)
+    return client
+
+
 class MqttPublisher:
     """Publishes one device's topics; owns the paho client and the publisher thread.
 
@@ -120,22 +157,8 @@ class MqttPublisher:
         self.controls = controls
         self._stats = stats
         self.counters = MqttCounters()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                  client_id=f"edgepose-{self.device_id}",
-                                  protocol=mqtt.MQTTv5)
-        self.client.will_set(self.topic("availability"), "offline", qos=1, retain=True)
-        if mc.username is not None:
-            self.client.username_pw_set(mc.username, secrets.mqtt_password)
-        if mc.tls.enabled:
-            try:
-                self.client.tls_set(
-                    ca_certs=None if mc.tls.ca_file is None else str(mc.tls.ca_file),
-                    certfile=None if mc.tls.cert_file is None else str(mc.tls.cert_file),
-                    keyfile=None if mc.tls.key_file is None else str(mc.tls.key_file),
-                    cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-            except (OSError, ValueError) as e:  # preflight checks these; a race is possible
-                raise ConfigError("<config>", [("mqtt.tls", str(e))]) from None
-            self.client.tls_insecure_set(mc.tls.insecure)
+        self.client = make_client(mc, f"edgepose-{self.device_id}", self.topic("availability"),
+                                  secrets)
         self.client.max_inflight_messages_set(EVENT_WINDOW + 20)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect

@@ -20,7 +20,6 @@ every view; ``topic_root`` therefore refuses ``$share`` (and wildcards), see
 
 from __future__ import annotations
 
-import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +35,7 @@ from edge.config import (
     PathStr,
     Secrets,
     _errors,
+    mqtt_password,
 )
 from edge.fuse.calib import Calibration, CalibrationError, read_calibration
 from edge.fuse.fuser import FuseSettings
@@ -293,31 +293,10 @@ def load_fuse_config(path: Path) -> tuple[FuseConfig, Calibration]:
 
 def load_fuse_secrets(config: FuseConfig, environ: Mapping[str, str] | None = None
                       ) -> Secrets:
-    """The broker password, as :func:`edge.config.load_secrets` reads the device's.
-
-    The credential file ``$CREDENTIALS_DIRECTORY/<mqtt.password_credential>`` wins over
-    ``$<mqtt.password_env>``; empty means no password. (Written out because
-    ``load_secrets`` takes the device config.)
+    """The broker password, read as the device's (:func:`edge.config.mqtt_password`).
 
     Raises:
         ConfigError: When the credential file exists but cannot be read.
     """
-    env = os.environ if environ is None else environ
-    mc = config.mqtt
-    creds = env.get("CREDENTIALS_DIRECTORY")
-    if creds:
-        path = Path(creds) / mc.password_credential
-        try:
-            text = path.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            text = ""
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(str(path), [("mqtt.password_credential", f"unreadable: {e}")]
-                              ) from None
-        if text:
-            return Secrets(text, f"credential {mc.password_credential}")
-    value = env.get(mc.password_env, "")
-    if value:
-        return Secrets(value, f"${mc.password_env}")
-    return Secrets()
+    return mqtt_password(config.mqtt, environ)
 

@@ -39,7 +39,6 @@ import os
 import random
 import signal
 import socket
-import ssl
 import threading
 import time
 from collections import deque
@@ -51,12 +50,12 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge import __version__
-from edge.comms.mqtt import backoff_s
+from edge.comms.mqtt import backoff_s, make_client
 from edge.config import ConfigError, Secrets
 from edge.fuse.calib import Calibration
 from edge.fuse.config import FuseConfig, load_fuse_config, load_fuse_secrets
@@ -461,22 +460,8 @@ class FuseMqtt:
         self.input = f"{mc.topic_root}/+/pose"
         self.counters = MqttCounters()
         self._deliver = on_message
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                  client_id=mc.client_id or f"edgepose-fuse-{config.scene.name}",
-                                  protocol=mqtt.MQTTv5)
-        self.client.will_set(self.topic("availability"), "offline", qos=1, retain=True)
-        if mc.username is not None:
-            self.client.username_pw_set(mc.username, secrets.mqtt_password)
-        if mc.tls.enabled:
-            try:
-                self.client.tls_set(
-                    ca_certs=None if mc.tls.ca_file is None else str(mc.tls.ca_file),
-                    certfile=None if mc.tls.cert_file is None else str(mc.tls.cert_file),
-                    keyfile=None if mc.tls.key_file is None else str(mc.tls.key_file),
-                    cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-            except (OSError, ValueError) as e:
-                raise ConfigError("<config>", [("mqtt.tls", str(e))]) from None
-            self.client.tls_insecure_set(mc.tls.insecure)
+        self.client = make_client(mc, mc.client_id or f"edgepose-fuse-{config.scene.name}",
+                                  self.topic("availability"), secrets)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
