@@ -148,6 +148,9 @@ class TrackingConfig(_Section):
     max_detection_age_s: float = Field(default=1.0, ge=0)
     confirm_ticks: int = Field(default=1, ge=0, le=30, description="ticks a new track must "
                                "survive before it is published")
+    min_box_fit: Probability = Field(
+        default=0.4, description="a track from a whole-body box is kept after its first pose "
+        "only if the landmarks' box overlaps the detection's by IoU >= this (0: off)")
 
 
 class SmoothingConfig(_Section):

@@ -363,7 +363,7 @@ def test_pose_rows_must_match_the_snapshot() -> None:
 @pytest.mark.parametrize("kwargs", [
     {"max_persons": 0}, {"min_presence": 1.5}, {"match_iou": 0.0}, {"merge_iou": 1.1},
     {"match_center_dist": 0.0}, {"similarity_kappa": -1.0}, {"id_reuse_window_s": -1.0},
-    {"max_detection_age_s": float("inf")}, {"merge_similarity": -0.1},
+    {"max_detection_age_s": float("inf")}, {"merge_similarity": -0.1}, {"min_box_fit": 1.5},
 ])
 def test_bad_config_raises(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="TrackerConfig"):
@@ -373,10 +373,13 @@ def test_bad_config_raises(kwargs: dict[str, float]) -> None:
 def test_tracks_validation() -> None:
     with pytest.raises(ValueError, match=r"Tracks.regions must have shape \(n, 5\)"):
         Tracks(np.zeros(1, np.int64), np.zeros((1, 4), np.float32), np.zeros(1, np.int64),
-               np.zeros(1, np.int64), np.zeros(1), np.zeros(1))
+               np.zeros(1, np.int64), np.zeros(1), np.zeros(1), np.zeros((1, 4), np.float32))
     with pytest.raises(ValueError, match="unique"):
         Tracks(np.zeros(2, np.int64), np.zeros((2, 5), np.float32), np.zeros(2, np.int64),
-               np.zeros(2, np.int64), np.zeros(2), np.zeros(2))
+               np.zeros(2, np.int64), np.zeros(2), np.zeros(2), np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match=r"Tracks.boxes must have shape \(n, 4\)"):
+        Tracks(np.zeros(1, np.int64), np.zeros((1, 5), np.float32), np.zeros(1, np.int64),
+               np.zeros(1, np.int64), np.zeros(1), np.zeros(1), np.zeros((1, 5), np.float32))
     assert len(Tracks.empty()) == 0
 
 
