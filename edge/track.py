@@ -51,6 +51,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.optimize import linear_sum_assignment
 
+from edge.geometry import box_iou
 from edge.skeleton import BLAZEPOSE_FLIP
 from edge.types import F32, I64, Detections, Poses2D, _check, _frozen, _n
 
@@ -252,34 +253,6 @@ def region_boxes(regions: F32) -> F32:
     hy = 0.5 * (r[:, 2] * s + r[:, 3] * c)
     out = np.stack([r[:, 0] - hx, r[:, 1] - hy, r[:, 0] + hx, r[:, 1] + hy], axis=1)
     return out.astype(np.float32)
-
-
-def box_iou(a: F32, b: F32, *, over: Literal["union", "smaller"] = "union") -> F64:
-    """Pairwise overlap of axis-aligned boxes: intersection over union (or over the smaller).
-
-    Args:
-        a: (n, 4) boxes ``x1, y1, x2, y2`` px.
-        b: (m, 4) boxes, same layout.
-        over: ``"union"`` for IoU; ``"smaller"`` for intersection over the smaller box's area
-            (1 when one box contains the other, whatever their sizes).
-
-    Returns:
-        (n, m) float64 in [0, 1]; 0 where a box is degenerate.
-    """
-    a64, b64 = a.astype(np.float64)[:, None, :], b.astype(np.float64)[None, :, :]
-    iw = np.clip(np.minimum(a64[..., 2], b64[..., 2]) - np.maximum(a64[..., 0], b64[..., 0]),
-                 0.0, None)
-    ih = np.clip(np.minimum(a64[..., 3], b64[..., 3]) - np.maximum(a64[..., 1], b64[..., 1]),
-                 0.0, None)
-    inter = iw * ih
-    area_a = np.clip(a64[..., 2] - a64[..., 0], 0, None) * np.clip(a64[..., 3] - a64[..., 1], 0,
-                                                                     None)
-    area_b = np.clip(b64[..., 2] - b64[..., 0], 0, None) * np.clip(b64[..., 3] - b64[..., 1], 0,
-                                                                     None)
-    union = area_a + area_b - inter if over == "union" else np.minimum(area_a, area_b)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0.0, inter / union, 0.0)
-    return np.nan_to_num(iou, nan=0.0)
 
 
 def center_distance(a: F32, b: F32) -> F64:

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from edge.geometry import box_iou
 from edge.track import (
     Tracker,
     TrackerConfig,
     TrackEvent,
     Tracks,
-    box_iou,
     keypoint_similarity,
     region_boxes,
 )

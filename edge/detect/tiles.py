@@ -23,8 +23,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
-from edge.detect.blazepose import iou, validate_image
-from edge.track import box_iou, region_boxes
+from edge.detect.blazepose import validate_image
+from edge.geometry import box_iou
+from edge.track import region_boxes
 from edge.types import F32, U8, Detections
 
 __all__ = ["CombinedDetector", "TileConfig", "TiledDetector", "merge_detections", "tile_grid",
@@ -185,7 +186,7 @@ def merge_detections(parts: list[Detections], nms_iou: float) -> Detections:
     order = np.argsort(-scores, kind="stable")
     keep: list[int] = []
     for i in order:
-        if not keep or not (iou(boxes[i], boxes[keep]) > nms_iou).any():
+        if not keep or not (box_iou(boxes[i][None], boxes[keep]) > nms_iou).any():
             keep.append(int(i))
     idx = np.asarray(keep, np.intp)
     return Detections(boxes[idx], scores[idx], kps[idx], regions[idx])
