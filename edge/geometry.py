@@ -29,7 +29,8 @@ def sigmoid(x: npt.ArrayLike) -> F32:
     Returns:
         float32 array of the same shape, in [0, 1].
     """
-    return np.asarray(expit(np.asarray(x, np.float64)), np.float32)
+    y = expit(np.asarray(x, np.float64))
+    return np.asarray(y, np.float32)
 
 
 def box_iou(a: npt.ArrayLike, b: npt.ArrayLike, *,

@@ -366,6 +366,15 @@ class _Track:
     reused: _Lost | None = None
     # The whole-body box of the creating detection, NaN if it had none.
     box: F32 = field(default_factory=lambda: np.full(4, np.nan, np.float32))
+    # Smallest and largest region side (px) of this person so far, with those of the lost
+    # track whose ID it took.
+    sides: tuple[float, float] = (0.0, 0.0)
+
+    def grow(self, region: F32) -> None:
+        """Widens :attr:`sides` by a region's side."""
+        side = float(np.sqrt(max(float(region[2] * region[3]), 0.0)))
+        lo, hi = self.sides
+        self.sides = (side, side) if hi <= 0.0 else (min(lo, side), max(hi, side))
 
     def region_at(self, t: float) -> F32:
         """The region at time ``t``: the newest entry not after ``t``, else the oldest."""
@@ -491,6 +500,7 @@ class Tracker:
                     dropped.add(tid)
                     continue
                 tr.region = nxt.copy()
+                tr.grow(tr.region)
                 tr.last_seen = t
                 tr.keypoints = poses.keypoints[row].copy()
                 tr.visibility = poses.visibility[row].copy()
@@ -502,6 +512,8 @@ class Tracker:
         self._tracks = [tr for tr in self._tracks if tr.id not in dropped]
         self._count(left=len(dropped))
         events += self._merge(posed, t)
+        if dropped:
+            events += self._hand_over(posed, t)
         horizon = t - cfg.max_detection_age_s
         for tr in self._tracks:
             tr.age += 1
@@ -512,6 +524,31 @@ class Tracker:
                 tr.history.pop(0)
         self._pool = [p for p in self._pool if t - p.t <= cfg.id_reuse_window_s]
         self._snapshot = None
+        return events
+
+    def _hand_over(self, posed: set[int], t: float) -> list[TrackEvent]:
+        """Gives a newcomer the ID of a person lost in this same tick, where it is.
+
+        A person whose region the landmarks lose (a backflip) is often found again by the
+        detector in the very tick their old track is dropped: the new track was made, with a
+        fresh ID, before the old one left. Such a newcomer (made this tick, its ID fresh, not
+        yet published) takes the pooled ID by the rules of :meth:`_reuse`, and its fresh ID is
+        returned unused. Emits ``merged`` (the fresh ID into the pooled one) and ``reassigned``.
+        """
+        events: list[TrackEvent] = []
+        for tr in self._tracks:
+            if tr.age != 0 or tr.reused is not None or tr.id not in posed:
+                continue
+            lost = self._reuse(tr.region, t)
+            if lost is None:
+                continue
+            events.append(TrackEvent("merged", tr.id, t, other_id=lost.id))
+            events.append(TrackEvent("reassigned", lost.id, t))
+            self._count(reassigned=1, entered=-1)
+            bisect.insort(self._unused, tr.id)
+            tr.id, tr.reused = lost.id, lost
+            tr.sides = (min(tr.sides[0], lost.track.sides[0]),
+                        max(tr.sides[1], lost.track.sides[1]))
         return events
 
     def _row_ids(self, poses: Poses2D | None, ids: I64 | None) -> list[int]:
@@ -670,16 +707,20 @@ class Tracker:
                     self._tracks[c].hits += 1
                     self._count(matched=1)
         events: list[TrackEvent] = []
-        # New tracks take IDs in this order: first those far from every current track (most
-        # likely a new or returning person), best score first; last those overlapping a track
-        # (most likely a duplicate detection of it, merged a tick later), so that a duplicate
-        # never takes a returning person's pooled ID.
-        crowded = np.zeros(len(detections), np.float64)
+        # New tracks take IDs in this order: first those that are nobody's duplicate (most
+        # likely a new or returning person), best score first; last the likely duplicates of a
+        # track, merged a tick later: centred on it (within half its region's size) and of about
+        # its size (0.5-2x). So a duplicate never takes a returning person's pooled ID. (Not
+        # "overlapping it": a returning person's region may be large, mid-jump, and hold
+        # someone else's.)
+        dup = np.zeros(len(detections), bool)
         if self._tracks:
-            crowded = box_iou(region_boxes(det_regions), region_boxes(trk_regions),
-                              over="smaller").max(axis=1)
+            ratio = (np.sqrt(det_regions[:, None, 2] * det_regions[:, None, 3])
+                     / np.sqrt(trk_regions[None, :, 2] * trk_regions[None, :, 3]))
+            dup = ((center_distance(det_regions, trk_regions) <= self.DUP_CENTRE)
+                   & (ratio >= 0.5) & (ratio <= 2.0)).any(axis=1)
         body_boxes = whole_body_boxes(detections)
-        order = sorted(unmatched, key=lambda i: (bool(crowded[i] >= cfg.merge_iou),
+        order = sorted(unmatched, key=lambda i: (bool(dup[i]),
                                                  -float(detections.scores[i]), i))
         for i in order:
             region = det_regions[i]
@@ -694,9 +735,13 @@ class Tracker:
                           cfg.max_persons)
                 continue
             tid, reused = self._take_id(region, t)
-            self._tracks.append(_Track(tid, region.copy(), first_seen=t, last_seen=t,
-                                       history=[(t, region.copy())], reused=reused,
-                                       box=body_boxes[i]))
+            new = _Track(tid, region.copy(), first_seen=t, last_seen=t,
+                         history=[(t, region.copy())], reused=reused, box=body_boxes[i])
+            new.grow(region)
+            if reused is not None:
+                new.sides = (min(new.sides[0], reused.track.sides[0]),
+                             max(new.sides[1], reused.track.sides[1]))
+            self._tracks.append(new)
             kind: EventKind = "reassigned" if reused is not None else "entered"
             events.append(TrackEvent(kind, tid, t))
             self._count(**{kind: 1})
@@ -733,34 +778,67 @@ class Tracker:
         else:
             bisect.insort(self._unused, track.id)
 
+    #: A new detection centred within this share of a track's region size (and of about its
+    #: size) is taken for a duplicate of it when IDs are handed out.
+    DUP_CENTRE = 0.5
+
+    #: A lost person may be this many region sizes away from where they were lost, plus
+    #: :data:`REUSE_SPEED` sizes per second since: a walker covers about one body height a
+    #: second (a region is ~1.5 of them), a runner or a jumper two or three.
+    REUSE_REACH = 0.5
+    REUSE_SPEED = 2.0
+    #: ... and of a similar size: the new region's side within this factor of the sides the
+    #: lost track had over its last second (a person's region does not halve or double while
+    #: away; a far person's ID is not handed to a near one).
+    REUSE_SIZE = 2.0
+
     def _take_id(self, region: F32, t: float) -> tuple[int, _Lost | None]:
         """Pops the ID for a new track at ``region``: (id, the pool entry if re-used).
 
-        A recently lost person's ID comes first (the one lost where ``region`` is, else the most
-        recently lost of a similar size, region side within 0.5-2x, else the most recently
-        lost), then the smallest never-published ID, then a new one.
+        A recently lost person's ID when one fits (:meth:`_reuse`), then the smallest
+        never-published ID, then a new one.
         """
-        self._pool = [p for p in self._pool if t - p.t <= self.config.id_reuse_window_s]
-        if self._pool:
-            gate = self._gate(region[None], np.stack([p.track.region_at(t) for p in self._pool]
-                                                     ).astype(np.float32))[0]
-            hits = np.flatnonzero(gate)
-            if not hits.size:
-                # Nobody was lost here: the most recently lost person of a similar size (a
-                # person's region does not halve or double while away; a far person's ID is
-                # not handed to a near one).
-                side = float(np.sqrt(region[2] * region[3]))
-                sizes = np.array([float(np.sqrt(p.track.region[2] * p.track.region[3]))
-                                  for p in self._pool])
-                hits = np.flatnonzero((sizes > 0.5 * side) & (sizes < 2.0 * side))
-            k = int(hits[-1]) if hits.size else len(self._pool) - 1  # most recent first
-            lost = self._pool.pop(k)
+        lost = self._reuse(region, t)
+        if lost is not None:
             return lost.id, lost
         if self._unused:
             return self._unused.pop(0), None
         tid = self._next_id
         self._next_id += 1
         return tid, None
+
+    def _reuse(self, region: F32, t: float) -> _Lost | None:
+        """Pops the pooled lost person a new track at ``region`` most likely is, if any.
+
+        The one lost where ``region`` is (the match gates on its region at ``t``), else,
+        among those of a similar size (the new side within :data:`REUSE_SIZE` of the smallest
+        and largest sides the person had) lost at most ``REUSE_REACH + REUSE_SPEED * (t -
+        t_lost)`` region sizes away, the nearest in those units. Someone who comes in far from,
+        or much larger or smaller than, anyone lost is a new person.
+        """
+        self._pool = [p for p in self._pool if t - p.t <= self.config.id_reuse_window_s]
+        if not self._pool:
+            return None
+        gate = self._gate(region[None], np.stack([p.track.region_at(t) for p in self._pool]
+                                                 ).astype(np.float32))[0]
+        hits = np.flatnonzero(gate)
+        k: int | None = int(hits[-1]) if hits.size else None  # most recent first
+        if k is None:
+            side = float(np.sqrt(max(float(region[2] * region[3]), 0.0)))
+            best = np.inf
+            for j, p in enumerate(self._pool):
+                lo, hi = p.track.sides
+                if not lo / self.REUSE_SIZE <= side <= hi * self.REUSE_SIZE:
+                    continue
+                last = p.track.region
+                size = float(np.sqrt(max(float(last[2] * last[3]), 0.0)))
+                if size <= 0.0:
+                    continue
+                dist = float(np.hypot(*(region[:2] - last[:2]))) / size
+                reach = self.REUSE_REACH + self.REUSE_SPEED * max(t - p.t, 0.0)
+                if dist <= reach and dist < best:
+                    best, k = dist, j
+        return None if k is None else self._pool.pop(k)
 
     @staticmethod
     def _check_time(t: float, prev: float | None, what: str) -> float:

@@ -243,7 +243,7 @@ def test_presence_drop_emits_left_in_track_order(presence: list[float], next_reg
     assert tracker.stats.left == len(left)
 
 
-def test_id_pool_is_a_stack_with_a_spatial_preference() -> None:
+def test_id_pool_prefers_where_and_when_people_were_lost() -> None:
     tracker = Tracker(TrackerConfig(confirm_ticks=0))
     tracker.add_detections(dets([(100.0, 300.0), (500.0, 300.0), (900.0, 300.0)]), 0.0)
     tracker.tracks()
@@ -253,11 +253,43 @@ def test_id_pool_is_a_stack_with_a_spatial_preference() -> None:
                    0.1)   # 1 lost first
     tracker.tracks()
     tracker.update(poses([(500.0, 300.0), (900.0, 300.0)], [0.1, 0.9]), 0.2)  # then 2
-    # Somebody where nobody was lost: the most recently lost ID.
-    assert kinds(tracker.add_detections(dets([(1500.0, 300.0)]), 0.3)) == [("reassigned", 2)]
-    # Somebody where 1 was lost: 1 (the only one left anyway); next: a fresh ID.
+    # Somebody 0.6 region sizes from where 2 was lost 0.1 s ago (within 0.5 + 2 x 0.1), 2.6
+    # from where 1 was: 2.
+    assert kinds(tracker.add_detections(dets([(620.0, 300.0)]), 0.3)) == [("reassigned", 2)]
+    # Somebody where 1 was lost: 1; then somebody far from anyone lost: a fresh ID.
     assert kinds(tracker.add_detections(dets([(100.0, 300.0)]), 0.4)) == [("reassigned", 1)]
     assert kinds(tracker.add_detections(dets([(1200.0, 700.0)]), 0.5)) == [("entered", 4)]
+
+
+def test_a_lost_id_goes_to_someone_near_of_a_similar_size_only() -> None:
+    tracker = Tracker(TrackerConfig(confirm_ticks=0))
+    tracker.add_detections(dets([(500.0, 300.0)]), 0.0)
+    tracker.tracks()
+    tracker.update(poses([(500.0, 300.0)], [0.9]), 0.05)
+    tracker.tracks()
+    tracker.update(poses([(500.0, 300.0)], [0.1]), 0.1)  # 1 lost
+    # Far away soon after (3 sizes in 0.2 s), or 3x larger where he was: somebody else.
+    assert kinds(tracker.add_detections(dets([(1100.0, 300.0)]), 0.3)) == [("entered", 2)]
+    assert kinds(tracker.add_detections(dets([(560.0, 300.0)], size=3 * SIZE), 0.35)) == [
+        ("entered", 3)]
+    # The same distance 2 s later is within reach (0.5 + 2 x 2 sizes).
+    assert kinds(tracker.add_detections(dets([(1100.0, 700.0)]), 2.1)) == [("reassigned", 1)]
+
+
+def test_a_person_found_again_in_the_tick_their_track_is_lost_keeps_their_id() -> None:
+    # Mid-backflip the landmarks lose someone in the same tick as the detector finds them
+    # again a little further on: the newcomer (fresh ID, unpublished) takes the lost ID.
+    tracker = Tracker(TrackerConfig(confirm_ticks=0))
+    tracker.add_detections(dets([(100.0, 300.0)]), 0.0)
+    tracker.tracks()
+    tracker.update(poses([(100.0, 300.0)], [0.9]), 0.05)  # 1 published
+    assert kinds(tracker.add_detections(dets([(180.0, 300.0)]), 0.1)) == [("entered", 2)]
+    tracker.tracks()
+    ev = kinds(tracker.update(poses([(100.0, 300.0), (180.0, 300.0)], [0.1, 0.9]), 0.1))
+    assert ev == [("left", 1), ("merged", 2), ("reassigned", 1)]
+    assert tracker.tracks().ids.tolist() == [1]
+    # 2 was never published: it is handed out again.
+    assert kinds(tracker.add_detections(dets([(1500.0, 700.0)]), 0.2)) == [("entered", 2)]
 
 
 def test_spatial_preference_beats_recency() -> None:
@@ -419,8 +451,9 @@ def test_unpublished_ids_are_not_pooled_as_lost_people() -> None:
     tracker.tracks()
     tracker.update(poses([(100.0, 300.0), (900.0, 300.0), (500.0, 300.0)], [0.1, 0.9, 0.1]),
                    0.3)  # 1 (published) and 3 (not yet) end
-    # Somebody new: the lost person's ID 1 (pooled); then the unused 3, not a fresh 4.
-    assert kinds(tracker.add_detections(dets([(1500.0, 300.0)]), 0.35)) == [("reassigned", 1)]
+    # Somebody near where 1 was lost: the lost person's ID 1 (pooled); then somebody new: the
+    # unused 3, not a fresh 4.
+    assert kinds(tracker.add_detections(dets([(150.0, 300.0)]), 0.35)) == [("reassigned", 1)]
     assert kinds(tracker.add_detections(dets([(1500.0, 700.0)]), 0.36)) == [("entered", 3)]
 
 
@@ -432,16 +465,16 @@ def test_a_reused_id_goes_back_to_the_pool_when_its_new_track_dies_unpublished()
         tracker.update(poses([(100.0, 300.0)], [0.9]), t)
     tracker.tracks()
     tracker.update(poses([(100.0, 300.0)], [0.1]), 0.3)  # published 1 is lost
-    assert kinds(tracker.add_detections(dets([(900.0, 300.0)]), 0.35)) == [("reassigned", 1)]
+    assert kinds(tracker.add_detections(dets([(180.0, 300.0)]), 0.35)) == [("reassigned", 1)]
     tracker.tracks()
-    tracker.update(poses([(900.0, 300.0)], [0.1]), 0.4)  # ... by a false detection, gone at once
+    tracker.update(poses([(180.0, 300.0)], [0.1]), 0.4)  # ... by a false detection, gone at once
     # The person comes back where 1 was lost: still 1.
     assert kinds(tracker.add_detections(dets([(100.0, 300.0)]), 0.45)) == [("reassigned", 1)]
 
 
 def test_a_detection_on_a_tracked_person_takes_an_id_last() -> None:
-    # Two unmatched detections in one batch: a returning person far from everyone and a
-    # duplicate overlapping a current track (better score). The returning person gets the
+    # Two unmatched detections in one batch: a returning person near where they were lost and
+    # a duplicate centred on a current track (better score). The returning person gets the
     # pooled ID; the duplicate a fresh one.
     tracker = Tracker(TrackerConfig(confirm_ticks=0))
     tracker.add_detections(dets([(100.0, 300.0), (900.0, 300.0)]), 0.0)
@@ -449,7 +482,7 @@ def test_a_detection_on_a_tracked_person_takes_an_id_last() -> None:
     tracker.update(poses([(100.0, 300.0), (900.0, 300.0)], [0.9, 0.9]), 0.05)  # published
     tracker.tracks()
     tracker.update(poses([(100.0, 300.0), (900.0, 300.0)], [0.1, 0.9]), 0.1)  # 1 lost
-    d = dets([(930.0, 320.0), (1500.0, 300.0)])
+    d = dets([(930.0, 320.0), (220.0, 300.0)])
     d = Detections(d.boxes, np.array([0.99, 0.6], np.float32), d.keypoints, d.regions * np.array(
         [1.0, 1.0, 0.8, 0.8, 1.0], np.float32))  # the duplicate: smaller region, no IoU match
     ev = kinds(tracker.add_detections(d, 0.2))
