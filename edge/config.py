@@ -79,8 +79,10 @@ class DetectorConfig(_Section):
     pass over a 1280x720 frame, with an upright region. ``"blazepose"`` is BlazePose's SSD
     detector (it finds a face, and people taller than about a quarter of the frame, with a
     region turned with the body). ``"both"`` (the default) runs BlazePose's and the box
-    detector on the whole frame and keeps a box detection only where no BlazePose region
-    covers it (``edge.detect.tiles.CombinedDetector``); tiles use the box detector.
+    detector on the whole frame and keeps a box detection unless it is the same person as a
+    BlazePose one (``edge.detect.tiles.CombinedDetector``); tiles use the box detector. Still
+    images (image mode) take the whole frame, every tile, and every tile of a finer grid
+    (0.72 x ``tile_px``), with no time budget.
 
     With ``tiles = true`` the detector also runs on overlapping square tiles of ``tile_px``
     frame pixels (default: the model's input size, so a tile reaches the model unshrunk), in

@@ -34,7 +34,7 @@ def sigmoid(x: npt.ArrayLike) -> F32:
 
 
 def box_iou(a: npt.ArrayLike, b: npt.ArrayLike, *,
-            over: Literal["union", "smaller"] = "union") -> F64:
+            over: Literal["union", "smaller", "first"] = "union") -> F64:
     """Pairwise overlap of axis-aligned boxes: intersection over union (or over the smaller).
 
     MediaPipe's ``OverlapSimilarity`` for ``over="union"``: 0 where boxes do not overlap.
@@ -43,7 +43,8 @@ def box_iou(a: npt.ArrayLike, b: npt.ArrayLike, *,
         a: (n, 4) boxes ``x1, y1, x2, y2`` (px or any unit shared with ``b``).
         b: (m, 4) boxes, same layout.
         over: ``"union"`` for IoU; ``"smaller"`` for intersection over the smaller box's area
-            (1 when one box contains the other, whatever their sizes).
+            (1 when one box contains the other, whatever their sizes); ``"first"`` for
+            intersection over the area of ``a``'s box (1 when it lies inside ``b``'s).
 
     Returns:
         (n, m) float64 in [0, 1]; 0 where a box is degenerate.
@@ -59,7 +60,12 @@ def box_iou(a: npt.ArrayLike, b: npt.ArrayLike, *,
               * np.clip(a64[..., 3] - a64[..., 1], 0, None))
     area_b = (np.clip(b64[..., 2] - b64[..., 0], 0, None)
               * np.clip(b64[..., 3] - b64[..., 1], 0, None))
-    union = area_a + area_b - inter if over == "union" else np.minimum(area_a, area_b)
+    if over == "union":
+        union = area_a + area_b - inter
+    elif over == "smaller":
+        union = np.minimum(area_a, area_b)
+    else:
+        union = np.broadcast_to(area_a, inter.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0.0, inter / union, 0.0)
     return np.nan_to_num(iou, nan=0.0)

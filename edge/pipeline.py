@@ -181,6 +181,11 @@ class PoseCore:
         presence[gone] = 0.0
         return dataclasses.replace(poses, presence=presence)
 
+    #: Boxes at least this share of the frame height are close-ups, not checked by
+    #: :meth:`_misfit`: someone that near is often cut by the frame edge, seen in part, and
+    #: boxed with an arm or a neighbour (zidane.jpg: IoU 0.23 for a man in full view).
+    CLOSE_UP = 0.5
+
     def _misfit(self, frame: Frame, tracks: Tracks, poses: Poses2D) -> Poses2D:
         """Checks the first pose of each track made from a whole-body box.
 
@@ -196,10 +201,12 @@ class PoseCore:
         0.87 / 0.87, 0.95.
         """
         cfg = self.tracker.config
-        new = np.flatnonzero((tracks.age == 0) & np.isfinite(tracks.boxes).all(axis=1))
+        h, w = frame.image.shape[:2]
+        box_h = tracks.boxes[:, 3] - tracks.boxes[:, 1]
+        new = np.flatnonzero((tracks.age == 0) & np.isfinite(tracks.boxes).all(axis=1)
+                             & (box_h < self.CLOSE_UP * h))
         if cfg.min_box_fit <= 0.0 or new.size == 0 or len(poses) == 0:
             return poses
-        h, w = frame.image.shape[:2]
         fit = box_fit(tracks.boxes[new], poses.keypoints[new], (w, h))
         bad = new[(fit < cfg.min_box_fit) & (poses.presence[new] >= cfg.min_presence)]
         if bad.size == 0:

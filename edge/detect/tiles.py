@@ -153,6 +153,37 @@ def whole_in_tile(boxes: F32, tile: tuple[int, int, int, int], frame: tuple[int,
     return keep
 
 
+#: A tile's detection at least this share of the tile's side tall, lying mostly (:data:`INSIDE`)
+#: in a person the whole frame found in the same run, is a part of that person.
+PART_OF_TILE = 0.6
+INSIDE = 0.6
+
+
+def part_of_whole(boxes: F32, whole: F32, tile_side: int) -> npt.NDArray[np.bool_]:
+    """Which of a tile's detections are a part of someone the whole-frame pass found.
+
+    A tile sees a large person's head, legs or upper body whole inside it and boxes it as a
+    person; the whole frame, which sees that person whole, has them. Tiles are for people too
+    small for the whole frame, so a detection as tall as most of the tile and lying mostly
+    inside a whole-frame detection's box is dropped. A small person standing in front of or
+    behind a large one is shorter than that and kept (zidane.jpg: five such parts of the two
+    men; crowd stills: people behind a near one).
+
+    Args:
+        boxes: (n, 4) float32 tile detections' boxes, frame px.
+        whole: (m, 4) float32 the whole-frame detections' boxes, frame px.
+        tile_side: The tile's side (its height), px.
+
+    Returns:
+        (n,) bool, True for parts to drop.
+    """
+    if len(boxes) == 0 or len(whole) == 0:
+        return np.zeros(len(boxes), bool)
+    tall = (boxes[:, 3] - boxes[:, 1]) >= PART_OF_TILE * tile_side
+    inside = box_iou(boxes, whole, over="first").max(axis=1) >= INSIDE
+    return np.asarray(tall & inside, bool)
+
+
 def without_keypoints(dets: Detections) -> Detections:
     """The detections with their keypoints dropped (n, 0, 2): for mixing detector kinds."""
     return Detections(dets.boxes, dets.scores, np.zeros((len(dets), 0, 2), np.float32),
@@ -272,15 +303,19 @@ class TiledDetector:
             chosen = [views[(self._cursor + i) % len(views)] for i in range(k)]
             self._cursor = (self._cursor + k) % len(views)
         parts: list[Detections] = []
-        for v in chosen:
+        whole_boxes = np.zeros((0, 4), np.float32)
+        for v in sorted(chosen):  # the whole frame (-1) first
             if v < 0:
-                parts.append((self.whole or self.detector)(image_bgr))
+                found = (self.whole or self.detector)(image_bgr)
+                whole_boxes = found.boxes
+                parts.append(found)
                 continue
             x1, y1, x2, y2 = (int(c) for c in tiles[v])
             crop = np.ascontiguousarray(image_bgr[y1:y2, x1:x2])
             dets = self.detector(crop)
-            parts.append(_shift(dets[whole_in_tile(dets.boxes, (x1, y1, x2, y2), (w, h))],
-                                float(x1), float(y1)))
+            dets = _shift(dets[whole_in_tile(dets.boxes, (x1, y1, x2, y2), (w, h))],
+                          float(x1), float(y1))
+            parts.append(dets[~part_of_whole(dets.boxes, whole_boxes, y2 - y1)])
         return merge_detections(parts, self.config.nms_iou)
 
 
