@@ -422,7 +422,11 @@ def build_detector(config: Config, manifest: Manifest, mode: RunMode
             per_run=0 if mode == "image" else dc.calls_per_run,
             whole_every=dc.whole_every, nms_iou=merge_iou,
             fine_px=round(FINE_TILES * (dc.tile_px or input_px)) if mode == "image" else 0),
-            whole=detector if detector is not tiled_by else None)
+            whole=detector if detector is not tiled_by else None,
+            # A stream's run is one call of one model (issue 9: <= 25 ms a run at 1 thread;
+            # both whole-frame detectors at once are 25.8 ms): NanoDet on the whole frame
+            # every whole_every-th run as before, BlazePose's detector in every other tile slot.
+            stream=(box, pose) if box is not None and pose is not None else ())
     key = "+".join(keys)
     return detector, key
 

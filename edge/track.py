@@ -226,6 +226,8 @@ class TrackerStats:
         stale: ``add_detections`` calls ignored as older than ``max_detection_age_s``.
         superseded: Unmatched detections of a person whose track was dropped *after* the
             detection's frame (the pose said "gone" more recently than the detector said "here").
+        duplicates: Unmatched detections at least twice a track's size, centred on it and
+            holding it: that person seen coarser, not tracked.
     """
 
     entered: int = 0
@@ -236,6 +238,7 @@ class TrackerStats:
     slots_full: int = 0
     stale: int = 0
     superseded: int = 0
+    duplicates: int = 0
 
 
 def region_boxes(regions: F32) -> F32:
@@ -716,16 +719,25 @@ class Tracker:
         # track, merged a tick later: centred on it (within half its region's size) and of about
         # its size (0.5-2x). So a duplicate never takes a returning person's pooled ID. (Not
         # "overlapping it": a returning person's region may be large, mid-jump, and hold
-        # someone else's.)
+        # someone else's.) A detection at least twice a track's size, centred on it and holding
+        # its whole region is that person seen coarser (BlazePose's detector sometimes boxes
+        # someone with a region twice too large), not tracked: the landmark model would find
+        # the same person in it, and keypoint similarity at that scale is too coarse to merge
+        # the two before the newcomer is published.
         dup = np.zeros(len(detections), bool)
+        coarse = np.zeros(len(detections), bool)
         if self._tracks:
             ratio = (np.sqrt(det_regions[:, None, 2] * det_regions[:, None, 3])
                      / np.sqrt(trk_regions[None, :, 2] * trk_regions[None, :, 3]))
-            dup = ((center_distance(det_regions, trk_regions) <= self.DUP_CENTRE)
-                   & (ratio >= 0.5) & (ratio <= 2.0)).any(axis=1)
+            centred = center_distance(det_regions, trk_regions) <= self.DUP_CENTRE
+            dup = (centred & (ratio >= 0.5) & (ratio <= 2.0)).any(axis=1)
+            holds = box_iou(region_boxes(trk_regions), region_boxes(det_regions),
+                            over="first").T >= 0.95
+            coarse = (centred & (ratio >= 2.0) & holds).any(axis=1)
+        self._count(duplicates=int(coarse[sorted(unmatched)].sum()) if unmatched else 0)
+        unmatched -= set(np.flatnonzero(coarse).tolist())
         body_boxes = whole_body_boxes(detections)
-        order = sorted(unmatched, key=lambda i: (bool(dup[i]),
-                                                 -float(detections.scores[i]), i))
+        order = sorted(unmatched, key=lambda i: (bool(dup[i]), -float(detections.scores[i]), i))
         for i in order:
             region = det_regions[i]
             if not _valid_region(region):
@@ -782,8 +794,8 @@ class Tracker:
         else:
             bisect.insort(self._unused, track.id)
 
-    #: A new detection centred within this share of a track's region size (and of about its
-    #: size) is taken for a duplicate of it when IDs are handed out.
+    #: A new detection centred within this share of a track's region size is a likely
+    #: duplicate of it (see ``add_detections``).
     DUP_CENTRE = 0.5
 
     #: A lost person may be this many region sizes away from where they were lost, plus
@@ -817,8 +829,10 @@ class Tracker:
         The one lost where ``region`` is (the match gates on its region at ``t``), else,
         among those of a similar size (the new side within :data:`REUSE_SIZE` of the smallest
         and largest sides the person had) lost at most ``REUSE_REACH + REUSE_SPEED * (t -
-        t_lost)`` region sizes away, the nearest in those units. Someone who comes in far from,
-        or much larger or smaller than, anyone lost is a new person.
+        t_lost)`` region sizes away, the most recently lost (the nearest would favour someone
+        lost long ago, whose reach has grown, over someone lost a moment ago a little further
+        off). Someone who comes in far from, or much larger or smaller than, anyone lost is a
+        new person.
         """
         self._pool = [p for p in self._pool if t - p.t <= self.config.id_reuse_window_s]
         if not self._pool:
@@ -829,7 +843,6 @@ class Tracker:
         k: int | None = int(hits[-1]) if hits.size else None  # most recent first
         if k is None:
             side = float(np.sqrt(max(float(region[2] * region[3]), 0.0)))
-            best = np.inf
             for j, p in enumerate(self._pool):
                 lo, hi = p.track.sides
                 if not lo / self.REUSE_SIZE <= side <= hi * self.REUSE_SIZE:
@@ -840,8 +853,8 @@ class Tracker:
                     continue
                 dist = float(np.hypot(*(region[:2] - last[:2]))) / size
                 reach = self.REUSE_REACH + self.REUSE_SPEED * max(t - p.t, 0.0)
-                if dist <= reach and dist < best:
-                    best, k = dist, j
+                if dist <= reach:
+                    k = j  # the most recently lost of those that fit
         return None if k is None else self._pool.pop(k)
 
     @staticmethod

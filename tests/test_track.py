@@ -488,3 +488,15 @@ def test_a_detection_on_a_tracked_person_takes_an_id_last() -> None:
     ev = kinds(tracker.add_detections(d, 0.2))
     assert ("reassigned", 1) in ev and ("entered", 3) in ev
     assert ev[0] == ("reassigned", 1)
+
+
+def test_a_coarse_detection_around_a_tracked_person_is_not_a_new_person() -> None:
+    # A region 2.5x a tracked person's, centred on them and holding their region: that person
+    # seen coarser, not tracked; half that size (a neighbour) is someone else.
+    tracker = Tracker(TrackerConfig(confirm_ticks=0))
+    tracker.add_detections(dets([(400.0, 300.0)]), 0.0)
+    tracker.tracks()
+    tracker.update(poses([(400.0, 300.0)], [0.9]), 0.05)
+    assert tracker.add_detections(dets([(430.0, 320.0)], size=2.5 * SIZE), 0.1) == []
+    assert len(tracker.tracks()) == 1 and tracker.stats.duplicates == 1
+    assert kinds(tracker.add_detections(dets([(520.0, 300.0)]), 0.2)) == [("entered", 2)]
