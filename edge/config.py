@@ -80,7 +80,10 @@ class DetectorConfig(_Section):
     detector (it finds a face, and people taller than about a quarter of the frame, with a
     region turned with the body). ``"both"`` (the default) runs BlazePose's and the box
     detector on the whole frame and keeps a box detection unless it is the same person as a
-    BlazePose one (``edge.detect.tiles.CombinedDetector``); tiles use the box detector. Still
+    BlazePose one (``edge.detect.tiles.CombinedDetector``) on still images; on a stream each
+    call is one model: the box detector's whole-frame calls, and BlazePose's detector on the
+    whole frame in every other tile slot (``TiledDetector.stream``). Tiles use the box
+    detector. Still
     images (image mode) take the whole frame, every tile, and every tile of a finer grid
     (0.72 x ``tile_px``), with no time budget.
 
