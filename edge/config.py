@@ -83,8 +83,13 @@ class DetectorConfig(_Section):
     pass over a 1280x720 frame, with an upright region. ``"blazepose"`` is BlazePose's SSD
     detector (it finds a face, and people taller than about a quarter of the frame, with a
     region turned with the body). ``"both"`` (the default) runs BlazePose's and the box
-    detector on the whole frame and keeps a box detection only where no BlazePose region
-    covers it (``edge.detect.tiles.CombinedDetector``); tiles use the box detector.
+    detector on the whole frame and keeps a box detection unless it is the same person as a
+    BlazePose one (``edge.detect.tiles.CombinedDetector``) on still images; on a stream each
+    call is one model: the box detector's whole-frame calls, and BlazePose's detector on the
+    whole frame in every other tile slot (``TiledDetector.stream``). Tiles use the box
+    detector. Still
+    images (image mode) take the whole frame, every tile, and every tile of a finer grid
+    (0.72 x ``tile_px``), with no time budget.
 
     With ``tiles = true`` the detector also runs on overlapping square tiles of ``tile_px``
     frame pixels (default: the model's input size, so a tile reaches the model unshrunk), in
@@ -152,6 +157,9 @@ class TrackingConfig(_Section):
     max_detection_age_s: float = Field(default=1.0, ge=0)
     confirm_ticks: int = Field(default=1, ge=0, le=30, description="ticks a new track must "
                                "survive before it is published")
+    min_box_fit: Probability = Field(
+        default=0.4, description="a track from a whole-body box is kept after its first pose "
+        "only if the landmarks' box overlaps the detection's by IoU >= this (0: off)")
 
 
 class SmoothingConfig(_Section):

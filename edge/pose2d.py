@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.detect import regions_from_keypoints, validate_image
+from edge.geometry import sigmoid
 from edge.runtime import Model
 from edge.types import F32, U8, Poses2D
 
@@ -150,10 +151,6 @@ def crop_regions(image_bgr: U8, regions: F32, size: int = 256,
     return crops, affines
 
 
-def _sigmoid(x: npt.NDArray[np.float32]) -> F32:
-    return (1.0 / (1.0 + np.exp(-np.clip(x.astype(np.float64), -80.0, 80.0)))).astype(np.float32)
-
-
 def refine_from_heatmap(landmarks: F32, heatmap: npt.NDArray[np.float32], size: int = 256,
                         kernel: int = 7, min_confidence: float = 0.5) -> F32:
     """MediaPipe's ``RefineLandmarksFromHeatmapCalculator`` on crop-pixel landmarks.
@@ -176,7 +173,7 @@ def refine_from_heatmap(landmarks: F32, heatmap: npt.NDArray[np.float32], size: 
     out = np.array(landmarks, np.float32, copy=True)
     n, hm_h, hm_w, n_lm = heatmap.shape
     half = (kernel - 1) // 2
-    conf = 1.0 / (1.0 + np.exp(-np.clip(heatmap.astype(np.float64), -80.0, 80.0)))
+    conf = sigmoid(heatmap)
     for i in range(n):
         for j in range(min(n_lm, out.shape[1])):
             col = int(out[i, j, 0] / size * hm_w)
@@ -249,7 +246,7 @@ def decode_landmarks(outputs: Mapping[str, npt.NDArray[np.float32]], crop_to_fra
     return Poses2D(
         keypoints=xy[:, :N_BODY].astype(np.float32),
         depth=depth.astype(np.float32),
-        visibility=_sigmoid(lm[:, :N_BODY, 3]),
+        visibility=sigmoid(lm[:, :N_BODY, 3]),
         presence=presence,
         world=world_rot.astype(np.float32),
         regions=regions.astype(np.float32, copy=True),

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.detect import DetectorConfig, Letterbox, decode, iou, ssd_anchors
+from edge.detect import DetectorConfig, Letterbox, decode, ssd_anchors
+from edge.geometry import box_iou
 from edge.runtime import create_interpreter
 from edge.types import F32
 
@@ -171,7 +172,7 @@ def detector_fidelity(ref_model: bytes, test_model: bytes, inputs: np.ndarray[An
         hard = soft = 0
         used: set[int] = set()
         for i in range(len(dr)):
-            m = iou(dr.boxes[i], dt.boxes) if len(dt) else np.zeros(0, np.float32)
+            m = box_iou(dr.boxes[i][None], dt.boxes)[0] if len(dt) else np.zeros(0)
             hits = np.flatnonzero(m >= DETECTOR_MIN_IOU)
             if hits.size == 1 and int(hits[0]) not in used:
                 used.add(int(hits[0]))

@@ -36,8 +36,8 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from edge.detect import iou
 from edge.detect.box import BoxDetectorConfig, cell_centres, decode_box, preprocess_box
+from edge.geometry import box_iou
 from edge.runtime import MANIFEST_NAME, create_interpreter, sha256_file
 from edge.types import U8, Detections
 from models import data, evaluate, quantize, rewrite, sources
@@ -175,14 +175,6 @@ def detections(model: bytes, images: list[U8], config: BoxDetectorConfig) -> lis
         r = runner(x)
         out.append(decode_box(r["scores"], r["distances"], lb, img.shape[:2], config, grid))
     return out
-
-
-def box_iou(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """(n, m) IoU of two sets of ``x1, y1, x2, y2`` boxes (rows of :func:`edge.detect.iou`)."""
-    a32, b32 = np.asarray(a, np.float32), np.asarray(b, np.float32)
-    if a32.shape[0] == 0 or b32.shape[0] == 0:
-        return np.zeros((a32.shape[0], b32.shape[0]), np.float32)
-    return np.stack([iou(box, b32) for box in a32])
 
 
 def fidelity(ref: list[Detections], test: list[Detections], min_iou: float = 0.5,

@@ -40,11 +40,11 @@ from scipy.optimize import linear_sum_assignment
 
 from edge.detect import PoseDetector
 from edge.detect.box import BoxDetectorConfig, BoxPersonDetector, box_regions, preprocess_box
+from edge.geometry import box_iou
 from edge.pose2d import PoseLandmarker
 from edge.runtime import create_interpreter, load_manifest, load_model
 from edge.types import F32, U8, Detections
 from models import data, evaluate, sources
-from models.person import box_iou
 
 logger = logging.getLogger("models.person_bench")
 

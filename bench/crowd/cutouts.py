@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.detect import PoseDetector
+from edge.geometry import sigmoid
 from edge.pose2d import crop_regions, decode_landmarks
 from edge.runtime import create_interpreter, load_model
 from edge.skeleton import BLAZEPOSE_BONES, COCO17_FROM_BLAZEPOSE, BlazePose
@@ -123,7 +124,7 @@ def _alpha_in_frame(seg_logits: F32, crop_to_frame: F32, shape: tuple[int, int]
         ``(alpha, x0, y0)``: (h, w) float32 probabilities of the frame window whose top-left
         frame pixel is ``(x0, y0)`` (the crop's bounding box, clipped to the frame).
     """
-    prob = (1.0 / (1.0 + np.exp(-np.clip(seg_logits, -60.0, 60.0)))).astype(np.float32)
+    prob = sigmoid(seg_logits)
     a = crop_to_frame.astype(np.float64)
     corners = np.array([[0, 0], [256, 0], [0, 256], [256, 256]], np.float64) @ a[:, :2].T + a[:, 2]
     h, w = shape

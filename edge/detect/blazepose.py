@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edge.geometry import box_iou, sigmoid
 from edge.runtime import Model
 from edge.types import F32, U8, Detections
 
@@ -39,7 +40,6 @@ __all__ = [
     "Letterbox",
     "PoseDetector",
     "decode",
-    "iou",
     "letterbox",
     "preprocess",
     "regions_from_keypoints",
@@ -263,27 +263,6 @@ def preprocess(image_bgr: U8, size: int = 224) -> tuple[F32, Letterbox]:
     return tensor[np.newaxis], lb
 
 
-def iou(box: F32, boxes: F32) -> F32:
-    """Intersection over union of one box with many, as MediaPipe's ``OverlapSimilarity``.
-
-    Args:
-        box: (4,) ``x1, y1, x2, y2``.
-        boxes: (n, 4) ``x1, y1, x2, y2`` in the same units.
-
-    Returns:
-        (n,) float32 IoU in [0, 1]; 0 where boxes do not overlap or the union is empty.
-    """
-    ix = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])
-    iy = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1])
-    inter = np.where((ix > 0) & (iy > 0), ix * iy, 0.0)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + areas - inter
-    out = np.zeros(boxes.shape[0], np.float32)
-    np.divide(inter, union, out=out, where=union > 0)
-    return out
-
-
 def weighted_nms(boxes: F32, scores: F32, keypoints: F32, iou_threshold: float,
                  max_detections: int = -1) -> tuple[F32, F32, F32]:
     """MediaPipe's WEIGHTED non-maximum suppression.
@@ -312,7 +291,7 @@ def weighted_nms(boxes: F32, scores: F32, keypoints: F32, iou_threshold: float,
     out_k: list[F32] = []
     while remaining.size and (max_detections < 0 or len(out_s) < max_detections):
         lead = remaining[0]
-        overlap = iou(boxes[lead], boxes[remaining]) > iou_threshold
+        overlap = box_iou(boxes[lead][None], boxes[remaining])[0] > iou_threshold
         overlap[0] = True
         members = remaining[overlap]
         w = scores[members].astype(np.float64)
@@ -396,7 +375,7 @@ def decode(boxes_raw: npt.NDArray[np.float32], scores_raw: npt.NDArray[np.float3
                          f"per anchor, got {tuple(boxes_raw.shape)} and "
                          f"{tuple(scores_raw.shape)}")
     clipped = np.clip(logits.astype(np.float64), -cfg.score_clipping, cfg.score_clipping)
-    scores = (1.0 / (1.0 + np.exp(-clipped))).astype(np.float32)
+    scores = sigmoid(clipped)
     keep = np.flatnonzero(scores >= cfg.min_score)
     if keep.size == 0:
         return Detections.empty(k)
