@@ -7,6 +7,7 @@ install, so CI cannot pass without running it (see :func:`pytest_runtest_makerep
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Generator
 from pathlib import Path
@@ -88,3 +89,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         report.outcome = "failed"
         report.longrepr = (f"{item.nodeid} would be skipped ({reason}); tests never skip: "
                            "install what it needs (see .ci/run)")
+
+
+@pytest.fixture(autouse=True)
+def _root_log_handlers_restored() -> Generator[None, None, None]:
+    """Removes root log handlers a test's in-process CLI call added (``logging.basicConfig``).
+
+    Such a handler writes to the stderr pytest captured for that test, which is closed once
+    the test ends: later tests' log records would otherwise fail with "I/O operation on
+    closed file" noise.
+    """
+    root = logging.getLogger()
+    before = list(root.handlers)
+    level = root.level
+    yield
+    for h in [h for h in root.handlers if h not in before]:
+        root.removeHandler(h)
+    root.setLevel(level)

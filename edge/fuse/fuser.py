@@ -113,6 +113,10 @@ class FuseSettings(BaseModel):
     fix_swaps: bool = Field(default=True,
                             description="undo a view's left/right label swaps")
     max_people: int = Field(default=10, ge=1, le=64, description="people fused per frame")
+    same_body_m: float = Field(
+        default=0.25, gt=0.0, le=2.0,
+        description="two fused people closer than this (median joint distance, m) are one "
+        "human split between groups of views: merged, or the less complete one dropped")
     id_match_m: float = Field(
         default=0.5, gt=0.0, le=10.0,
         description="largest mean joint distance for a fused person to keep an ID, m")
@@ -309,8 +313,8 @@ class Fuser:
         self._size_seen: dict[str, tuple[int, int]] = {}
         self._counts: dict[str, int] = {k: 0 for k in (
             "groups", "groups_too_few_views", "frames_size_mismatch", "frames_unknown_device",
-            "persons_fused", "persons_single_view", "persons_rejected", "views_dropped",
-            "joint_views_dropped",
+            "persons_fused", "persons_single_view", "persons_rejected", "persons_split_rejoined",
+            "views_dropped", "joint_views_dropped",
             "swaps_fixed", "ids_issued")}
         self._ms: list[float] = []
 
@@ -531,6 +535,49 @@ class Fuser:
             cluster[ci] = merged
         return [sorted(m, key=lambda k: obs[k].view) for m in cluster.values()]
 
+    def _one_per_body(self, obs: list[_Obs], people: list[tuple[F64, Any]]
+                      ) -> list[tuple[F64, Any]]:
+        """Fuses again, or drops, people whose 3D bodies overlap: one human split in two.
+
+        Association can split one human into two groups of views (for example two views
+        each, when one cross pair of views is over the epipolar threshold), and both then
+        triangulate to the same place. Two bodies cannot share a space, so a later person
+        within ``same_body_m`` (median joint distance) of an earlier one is merged into it when
+        their views are disjoint and the union triangulates consistently (views dropped by
+        the reprojection rule as usual), and is dropped otherwise.
+
+        Args:
+            obs: This group's observations.
+            people: ``(joints (J, 3) m, (members, err, keep, xs))``, best first.
+
+        Returns:
+            The people left, best first.
+        """
+        s = self.settings
+        out: list[tuple[F64, Any]] = []
+        for xw, extra in people:
+            twin = -1
+            for k, (xk, _) in enumerate(out):
+                d = np.linalg.norm(xw - xk, axis=-1)
+                ok = np.isfinite(d)
+                if ok.sum() >= 3 and float(np.median(d[ok])) <= s.same_body_m:
+                    twin = k
+                    break
+            if twin < 0:
+                out.append((xw, extra))
+                continue
+            self._counts["persons_split_rejoined"] += 1
+            members = out[twin][1][0] + extra[0]
+            if len({obs[m].view for m in members}) == len(members):
+                members = sorted(members, key=lambda m: obs[m].view)
+                mx, err, keep, swaps, xs = self._solve(obs, members)
+                n_ok = int(np.isfinite(mx).all(-1).sum())
+                med = np.nanmedian(err) if np.isfinite(err).any() else np.inf
+                if n_ok >= s.min_joints and med <= 2.0 * s.reproj_threshold_px:
+                    self._counts["swaps_fixed"] += swaps
+                    out[twin] = (mx, (members, err, keep, xs))
+        return out
+
     # ------------------------------------------------------------------ identities
 
     def _assign_ids(self, people: list[tuple[F64, Any]], ts: float) -> list[int]:
@@ -610,7 +657,7 @@ class Fuser:
             # Most complete and consistent people first, at most max_people.
             people.sort(key=lambda p: (-int(np.isfinite(p[0]).all(-1).sum()),
                                        float(np.nanmedian(p[1][1]))))
-            people = people[:s.max_people]
+            people = self._one_per_body(obs, people)[:s.max_people]
         # Times handed to the filters never go back (a caller may pass groups out of order).
         t = group.ts if self._last_t is None else max(group.ts, self._last_t)
         self._last_t = t
