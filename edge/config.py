@@ -391,11 +391,11 @@ def parse_config(data: dict[str, Any], origin: str = "<dict>") -> Config:
         raise ConfigError(origin, _errors(e)) from None
 
 
-def load_config(path: Path) -> Config:
-    """Reads and validates a TOML config file.
+def read_toml(path: Path) -> dict[str, Any]:
+    """Reads a TOML config file (the device's or a fuse worker's), not yet validated.
 
     Raises:
-        ConfigError: When the file is missing, is not TOML, or does not validate.
+        ConfigError: When the file is missing, unreadable, too large or not TOML.
     """
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -407,12 +407,21 @@ def load_config(path: Path) -> Config:
         raise ConfigError(str(path), [("(file)", f"{len(text)} characters; a config is at "
                                        f"most {MAX_CONFIG_BYTES}")])
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(str(path), [("(file)", f"not valid TOML: {e}")]) from None
     except RecursionError:
         raise ConfigError(str(path), [("(file)", "nested too deeply to be a config")]
                           ) from None
+
+
+def load_config(path: Path) -> Config:
+    """Reads and validates a TOML config file.
+
+    Raises:
+        ConfigError: When the file is missing, is not TOML, or does not validate.
+    """
+    data = read_toml(path)
     try:
         return parse_config(data, str(path))
     except RecursionError:

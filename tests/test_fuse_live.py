@@ -42,6 +42,7 @@ from test_service import (
     REPO,
     Broker,
     Daemon,
+    NotifySocket,
     Subscriber,
     free_port,
     wait_until,
@@ -469,24 +470,7 @@ def test_live_daemons_fused_then_one_killed_fusion_goes_on(
     fusion goes on from cam01-02 with cam03 "missing" in the stats; SIGTERM: ``stopped``."""
     b = Broker(tmp_path, free_port())
     b.start()
-    sock_path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(sock_path))
-    sock.settimeout(0.2)
-    notes: list[str] = []
-    done = threading.Event()
-
-    def collect() -> None:
-        while not done.is_set():
-            try:
-                notes.append(sock.recv(4096).decode())
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    reader = threading.Thread(target=collect, daemon=True)
-    reader.start()
+    notify = NotifySocket(tmp_path / "notify.sock")
     cams = CAMS[:3]
     cfg = fuse_config(single, b.port, devices=cams, jsonl=tmp_path / "fused.jsonl",
                       sync={"fps": 60.0, "device_timeout_s": 3.5},
@@ -507,7 +491,7 @@ def test_live_daemons_fused_then_one_killed_fusion_goes_on(
         fuse = subprocess.Popen(
             [sys.executable, "-m", "edge.cli", "fuse", "--config", str(toml)], stdout=out,
             stderr=subprocess.STDOUT, cwd=REPO,
-            env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "2000000",
+            env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000",
                  "PATH": "/usr/bin:/bin"})
     try:
         for d in daemons:
@@ -532,15 +516,15 @@ def test_live_daemons_fused_then_one_killed_fusion_goes_on(
         assert fuse.wait(20) == 0, log.read_text()
         wait_until(lambda: "stopped" in sub.payloads("availability"), 5, "stopped")
     finally:
-        done.set()
+        notify.close()
         for d in daemons:
             d.kill()
         if fuse.poll() is None:
             fuse.kill()
             fuse.wait(10)
         sub.stop()
-        sock.close()
         b.stop()
+    notes = notify.notes
     assert any("READY=1" in n for n in notes) and any("WATCHDOG=1" in n for n in notes), notes
     stats = [m.json() for m in sub.on("stats")]
     validate_stats(stats)

@@ -194,6 +194,38 @@ class Subscriber:
         self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
 
 
+class NotifySocket:
+    """A listening sd_notify socket (``$NOTIFY_SOCKET``) that keeps every message it gets.
+
+    Args:
+        path: Where to bind the datagram socket.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.notes: list[str] = []
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(str(path))
+        self._sock.settimeout(0.2)
+        self._done = threading.Event()
+        self._reader = threading.Thread(target=self._collect, daemon=True)
+        self._reader.start()
+
+    def _collect(self) -> None:
+        while not self._done.is_set():
+            try:
+                self.notes.append(self._sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def close(self) -> None:
+        """Stops listening."""
+        self._done.set()
+        self._sock.close()
+
+
 @cache
 def model_settings() -> tuple[dict[str, str], dict[str, Any]]:
     """Environment and ``[models]`` for the daemon: the shipped models, or (while they are
@@ -396,39 +428,21 @@ def clip_run(tmp_path_factory: pytest.TempPathFactory, clip: Path) -> Iterator[C
     folder = tmp_path_factory.mktemp("cliprun")
     b = Broker(folder, free_port())
     b.start()
-    sock_path = folder / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(sock_path))
-    sock.settimeout(0.2)
-    notes: list[str] = []
-
-    def collect() -> None:
-        while not done.is_set():
-            try:
-                notes.append(sock.recv(4096).decode())
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    done = threading.Event()
-    reader = threading.Thread(target=collect, daemon=True)
-    reader.start()
+    notify = NotifySocket(folder / "notify.sock")
     sub = Subscriber(b.port).start()
     d = Daemon(folder, b.port, clip, device="clip",
-               env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "2000000"},
+               env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000"},
                scheduler={"rate_hz": 8.0})
     try:
         d.start()
         code = d.wait(90)
         wait_until(lambda: "stopped" in sub.payloads("availability"), 10, "stopped")
         time.sleep(0.3)
-        yield ClipRun(sub, code, notes, d.output())
+        yield ClipRun(sub, code, notify.notes, d.output())
     finally:
-        done.set()
+        notify.close()
         d.kill()
         sub.stop()
-        sock.close()
         b.stop()
 
 

@@ -89,6 +89,91 @@ def backoff_s(attempt: int, min_s: float, max_s: float, rng: random.Random) -> f
     return base * (0.5 + 0.5 * rng.random())
 
 
+class Link:
+    """A reconnecting MQTT connection as it was last logged, and its reconnect backoff.
+
+    Shared by the device's publisher and the fuse worker: each logs a lost, refused or
+    unreachable broker once per change of state or reason (not at every retry), and waits
+    :func:`backoff_s` between attempts.
+
+    Args:
+        host: Broker host, for the log.
+        port: Broker port, for the log.
+        min_s: First backoff, s.
+        max_s: Longest backoff, s.
+
+    Attributes:
+        state: ``starting``, ``up`` or ``down``.
+        reason: Why it is down (as last logged).
+        since: ``time.monotonic()`` of the last change between up and down.
+    """
+
+    def __init__(self, host: str, port: int, min_s: float, max_s: float) -> None:
+        self.host, self.port, self.min_s, self.max_s = host, port, min_s, max_s
+        self.state = "starting"
+        self.reason = ""
+        self.since = time.monotonic()
+        self._attempt = 0
+        self._rng = random.Random()
+
+    def refused(self, reason_code: ReasonCode) -> str:
+        """The broker refused the connection (CONNACK failure); returns the reason."""
+        reason = f"refused the connection: {reason_code}"
+        if self.reason != reason:
+            self.state, self.reason = "down", reason
+            logger.error("MQTT broker %s:%d refused the connection: %s", self.host, self.port,
+                         reason_code)
+        return reason
+
+    def up(self) -> float | None:
+        """The connection is up; returns the seconds it was down (None if it was not)."""
+        now = time.monotonic()
+        away = now - self.since if self.state == "down" else None
+        self.state, self.reason, self.since, self._attempt = "up", "", now, 0
+        return away
+
+    def down(self, reason: str) -> None:
+        """The connection was lost or could not be made, because of ``reason``."""
+        if self.state == "up":
+            logger.warning("MQTT connection to %s:%d lost: %s; reconnecting (every %g-%g s)",
+                           self.host, self.port, reason, self.min_s, self.max_s)
+            self.since = time.monotonic()
+        elif reason != self.reason:
+            logger.warning("MQTT broker %s:%d unreachable: %s; retrying (every %g-%g s)",
+                           self.host, self.port, reason, self.min_s, self.max_s)
+        self.state, self.reason = "down", reason
+
+    def wait(self, stop: threading.Event) -> None:
+        """Waits the next backoff, or until ``stop`` is set."""
+        stop.wait(backoff_s(self._attempt, self.min_s, self.max_s, self._rng))
+        self._attempt += 1
+
+    def reconnect(self, client: mqtt.Client, stop: threading.Event) -> bool:
+        """Reconnects ``client``; on failure logs it and waits the backoff. Returns success."""
+        try:
+            client.reconnect()
+        except (OSError, ValueError) as e:  # refused, unreachable, DNS, TLS
+            self.down(f"{type(e).__name__}: {e}")
+            self.wait(stop)
+            return False
+        return True
+
+
+def loop_once(client: mqtt.Client) -> MQTTErrorCode:
+    """One turn (up to 0.1 s) of paho's network loop; a callback's exception drops the link.
+
+    A bug in a callback must not end the connection for good: it is logged, the client
+    disconnects, and the caller's reconnect logic takes over.
+    """
+    try:
+        rc: MQTTErrorCode = client.loop(0.1)
+    except Exception:
+        logger.exception("MQTT network loop failed; reconnecting")
+        client.disconnect()
+        rc = MQTTErrorCode.MQTT_ERR_UNKNOWN
+    return rc
+
+
 @dataclass
 class MqttCounters:
     """What the publisher did (reported in ``stats``)."""
@@ -181,11 +266,7 @@ class MqttPublisher:
         self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
         self._net = threading.Thread(target=self._net_loop, name="mqtt-network", daemon=True)
         self._net_stop = threading.Event()
-        self._rng = random.Random()
-        self._attempt = 0
-        self._link = "starting"  # starting | up | down: what was last logged
-        self._link_reason = ""
-        self._link_since = time.monotonic()
+        self._link = Link(mc.host, mc.port, mc.reconnect_min_s, mc.reconnect_max_s)
         self._since = time.time()
         self._disconnect_reason = ""
         self._failure: str | None = None
@@ -206,18 +287,12 @@ class MqttPublisher:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
                     reason_code: ReasonCode, properties: Properties | None) -> None:
         if reason_code.is_failure:
-            self._disconnect_reason = f"refused the connection: {reason_code}"
-            if self._link_reason != self._disconnect_reason:
-                self._link, self._link_reason = "down", self._disconnect_reason
-                logger.error("MQTT broker %s:%d refused the connection: %s", self.config.host,
-                             self.config.port, reason_code)
+            self._disconnect_reason = self._link.refused(reason_code)
             return
-        away = time.monotonic() - self._link_since
+        away = self._link.up()
         logger.info("MQTT connected to %s:%d%s", self.config.host, self.config.port,
-                    f" after {away:.1f} s away" if self._link == "down" else "")
-        self._link, self._link_reason, self._link_since = "up", "", time.monotonic()
+                    "" if away is None else f" after {away:.1f} s away")
         self._since = time.time()
-        self._attempt = 0
         self.counters.connects += 1
         # Retain as published: a retained command keeps its flag even on live delivery, so
         # it can be refused (see the module docstring).
@@ -311,24 +386,6 @@ class MqttPublisher:
 
     # ------------------------------------------------------------------- network thread
 
-    def _link_down(self, reason: str) -> None:
-        """Logs a lost or failed connection once per change of state or reason."""
-        mc = self.config
-        if self._link == "up":
-            logger.warning("MQTT connection to %s:%d lost: %s; reconnecting (every %g-%g s)",
-                           mc.host, mc.port, reason, mc.reconnect_min_s, mc.reconnect_max_s)
-            self._link_since = time.monotonic()
-        elif reason != self._link_reason:
-            logger.warning("MQTT broker %s:%d unreachable: %s; retrying (every %g-%g s)",
-                           mc.host, mc.port, reason, mc.reconnect_min_s, mc.reconnect_max_s)
-        self._link, self._link_reason = "down", reason
-
-    def _wait_backoff(self) -> None:
-        mc = self.config
-        self._net_stop.wait(backoff_s(self._attempt, mc.reconnect_min_s, mc.reconnect_max_s,
-                                      self._rng))
-        self._attempt += 1
-
     def _net_loop(self) -> None:
         """Connects, runs paho's loop, reconnects with jittered backoff until closed."""
         client = self.client
@@ -336,27 +393,18 @@ class MqttPublisher:
             if client.socket() is None:
                 if self._stop.is_set():
                     break  # stopping while disconnected: nothing to send, no reconnect
-                try:
-                    client.reconnect()
-                except (OSError, ValueError) as e:  # refused, unreachable, DNS, TLS
-                    self._link_down(f"{type(e).__name__}: {e}")
-                    self._wait_backoff()
+                if not self._link.reconnect(client, self._net_stop):
                     continue
                 self._disconnect_reason = ""
-            try:
-                rc = client.loop(0.1)
-            except Exception:  # a bug in a callback must not end the connection for good
-                logger.exception("MQTT network loop failed; reconnecting")
-                client.disconnect()
-                rc = MQTTErrorCode.MQTT_ERR_UNKNOWN
+            rc = loop_once(client)
             if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                 continue
             self._connected = False
             self._wake.set()
             if self._net_stop.is_set() or (self._stop.is_set() and client.socket() is None):
                 break
-            self._link_down(self._disconnect_reason or mqtt.error_string(rc))
-            self._wait_backoff()
+            self._link.down(self._disconnect_reason or mqtt.error_string(rc))
+            self._link.wait(self._net_stop)
 
     def _publish(self, name: str, payload: str, *, qos: int = 0, retain: bool = False
                  ) -> mqtt.MQTTMessageInfo:

@@ -20,7 +20,6 @@ every view; ``topic_root`` therefore refuses ``$share`` (and wildcards), see
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,7 +27,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge.config import (
-    MAX_CONFIG_BYTES,
     ConfigError,
     LoggingConfig,
     MqttTlsConfig,
@@ -36,6 +34,7 @@ from edge.config import (
     Secrets,
     _errors,
     mqtt_password,
+    read_toml,
 )
 from edge.fuse.calib import Calibration, CalibrationError, read_calibration
 from edge.fuse.fuser import FuseSettings
@@ -272,22 +271,7 @@ def load_fuse_config(path: Path) -> tuple[FuseConfig, Calibration]:
         ConfigError: When the file is missing, is not TOML, does not validate, or its
             calibration cannot be used.
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(str(path), [("(file)", "no such file")]) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(str(path), [("(file)", f"unreadable: {e}")]) from None
-    if len(text) > MAX_CONFIG_BYTES:
-        raise ConfigError(str(path), [("(file)", f"{len(text)} characters; a config is at "
-                                       f"most {MAX_CONFIG_BYTES}")])
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(str(path), [("(file)", f"not valid TOML: {e}")]) from None
-    except RecursionError:
-        raise ConfigError(str(path), [("(file)", "nested too deeply to be a config")]
-                          ) from None
+    data = read_toml(path)
     return parse_fuse_config(data, str(path), base=Path(path).resolve().parent)
 
 

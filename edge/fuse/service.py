@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import signal
 import socket
 import threading
@@ -55,7 +54,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge import __version__
-from edge.comms.mqtt import backoff_s, make_client
+from edge.comms.mqtt import Link, loop_once, make_client
 from edge.config import ConfigError, Secrets
 from edge.fuse.calib import Calibration
 from edge.fuse.config import FuseConfig, load_fuse_config, load_fuse_secrets
@@ -469,10 +468,7 @@ class FuseMqtt:
         self._stop = threading.Event()
         self._closing = threading.Event()  # no reconnect once the clean DISCONNECT is asked
         self._net = threading.Thread(target=self._net_loop, name="fuse-mqtt", daemon=True)
-        self._rng = random.Random()
-        self._attempt = 0
-        self._link = "starting"
-        self._link_reason = ""
+        self._link = Link(mc.host, mc.port, mc.reconnect_min_s, mc.reconnect_max_s)
         self._reason = ""
 
     def topic(self, name: str) -> str:
@@ -488,15 +484,11 @@ class FuseMqtt:
                     reason_code: ReasonCode, properties: Properties | None) -> None:
         mc = self.config
         if reason_code.is_failure:
-            self._reason = f"refused the connection: {reason_code}"
-            if self._link_reason != self._reason:
-                self._link, self._link_reason = "down", self._reason
-                logger.error("MQTT broker %s:%d refused the connection: %s", mc.host, mc.port,
-                             reason_code)
+            self._reason = self._link.refused(reason_code)
             return
         logger.info("MQTT connected to %s:%d; fusing %s", mc.host, mc.port, self.input)
         _no_delay(client)
-        self._link, self._link_reason, self._attempt = "up", "", 0
+        self._link.up()
         self.counters.connects += 1
         client.subscribe(self.input, qos=mc.input_qos)
         client.publish(self.topic("availability"), "online", qos=1, retain=True)
@@ -513,50 +505,27 @@ class FuseMqtt:
         self.counters.received += 1
         self._deliver(msg.topic, bytes(msg.payload))
 
-    def _link_down(self, reason: str) -> None:
-        mc = self.config
-        if self._link == "up":
-            logger.warning("MQTT connection to %s:%d lost: %s; reconnecting (every %g-%g s)",
-                           mc.host, mc.port, reason, mc.reconnect_min_s, mc.reconnect_max_s)
-        elif reason != self._link_reason:
-            logger.warning("MQTT broker %s:%d unreachable: %s; retrying (every %g-%g s)",
-                           mc.host, mc.port, reason, mc.reconnect_min_s, mc.reconnect_max_s)
-        self._link, self._link_reason = "down", reason
-
     def _net_loop(self) -> None:
         """Connects, runs paho's loop, reconnects with jittered backoff until stopped.
 
         As :class:`edge.comms.mqtt.MqttPublisher` does, for the same reasons.
         """
-        client, mc = self.client, self.config
+        client = self.client
         while not self._stop.is_set():
             if client.socket() is None:
                 if self._closing.is_set():
                     break
-                try:
-                    client.reconnect()
-                except (OSError, ValueError) as e:
-                    self._link_down(f"{type(e).__name__}: {e}")
-                    self._stop.wait(backoff_s(self._attempt, mc.reconnect_min_s,
-                                              mc.reconnect_max_s, self._rng))
-                    self._attempt += 1
+                if not self._link.reconnect(client, self._stop):
                     continue
                 self._reason = ""
-            try:
-                rc = client.loop(0.1)
-            except Exception:  # a bug in a callback must not end the connection for good
-                logger.exception("MQTT network loop failed; reconnecting")
-                client.disconnect()
-                rc = MQTTErrorCode.MQTT_ERR_UNKNOWN
+            rc = loop_once(client)
             if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                 continue
             self._connected = False
             if self._stop.is_set() or self._closing.is_set():
                 break
-            self._link_down(self._reason or mqtt.error_string(rc))
-            self._stop.wait(backoff_s(self._attempt, mc.reconnect_min_s, mc.reconnect_max_s,
-                                      self._rng))
-            self._attempt += 1
+            self._link.down(self._reason or mqtt.error_string(rc))
+            self._link.wait(self._stop)
 
     def start(self) -> None:
         """Starts connecting in the background (no broker yet is fine)."""
