@@ -490,20 +490,42 @@ def mqtt_password(mc: PasswordSource, environ: Mapping[str, str] | None = None) 
     Raises:
         ConfigError: When the credential file exists but cannot be read.
     """
+    found = read_secret(mc.password_credential, mc.password_env, "mqtt.password_credential",
+                        environ)
+    return Secrets() if found is None else Secrets(*found)
+
+
+def read_secret(credential: str, env_var: str, key: str,
+                environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """Reads a secret from systemd's credentials, else from the environment.
+
+    ``$CREDENTIALS_DIRECTORY/<credential>`` (stripped) wins over ``$<env_var>``; an empty file
+    or variable counts as absent (the installer creates empty credentials so that
+    ``LoadCredential=`` always finds one).
+
+    Args:
+        credential: The credential's file name.
+        env_var: The environment variable's name.
+        key: The config key naming the credential, for errors.
+        environ: The environment (``os.environ`` when None).
+
+    Returns:
+        ``(secret, where it came from)``, or None.
+
+    Raises:
+        ConfigError: When the credential file exists but cannot be read (names ``key``).
+    """
     env = os.environ if environ is None else environ
     creds = env.get("CREDENTIALS_DIRECTORY")
     if creds:
-        path = Path(creds) / mc.password_credential
+        path = Path(creds) / credential
         try:
             text = path.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             text = ""
         except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(str(path), [("mqtt.password_credential", f"unreadable: {e}")]
-                              ) from None
+            raise ConfigError(str(path), [(key, f"unreadable: {e}")]) from None
         if text:
-            return Secrets(text, f"credential {mc.password_credential}")
-    value = env.get(mc.password_env, "")
-    if value:
-        return Secrets(value, f"${mc.password_env}")
-    return Secrets()
+            return text, f"credential {credential}"
+    value = env.get(env_var, "")
+    return (value, f"${env_var}") if value else None

@@ -9,11 +9,9 @@ than a loopback one without a token is refused (:func:`check_bind`).
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Mapping
-from pathlib import Path
 
-from edge.config import ConfigError, HttpConfig
+from edge.config import ConfigError, HttpConfig, read_secret
 
 __all__ = ["HttpConfig", "check_bind", "is_loopback", "load_http_token"]
 
@@ -47,20 +45,9 @@ def load_http_token(config: HttpConfig, environ: Mapping[str, str] | None = None
     Raises:
         ConfigError: When the credential file exists but cannot be read.
     """
-    env = os.environ if environ is None else environ
-    creds = env.get("CREDENTIALS_DIRECTORY")
-    if creds:
-        path = Path(creds) / config.token_credential
-        try:
-            text = path.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            text = ""
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(str(path), [("http.token_credential", f"unreadable: {e}")]
-                              ) from None
-        if text:
-            return text
-    return env.get(config.token_env, "").strip() or None
+    found = read_secret(config.token_credential, config.token_env, "http.token_credential",
+                        environ)
+    return None if found is None else found[0].strip() or None
 
 
 def check_bind(config: HttpConfig, token: str | None, origin: str = "[http]") -> None:
