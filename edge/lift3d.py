@@ -27,6 +27,7 @@ where the person stands in the image does not matter (exact shift and scale inva
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -36,7 +37,14 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.runtime import Manifest, Model, load_model
-from edge.skeleton import BLAZEPOSE_NAMES, COCO17_FROM_BLAZEPOSE, COCO17_NAMES, BlazePose, Coco17
+from edge.skeleton import (
+    BLAZEPOSE_FLIP,
+    BLAZEPOSE_NAMES,
+    COCO17_FROM_BLAZEPOSE,
+    COCO17_NAMES,
+    BlazePose,
+    Coco17,
+)
 from edge.types import I64, Poses2D, Poses3D
 
 logger = logging.getLogger(__name__)
@@ -372,6 +380,114 @@ class WorldLandmarkLifter:
         return Lifted3D(joints, np.nan_to_num(cf) >= self.min_confidence)
 
 
+#: COCO-17 joints that have a mirror partner (all but the nose).
+_PAIRED = np.array([j for j in range(N_JOINTS) if COCO17_FLIP[j] != j], np.intp)
+
+
+@dataclass
+class _SideState:
+    """One track's left/right state (see :class:`LeftRight`)."""
+
+    ref: F32  # (17, 2) the last pose, normalised, in the chain's reference labelling
+    chain: int  # +1: the 2D model's labelling is the reference one; -1: it is swapped
+    votes: int  # sum of ``chain`` over the track's frames, held within +-limit
+
+
+class LeftRight:
+    """Undoes the 2D landmark model's left/right label flips, per track and causally.
+
+    The landmark model sometimes labels a person's left and right the other way round for a
+    few frames (it takes the person to face the other way) and back again, while the person
+    does not turn: every pair of joints (eyes, ears, shoulders, hips, limbs) then trades places
+    at once between two frames, and visibility gives no cue (it stays high on both sides). A
+    real turn is gradual: at 30 fps the joints move a small fraction of the body's size per
+    frame, and the shoulder width passes through zero.
+
+    So each track keeps a *chain*: its last pose in a reference labelling. Each new pose
+    (root-centred at the mid-hip, scaled to unit RMS radius, so the comparison is independent
+    of where the person is and how large) is compared with it as labelled and with its left
+    and right exchanged. When one labelling is clearly closer (its mean joint distance below
+    ``ratio`` times the other's, and lower by ``jump`` at least), the chain follows it; when
+    neither is (side-on, both labellings look alike) the model's labelling is assumed to
+    continue as in the previous frame. The chain tells which frames the model labelled alike,
+    not which labelling is right: for that, the model's own labelling is trusted by majority,
+    a vote over the track's frames (each frame adds its chain sign) held within ``+-limit``.
+    Every frame whose labelling disagrees with the winning side is swapped. A flip is undone
+    as long as it has lasted fewer frames than the track was seen labelled the other way
+    before it (up to ``limit``); a chain gone wrong (a real flip missed, a false one taken) is
+    set right within ``limit`` frames of the model labelling right again.
+
+    A track's first frame is taken as labelled: the model being right most of the time is the
+    assumption.
+    Hand-written: no library does per-track label continuity of pose landmarks.
+
+    Args:
+        jump: Minimum cost gap between the two labellings to call a frame a flip (in units of
+            the pose's RMS radius; a real swap of a frontal pose costs about 0.8-1.2).
+        ratio: The closer labelling must cost at most this share of the other.
+        limit: Bound of the vote, frames (60: 2 s at 30 fps).
+        min_confidence: Joints below it are left out of the comparison.
+    """
+
+    def __init__(self, jump: float = 0.25, ratio: float = 0.5, limit: int = 60,
+                 min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> None:
+        if not (jump > 0 and 0 < ratio < 1 and limit >= 1):
+            raise ValueError(f"LeftRight needs jump > 0, 0 < ratio < 1, limit >= 1; got "
+                             f"{jump}, {ratio}, {limit}")
+        self.jump, self.ratio, self.limit = jump, ratio, int(limit)
+        self.min_confidence = min_confidence
+        self._state: dict[int, _SideState] = {}
+
+    def reset(self) -> None:
+        """Forgets every track."""
+        self._state.clear()
+
+    def __call__(self, keypoints_px: npt.ArrayLike, confidence: npt.ArrayLike,
+                 track_ids: Sequence[int]) -> npt.NDArray[np.bool_]:
+        """Which poses of one frame to swap left for right.
+
+        Args:
+            keypoints_px: (n, 33 or 17, 2) pixels.
+            confidence: (n, 33 or 17) in [0, 1].
+            track_ids: n track ids; tracks absent from this frame are dropped.
+
+        Returns:
+            (n,) bool: True where the pose's left and right labels should be exchanged.
+        """
+        kp, cf = to_coco17(keypoints_px, confidence)
+        if len(track_ids) != len(kp):
+            raise ValueError(f"{len(track_ids)} track ids for {len(kp)} poses")
+        feats = normalise_2d(kp, cf, self.min_confidence).reshape(-1, N_JOINTS, N_FEATURES)
+        flip = list(COCO17_FLIP)
+        out = np.zeros(len(kp), bool)
+        state: dict[int, _SideState] = {}
+        for i, tid in enumerate(track_ids):
+            x, ok = feats[i, :, :2], feats[i, :, 2] > 0
+            s = self._state.get(tid)
+            if s is None:
+                s = _SideState(x.copy(), 1, 0)
+            else:
+                w = (ok & ok[flip])[_PAIRED].astype(np.float32)
+                if w.sum() >= 4:
+                    same = np.linalg.norm(x[_PAIRED] - s.ref[_PAIRED], axis=-1)
+                    swap = np.linalg.norm(x[flip][_PAIRED] - s.ref[_PAIRED], axis=-1)
+                    c_same, c_swap = float(same @ w / w.sum()), float(swap @ w / w.sum())
+                    if c_swap < self.ratio * c_same and c_same - c_swap > self.jump:
+                        s.chain = -1
+                    elif c_same < self.ratio * c_swap and c_swap - c_same > self.jump:
+                        s.chain = 1
+                # the pose in the reference labelling (the chain's sign says how to read it)
+                if s.chain > 0:
+                    s.ref = np.where(ok[:, None], x, s.ref)
+                else:
+                    s.ref = np.where(ok[flip][:, None], x[flip], s.ref)
+            s.votes = min(max(s.votes + s.chain, -self.limit), self.limit)
+            out[i] = s.chain * (1 if s.votes >= 0 else -1) < 0
+            state[tid] = s
+        self._state = state
+        return out
+
+
 #: Limb chains (COCO-17): shoulder -> elbow -> wrist, hip -> knee -> ankle, each side.
 LIMB_CHAINS: tuple[tuple[int, int, int], ...] = ((5, 7, 9), (6, 8, 10), (11, 13, 15),
                                                  (12, 14, 16))
@@ -436,6 +552,49 @@ class LimbLengths:
         return j
 
 
+def swap_sides(poses: Poses2D, swap: npt.ArrayLike) -> Poses2D:
+    """The same people with left and right labels exchanged where ``swap`` is true.
+
+    Every per-landmark array (keypoints, depth, visibility, world landmarks) is permuted by
+    :data:`edge.skeleton.BLAZEPOSE_FLIP`; positions are not mirrored (the joints stay where the
+    model saw them, only their names change). Regions are unchanged.
+
+    Args:
+        poses: n people, BlazePose-33.
+        swap: (n,) bool, e.g. a 3D stage's ``swapped`` after it ran on ``poses``.
+    """
+    sw = np.asarray(swap, bool)
+    if sw.shape != (len(poses.keypoints),):
+        raise ValueError(f"swap must be ({len(poses.keypoints)},), got {sw.shape}")
+    if not sw.any():
+        return poses
+    f = BLAZEPOSE_FLIP
+
+    def pick(a: F32) -> F32:
+        out = a.copy()
+        out[sw] = a[sw][:, f]
+        return out
+
+    return dataclasses.replace(poses, keypoints=pick(poses.keypoints), depth=pick(poses.depth),
+                               visibility=pick(poses.visibility), world=pick(poses.world))
+
+
+def _sided(stage: LifterStage | TemporalLifterStage, poses: Poses2D, tids: list[int]
+           ) -> tuple[F32, F32]:
+    """The stage's 2D input with its ``sides`` guard applied: (n, 33, 2) px, (n, 33)."""
+    kp, vis = poses.keypoints, poses.visibility
+    if stage.sides is None:
+        stage.swapped = np.zeros(len(kp), bool)
+        return kp, vis
+    stage.swapped = stage.sides(kp, vis, tids)
+    if stage.swapped.any():
+        sw = stage.swapped
+        kp, vis = kp.copy(), vis.copy()
+        kp[sw] = poses.keypoints[sw][:, BLAZEPOSE_FLIP]
+        vis[sw] = poses.visibility[sw][:, BLAZEPOSE_FLIP]
+    return kp, vis
+
+
 class LifterStage:
     """The pipeline's 3D stage with the lifter network (COCO-17 joints, batched over people).
 
@@ -446,22 +605,34 @@ class LifterStage:
 
     names = COCO17_NAMES
 
-    def __init__(self, lifter: Lifter, limbs: LimbLengths | None = None) -> None:
+    def __init__(self, lifter: Lifter, limbs: LimbLengths | None = None,
+                 sides: LeftRight | None = None) -> None:
         self.lifter = lifter
         self.limbs = limbs
+        self.sides = sides
         self.name = lifter.model.entry.key
+        #: (n,) bool, the people of the last frame whose left and right were exchanged.
+        self.swapped = np.zeros(0, bool)
 
     def __call__(self, poses: Poses2D, ids: I64) -> Poses3D:
-        """Lifts the people of one frame: (n, 17, 3) float32 metres, root-relative."""
-        joints = self.lifter.lift(poses.keypoints, poses.visibility).joints
+        """Lifts the people of one frame: (n, 17, 3) float32 metres, root-relative.
+
+        With ``sides``, label flips of the 2D model are undone first (:attr:`swapped` says
+        where; :func:`swap_sides` does the same to the published 2D).
+        """
+        tids = [int(i) for i in ids]
+        kp, vis = _sided(self, poses, tids)
+        joints = self.lifter.lift(kp, vis).joints
         if self.limbs is not None:
-            joints = self.limbs(joints, [int(i) for i in ids])
+            joints = self.limbs(joints, tids)
         return Poses3D(joints, self.names)
 
     def reset(self) -> None:
-        """Forgets the tracks' limb lengths."""
+        """Forgets the tracks' limb lengths and sides."""
         if self.limbs is not None:
             self.limbs.reset()
+        if self.sides is not None:
+            self.sides.reset()
 
 
 class TemporalLifterStage:
@@ -474,15 +645,20 @@ class TemporalLifterStage:
 
     names = COCO17_NAMES
 
-    def __init__(self, lifter: TemporalLifter, limbs: LimbLengths | None = None) -> None:
+    def __init__(self, lifter: TemporalLifter, limbs: LimbLengths | None = None,
+                 sides: LeftRight | None = None) -> None:
         self.lifter = lifter
         self.limbs = limbs
+        self.sides = sides
         self.name = lifter.model.entry.key
+        #: (n,) bool, the people of the last frame whose left and right were exchanged.
+        self.swapped = np.zeros(0, bool)
 
     def __call__(self, poses: Poses2D, ids: I64) -> Poses3D:
         """Lifts the people of one frame from their last K frames: (n, 17, 3) float32 m."""
         tids = [int(i) for i in ids]
-        joints = self.lifter.lift(poses.keypoints, poses.visibility, tids).joints
+        kp, vis = _sided(self, poses, tids)
+        joints = self.lifter.lift(kp, vis, tids).joints
         if self.limbs is not None:
             joints = self.limbs(joints, tids)
         return Poses3D(joints, self.names)
@@ -492,6 +668,8 @@ class TemporalLifterStage:
         self.lifter.reset()
         if self.limbs is not None:
             self.limbs.reset()
+        if self.sides is not None:
+            self.sides.reset()
 
 
 class WorldLandmarksStage:

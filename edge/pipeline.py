@@ -25,12 +25,14 @@ from edge.detect import PersonDetector, PoseDetector
 from edge.detect.box import BoxDetectorConfig, BoxPersonDetector
 from edge.detect.tiles import CombinedDetector, TileConfig, TiledDetector
 from edge.lift3d import (
+    LeftRight,
     Lifter,
     LifterStage,
     LimbLengths,
     TemporalLifter,
     TemporalLifterStage,
     WorldLandmarksStage,
+    swap_sides,
 )
 from edge.pose2d import PoseLandmarker
 from edge.runtime import Manifest, ModelError, load_manifest, load_model, runtime_name
@@ -276,6 +278,10 @@ class PoseCore:
 
         t0 = time.perf_counter()
         poses_3d = self.lifter(poses, kept.ids)
+        # the 3D stage's left/right label fixes (edge.lift3d.LeftRight), on the 2D too
+        swapped = getattr(self.lifter, "swapped", None)
+        if swapped is not None and len(swapped) == len(poses.keypoints):
+            poses = swap_sides(poses, swapped)
         pose3d_ms = (time.perf_counter() - t0) * 1e3
 
         if self.smoother is not None:  # called with no people too: it forgets those who left
@@ -344,12 +350,13 @@ def _stage_3d(config: Config, manifest: Manifest) -> Stage3D:
         return WorldLandmarksStage()
     model = load_model(entry.key, mc.threads, manifest)
     limbs = LimbLengths(mc.limb_window) if mc.limb_window > 0 else None
+    sides = LeftRight() if mc.left_right else None
     if variant == "temporal":
         # the single-frame lifter covers the first K-1 frames of every track
         single = manifest.find("lifter", "single", entry.precision)
         return TemporalLifterStage(TemporalLifter(
-            model, fallback=Lifter(load_model(single.key, mc.threads, manifest))), limbs)
-    return LifterStage(Lifter(model), limbs)
+            model, fallback=Lifter(load_model(single.key, mc.threads, manifest))), limbs, sides)
+    return LifterStage(Lifter(model), limbs, sides)
 
 
 def _landmark_key(manifest: Manifest, variant: str, precision: str) -> str:

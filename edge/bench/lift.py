@@ -137,6 +137,65 @@ def demo_tracks(cache: Path = CACHE) -> dict[str, Any]:
         return {k: z[k] for k in z.files}
 
 
+def multi_tracks(cache: Path = CACHE) -> dict[str, Any]:
+    """The development set: Demo_MultiPerson's 4 views, tracked, with the fused 3D as truth.
+
+    edge-pose's own per-view annotations (int8 models, its tracker: ``bench.fuse_data.scene``)
+    give each view's 2D people and their track IDs; ``edge-pose fuse`` of the four views gives
+    each person's 3D, and the 2D people it was fused from. Each 2D person fused into a 3D person
+    becomes a row, with that 3D moved into its view's look-at frame, root-relative
+    (:func:`lifter.pose2sim.reference_in_views`). Never the test set (Demo_SinglePerson): this
+    is what the runtime guards (:class:`edge.lift3d.LeftRight`, :class:`edge.lift3d.LimbLengths`)
+    are chosen on. Cached in ``cache/lifter/multi_tracks.npz``.
+
+    Returns:
+        ``kp`` (n, 17, 2) px, ``conf`` (n, 17), ``gt`` (n, 17, 3) metres (NaN: joint not
+        triangulated), ``view`` (n,) 0..3, ``frame`` (n,), ``track`` (n,) ``view * 1000 +
+        track ID``; rows of a track contiguous and in time order.
+    """
+    path = cache / "multi_tracks.npz"
+    if not path.is_file():
+        from bench.fuse_data import scene
+        from edge.fuse.calib import read_calibration
+        from edge.fuse.fuser import FuseSettings
+        from edge.fuse.offline import fuse_jsonl, read_view_frames
+        from lifter.pose2sim import read_qca, reference_in_views
+
+        sc = scene("multi", cache.parent)
+        calib = read_calibration(sc.calib)
+        devices = {f"cam{i + 1:02d}": cam for i, cam in enumerate(calib.cameras)}
+        fused: dict[tuple[str, int, int], tuple[int, F64]] = {}
+        for ff in fuse_jsonl(sc.jsonl, calib, devices, FuseSettings(smoothing=False,
+                                                                    limb_window=0)):
+            for p in ff.persons:
+                for dev, fid, pid in p.sources:
+                    fused[(dev, fid, pid)] = (p.id, p.joints)
+        cams = read_qca(sc.calib)
+        rows: dict[str, list[Any]] = {k: [] for k in ("kp", "conf", "gt", "view", "frame",
+                                                      "track")}
+        for v, jsonl in enumerate(sc.jsonl):
+            dev = f"cam{v + 1:02d}"
+            for vf in read_view_frames(jsonl):
+                for person in vf.persons:
+                    hit = fused.get((dev, vf.frame_id, person.id))
+                    if hit is None:
+                        continue
+                    gt = reference_in_views(cams, [vf.frame_id], hit[1][None], [v],
+                                            [vf.frame_id])[0]
+                    rows["kp"].append(person.kp)
+                    rows["conf"].append(person.conf)
+                    rows["gt"].append(gt)
+                    rows["view"].append(v)
+                    rows["frame"].append(vf.frame_id)
+                    rows["track"].append(v * 1000 + person.id)
+        arr = {k: np.asarray(x) for k, x in rows.items()}
+        order = np.lexsort((arr["frame"], arr["track"]))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, **{k: x[order] for k, x in arr.items()})
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
 def swapped(pred: npt.ArrayLike, gt: npt.ArrayLike, margin: float = SWAP_MARGIN_M
             ) -> npt.NDArray[np.bool_]:
     """Frames whose left and right arms or legs are swapped relative to the truth.
