@@ -493,6 +493,19 @@ LIMB_CHAINS: tuple[tuple[int, int, int], ...] = ((5, 7, 9), (6, 8, 10), (11, 13,
                                                  (12, 14, 16))
 
 
+#: Population limb proportions, each of the 8 limb bones (order of :data:`LIMB_CHAINS`: left
+#: upper arm, forearm, right upper arm, forearm, left thigh, shank, right thigh, shank) as a
+#: share of their sum, left and right averaged. Measured on the development set's triangulated
+#: 3D (Demo_MultiPerson fused, 477 person-frames: ``edge.bench.lift.multi_tracks``), so in the
+#: COCO-17 joints' own definition (the 2D model's wrist, ankle and hip points).
+LIMB_PROPORTIONS: tuple[float, ...] = (0.1084, 0.1008, 0.1084, 0.1008,
+                                       0.1472, 0.1436, 0.1472, 0.1436)
+#: ``prior_frames`` of the 3D stages' :class:`LimbLengths`: chosen on the demo clip and the
+#: development set (edge/bench/lift.py): the 29-frame track's limb CV 12.1 -> 3.3 %, the
+#: development set's PA-MPJPE +0.1 mm (60 frames: 2.4 %, +0.3 mm).
+LIMB_PRIOR_FRAMES = 30
+
+
 class LimbLengths:
     """Keeps each track's limbs at a steady length: a causal running median per bone.
 
@@ -502,26 +515,44 @@ class LimbLengths:
     are left as they are. A person's bones do not change length, the lifter's estimates of them
     jitter from frame to frame; the median of the past ignores the outliers and adds no latency.
 
+    A young track has few lengths to take the median of, so each bone's target jumps from frame
+    to frame. With ``prior_frames``, the target of bone b is a blend of its own median ``m_b``
+    and a prior, ``p_b * S``: the population proportion :data:`LIMB_PROPORTIONS` of the
+    median of the sum of all 8 bones ``S`` (the person's size, from all bones together: far
+    steadier than any one of them). The prior's weight is ``prior_frames / (prior_frames +
+    age)``, ``age`` the frames the track has been seen: half after ``prior_frames`` frames.
+
     Args:
         window: Frames of history per track (30 = 1 s at 30 fps).
+        prior_frames: Strength of the prior, frames (0: no prior, the median alone).
     """
 
-    def __init__(self, window: int = 30) -> None:
+    def __init__(self, window: int = 30, prior_frames: int = 0) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
+        if prior_frames < 0:
+            raise ValueError(f"prior_frames must be >= 0, got {prior_frames}")
         self.window = window
+        self.prior_frames = prior_frames
+        self._prior = np.asarray(LIMB_PROPORTIONS, np.float32)
         self._history: dict[int, deque[F32]] = {}
+        self._age: dict[int, int] = {}
 
     def reset(self) -> None:
         """Forgets every track."""
         self._history.clear()
+        self._age.clear()
 
-    def __call__(self, joints: npt.ArrayLike, track_ids: Sequence[int]) -> F32:
+    def __call__(self, joints: npt.ArrayLike, track_ids: Sequence[int],
+                 valid: npt.ArrayLike | None = None) -> F32:
         """Rescales the limbs of one frame's poses.
 
         Args:
             joints: (n, 17, 3) metres, COCO-17.
             track_ids: n track ids; tracks absent from this frame are dropped.
+            valid: (n, 17) bool, joints seen in 2D, or None (all). With the prior, a bone
+                with an unseen end (the lifter's guess) adds nothing to the medians while
+                the track has seen that bone before.
 
         Returns:
             (n, 17, 3) float32 metres, the same poses with limb bones at their running median.
@@ -529,16 +560,25 @@ class LimbLengths:
         j = np.array(joints, np.float32, copy=True)
         if len(track_ids) != len(j):
             raise ValueError(f"{len(track_ids)} track ids for {len(j)} poses")
+        ok = (np.ones(j.shape[:2], bool) if valid is None
+              else np.asarray(valid, bool).reshape(j.shape[:2]))
         history: dict[int, deque[F32]] = {}
+        age: dict[int, int] = {}
         for i, tid in enumerate(track_ids):
             lengths = np.array([np.linalg.norm(j[i, c[k + 1]] - j[i, c[k]])
                                 for c in LIMB_CHAINS for k in (0, 1)], np.float32)
             h = self._history.get(tid)
             if h is None:
                 h = deque(maxlen=self.window)
-            h.append(lengths)
+            seen = np.array([ok[i, c[k]] and ok[i, c[k + 1]]
+                             for c in LIMB_CHAINS for k in (0, 1)], np.float32)
+            h.append(np.concatenate([lengths, seen]))  # (16,): lengths, then whether seen
             history[tid] = h
-            target = np.median(np.stack(list(h)), axis=0)
+            age[tid] = self._age.get(tid, 0) + 1
+            past = np.stack(list(h))
+            target = np.median(past[:, :8], axis=0)
+            if self.prior_frames > 0:
+                target = self._with_prior(target, past, age[tid])
             b = 0
             for chain in LIMB_CHAINS:
                 old = j[i, list(chain)].copy()
@@ -548,9 +588,24 @@ class LimbLengths:
                     if n > 1e-6:
                         j[i, chain[k + 1]] = j[i, chain[k]] + d * (target[b] / n)
                     b += 1
-        self._history = history
+        self._history, self._age = history, age
         return j
 
+    def _with_prior(self, median: F32, past: F32, age: int) -> F32:
+        """(8,) target lengths: each bone's ``median`` blended with the prior.
+
+        ``past`` is (frames, 16): the 8 lengths of each past frame, then whether each was seen.
+        The person's size is the median, over the frames, of the sum of the seen bones divided
+        by their share of the 8 (all 8 bones when a frame saw too few of them).
+        """
+        lengths, seen = past[:, :8], past[:, 8:] > 0
+        share = (self._prior * seen).sum(axis=1)
+        few = share < 0.25
+        size = np.where(few, lengths.sum(axis=1),
+                        (lengths * seen).sum(axis=1) / np.maximum(share, 1e-6))
+        w = self.prior_frames / (self.prior_frames + age)
+        return np.asarray((1 - w) * median + w * self._prior * float(np.median(size)),
+                          np.float32)
 
 def swap_sides(poses: Poses2D, swap: npt.ArrayLike) -> Poses2D:
     """The same people with left and right labels exchanged where ``swap`` is true.
@@ -622,9 +677,10 @@ class LifterStage:
         """
         tids = [int(i) for i in ids]
         kp, vis = _sided(self, poses, tids)
-        joints = self.lifter.lift(kp, vis).joints
+        lifted = self.lifter.lift(kp, vis)
+        joints = lifted.joints
         if self.limbs is not None:
-            joints = self.limbs(joints, tids)
+            joints = self.limbs(joints, tids, lifted.valid)
         return Poses3D(joints, self.names)
 
     def reset(self) -> None:
@@ -658,9 +714,10 @@ class TemporalLifterStage:
         """Lifts the people of one frame from their last K frames: (n, 17, 3) float32 m."""
         tids = [int(i) for i in ids]
         kp, vis = _sided(self, poses, tids)
-        joints = self.lifter.lift(kp, vis, tids).joints
+        lifted = self.lifter.lift(kp, vis, tids)
+        joints = lifted.joints
         if self.limbs is not None:
-            joints = self.limbs(joints, tids)
+            joints = self.limbs(joints, tids, lifted.valid)
         return Poses3D(joints, self.names)
 
     def reset(self) -> None:

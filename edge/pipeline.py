@@ -25,6 +25,7 @@ from edge.detect import PersonDetector, PoseDetector
 from edge.detect.box import BoxDetectorConfig, BoxPersonDetector
 from edge.detect.tiles import CombinedDetector, TileConfig, TiledDetector
 from edge.lift3d import (
+    LIMB_PRIOR_FRAMES,
     LeftRight,
     Lifter,
     LifterStage,
@@ -349,7 +350,8 @@ def _stage_3d(config: Config, manifest: Manifest) -> Stage3D:
                        "landmark model's world landmarks as 3D instead (install ai-edge-litert)")
         return WorldLandmarksStage()
     model = load_model(entry.key, mc.threads, manifest)
-    limbs = LimbLengths(mc.limb_window) if mc.limb_window > 0 else None
+    limbs = (LimbLengths(mc.limb_window, LIMB_PRIOR_FRAMES) if mc.limb_window > 0
+             else None)
     sides = LeftRight() if mc.left_right else None
     if variant == "temporal":
         # the single-frame lifter covers the first K-1 frames of every track
