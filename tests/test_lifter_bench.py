@@ -63,7 +63,8 @@ def test_report_rows() -> None:
         "views": [view], "mean": {"pa_mpjpe_mm": 61.0, "mpjpe_mm": 80.0},
         "demo_limb_cv_pct": {"0": 3.7}, "demo_angle_jitter_deg_per_frame": 3.1}}}
     r = rows(result)
-    assert r[1] == ["x", "61 (61.0)", "80.0", "0", "-", "-", "-", "3.7", "3.10", "-"]
+    assert r[1] == ["x", "61 (61.0)", "80.0", "0", "-", "-", "-", "-", "-", "-", "3.7", "3.10",
+                    "-"]
     assert "| x | 61 (61.0) |" in format_markdown(result)
     # The second reference (the fused 3D) in its own columns and a note.
     fused_view = {**view, "pa_mpjpe_mm": 70.0, "mpjpe_mm": 95.0, "swapped_frames": 1}
@@ -75,6 +76,10 @@ def test_report_rows() -> None:
     md = format_markdown(result)
     assert "| 61 (61.0) | 80.0 | 0 | 70 (70.0) | 95.0 | 1 |" in md
     assert "9 of 10 rows" in md and "PA-MPJPE 30.0 mm" in md
+    # The development set (Demo_MultiPerson) in its own columns.
+    result["sources"]["x"]["dev_multiperson"] = {"views": [{**view, "swapped_frames": 2}],
+                                                 "mean": {"pa_mpjpe_mm": 61.0, "mpjpe_mm": 80.0}}
+    assert rows(result)[1][7:10] == ["61 (61.0)", "80.0", "2"]
 
 
 def test_fused_reference_in_the_test_views() -> None:

@@ -1,0 +1,169 @@
+"""The 3D stage's runtime guards on real video: left/right label flips undone per track
+(:class:`edge.lift3d.LeftRight`) without undoing real turns, and steady limbs on a short track
+(:class:`edge.lift3d.LimbLengths` with its prior).
+
+The demo clip's tracked 2D (float landmark model, ``edge.bench.lift.demo_tracks``) is read from
+``cache/lifter/`` (built on first use, as for ``edge-bench --lift``). Its first person (track 0)
+is labelled the other way round by the 2D model in frames 68-72 while facing the camera, then
+turns gradually to side-on (frames 75-168, shoulder width from 0.7 of the torso length to 0);
+track 14 is someone walking in, seen for 29 frames.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from test_lift3d import SIT, WALK, project
+
+from edge.bench.lift import demo_tracks, limb_cv
+from edge.lift3d import (
+    COCO17_FLIP,
+    LIMB_PRIOR_FRAMES,
+    LeftRight,
+    Lifter,
+    LifterStage,
+    LimbLengths,
+    N_JOINTS,
+    swap_sides,
+)
+from edge.runtime import Manifest
+from edge.skeleton import BLAZEPOSE_FLIP, COCO17_FROM_BLAZEPOSE
+from edge.types import Poses2D
+
+#: Demo clip frames of track 0 the 2D model labels the other way round.
+FLIPPED = [68, 69, 70, 71, 72]
+
+
+@pytest.fixture(scope="module")
+def demo() -> dict[str, Any]:
+    return demo_tracks()
+
+
+def _swaps(kp: npt.NDArray[np.float32], conf: npt.NDArray[np.float32],
+           track: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    guard = LeftRight()
+    return np.concatenate([guard(kp[i:i + 1], conf[i:i + 1], [int(track[i])])
+                           for i in range(len(kp))])
+
+
+def test_label_flips_are_undone_and_the_real_turn_kept(demo: dict[str, Any]) -> None:
+    sw = _swaps(demo["kp"], demo["conf"], demo["track"])
+    t0 = demo["track"] == 0
+    frames = demo["frame"][t0]
+    assert frames[sw[t0]].tolist() == FLIPPED
+    # the flip is real in the 2D: the shoulders trade sides for exactly those frames
+    kp = demo["kp"][t0]
+    width = kp[:, 5, 0] - kp[:, 6, 0]
+    assert (width[np.isin(frames, FLIPPED)] < 0).all()
+    # the gradual turn to side-on that follows is left alone, as is every other track
+    turn = (frames >= 75) & (frames <= 168)
+    assert width[turn][:10].mean() > 3 * abs(width[turn][-10:].mean())
+    assert not sw[t0][turn].any()
+    assert not sw[~t0].any()
+    # fixed, the track's shoulders keep their side throughout the flip
+    fixed = np.where(sw[t0][:, None], kp[:, COCO17_FLIP, 0], kp[:, :, 0])
+    near = (frames >= 60) & (frames <= 80)
+    assert ((fixed[near, 5] - fixed[near, 6]) > 0).all()
+
+
+@pytest.mark.parametrize("pose", [WALK, SIT], ids=["walk", "sit"])
+@pytest.mark.parametrize("deg_per_frame", [6, 20, 30])
+def test_a_full_turn_is_never_swapped(pose: npt.NDArray[np.float64],
+                                      deg_per_frame: int) -> None:
+    """Two full turns on the spot (30 deg/frame: a pirouette of 900 deg/s at 30 fps)."""
+    guard = LeftRight()
+    out = []
+    for k in range(720 // deg_per_frame):
+        a = np.radians(k * deg_per_frame)
+        rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+        out.append(guard(project(pose @ rot.T)[None], np.ones((1, N_JOINTS)), [1])[0])
+    assert not any(out)
+
+
+def test_flicker_and_a_lasting_flip_are_undone() -> None:
+    kp = project(WALK)[None]
+    conf = np.ones((1, N_JOINTS))
+    flipped = kp[:, list(COCO17_FLIP)]
+    rng = np.random.default_rng(0)
+
+    def run(guard: LeftRight, seq: list[npt.NDArray[np.float64]]) -> list[bool]:
+        # 1 px of detection noise per joint and frame
+        return [bool(guard(k + rng.normal(0, 1, k.shape), conf, [4])[0]) for k in seq]
+
+    pattern = [1, 0, 1, 1, 0, 1, 0, 0, 1, 1, 1, 0, 0, 0]
+    out = run(LeftRight(), [kp] * 20 + [flipped if p else kp for p in pattern])
+    assert out == [False] * 20 + [bool(p) for p in pattern]
+    out = run(LeftRight(), [kp] * 20 + [flipped] * 30 + [kp] * 5)
+    assert out == [False] * 20 + [True] * 30 + [False] * 5
+    # the model is trusted in the end: a flip lasting seconds becomes the labelling
+    out = run(LeftRight(), [kp] * 20 + [flipped] * 300)
+    assert out[20] and not any(out[-100:])
+    # tracks are independent; a new track starts as labelled
+    guard = LeftRight()
+    run(guard, [kp] * 5)
+    assert not guard(flipped, conf, [5])[0]
+    with pytest.raises(ValueError, match="track ids"):
+        guard(kp, conf, [1, 2])
+    with pytest.raises(ValueError, match="p_start"):
+        LeftRight(p_start=1.5)
+
+
+def test_stage_lifts_the_fixed_labels_and_swaps_the_2d(manifest: Manifest,
+                                                       demo: dict[str, Any]) -> None:
+    sel = np.flatnonzero((demo["track"] == 0) & (demo["frame"] >= 60) & (demo["frame"] <= 75))
+    lifter = Lifter.load("lifter_single_int8", 1, manifest)
+    stage = LifterStage(lifter, sides=LeftRight())
+    plain = LifterStage(lifter)
+    for i in sel:
+        kp33 = np.zeros((1, 33, 2), np.float32)
+        vis33 = np.zeros((1, 33), np.float32)
+        kp33[0, COCO17_FROM_BLAZEPOSE] = demo["kp"][i]
+        vis33[0, COCO17_FROM_BLAZEPOSE] = demo["conf"][i]
+        world = np.zeros((1, 33, 3), np.float32)
+        world[0, :, 0] = np.arange(33)
+        reg = np.array([[600, 400, 300, 300, 0]], np.float32)
+        poses = Poses2D(kp33, np.zeros((1, 33), np.float32), vis33, np.ones(1, np.float32),
+                        world, reg, reg.copy())
+        ids = np.array([7], np.int64)
+        j3 = stage(poses, ids).joints[0]
+        raw = plain(poses, ids).joints[0]
+        flipped = int(demo["frame"][i]) in FLIPPED
+        assert bool(stage.swapped[0]) == flipped
+        # the 3D of the fixed labels: the left shoulder stays on the image right
+        assert j3[5, 0] > j3[6, 0]
+        assert (raw[5, 0] > raw[6, 0]) != flipped
+        out = swap_sides(poses, stage.swapped)
+        if flipped:
+            np.testing.assert_array_equal(out.keypoints[0], kp33[0, BLAZEPOSE_FLIP])
+            np.testing.assert_array_equal(out.world[0, :, 0], BLAZEPOSE_FLIP)
+        else:
+            assert out is poses
+    with pytest.raises(ValueError, match="swap"):
+        swap_sides(poses, np.zeros(2, bool))
+
+
+def test_short_track_limbs_are_steady_with_the_prior(manifest: Manifest,
+                                                     demo: dict[str, Any]) -> None:
+    """Track 14 (29 frames): limb CV <= 5 % with the prior, far above without it."""
+    lifter = Lifter.load("lifter_single_int8", 1, manifest)
+    sel = demo["track"] == 14
+    assert sel.sum() < 40
+    lifted = lifter.lift(demo["kp"][sel], demo["conf"][sel])
+    cv = {}
+    for prior in (0, LIMB_PRIOR_FRAMES):
+        limbs = LimbLengths(90, prior)
+        out = np.concatenate([limbs(lifted.joints[i:i + 1], [14], lifted.valid[i:i + 1])
+                              for i in range(int(sel.sum()))])
+        cv[prior] = limb_cv(out, np.full(len(out), 14))[14]
+    assert cv[LIMB_PRIOR_FRAMES] <= 5.0, cv
+    assert cv[0] > 2 * cv[LIMB_PRIOR_FRAMES], cv
+    # bone directions (so joint angles) are untouched by the prior
+    limbs = LimbLengths(90, LIMB_PRIOR_FRAMES)
+    out = limbs(lifted.joints[:1], [1], lifted.valid[:1])[0]
+    u, v = out[9] - out[7], lifted.joints[0, 9] - lifted.joints[0, 7]
+    np.testing.assert_allclose(u / np.linalg.norm(u), v / np.linalg.norm(v), atol=1e-5)
+    with pytest.raises(ValueError, match="prior_frames"):
+        LimbLengths(30, -1)
