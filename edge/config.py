@@ -72,7 +72,7 @@ class ModelsConfig(_Section):
         "history whose median limb lengths the 3D limbs are rescaled to (steady bone lengths; "
         "joint angles unchanged); 0 turns it off")
     left_right: bool = Field(
-        default=True, description="lifters only: undo the 2D model's left/right label flips "
+        default=True, description="undo the 2D model's left/right label flips "
         "per track (edge.lift3d.LeftRight), in the 3D and in the published 2D")
     threads: int = Field(default=2, ge=1, le=64, description="interpreter threads per model")
     dir: PathStr | None = Field(default=None, description="models folder (default: shipped)")

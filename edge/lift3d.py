@@ -739,11 +739,30 @@ class WorldLandmarksStage:
     name = "world_landmarks"
     names = BLAZEPOSE_NAMES
 
+    def __init__(self, sides: LeftRight | None = None) -> None:
+        self.sides = sides
+        #: (n,) bool, the people of the last frame whose left and right were exchanged.
+        self.swapped = np.zeros(0, bool)
+
     def __call__(self, poses: Poses2D, ids: I64) -> Poses3D:
-        """Returns (n, 33, 3) float32 metres, origin midway between the hips."""
+        """Returns (n, 33, 3) float32 metres, origin midway between the hips.
+
+        With ``sides``, the world landmarks of the people whose labels the 2D model flipped
+        are relabelled (:attr:`swapped` says which).
+        """
         w = poses.world
+        if self.sides is None:
+            self.swapped = np.zeros(len(w), bool)
+        else:
+            self.swapped = self.sides(poses.keypoints, poses.visibility,
+                                      [int(i) for i in ids])
+            if self.swapped.any():
+                w = w.copy()
+                w[self.swapped] = poses.world[self.swapped][:, BLAZEPOSE_FLIP]
         root = 0.5 * (w[:, BlazePose.LEFT_HIP] + w[:, BlazePose.RIGHT_HIP])
         return Poses3D((w - root[:, None, :]).astype(np.float32), self.names)
 
     def reset(self) -> None:
-        """Stateless."""
+        """Forgets the tracks' sides."""
+        if self.sides is not None:
+            self.sides.reset()

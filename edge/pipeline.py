@@ -338,8 +338,9 @@ def _stage_3d(config: Config, manifest: Manifest) -> Stage3D:
     falls back to the world landmarks with a warning.
     """
     mc = config.models
+    sides = LeftRight() if mc.left_right else None
     if mc.lifter == "world":
-        return WorldLandmarksStage()
+        return WorldLandmarksStage(sides)
     variant = "temporal" if mc.lifter == "temporal" else "single"
     try:
         entry = manifest.find("lifter", variant, mc.precision)
@@ -348,11 +349,10 @@ def _stage_3d(config: Config, manifest: Manifest) -> Stage3D:
     if entry.precision == "int8" and runtime_name() == "tflite-runtime":
         logger.warning("tflite-runtime computes the int8 lifter wrongly; publishing the "
                        "landmark model's world landmarks as 3D instead (install ai-edge-litert)")
-        return WorldLandmarksStage()
+        return WorldLandmarksStage(sides)
     model = load_model(entry.key, mc.threads, manifest)
     limbs = (LimbLengths(mc.limb_window, LIMB_PRIOR_FRAMES) if mc.limb_window > 0
              else None)
-    sides = LeftRight() if mc.left_right else None
     if variant == "temporal":
         # the single-frame lifter covers the first K-1 frames of every track
         single = manifest.find("lifter", "single", entry.precision)

@@ -6,8 +6,9 @@ swapped frames. This guard holds the default to a looser version on two views, w
 over what it measures today (lifter/metrics.json, edge-bench --lift), so a change that loses
 accuracy fails; and the swapped frames of view 2, where the 2D model labels left and right the
 other way round in 23 of the 100 frames, to a few (the left/right guard, edge.lift3d.LeftRight,
-chosen on Demo_MultiPerson and the demo clip, never on this set). The first run builds the test set into cache/lifter/ (the pinned pose2sim
-wheel, the 2D model on 4 x 100 frames: about a minute); later runs read it.
+chosen on Demo_MultiPerson and the demo clip, never on this set). The first run builds the
+test set into cache/lifter/ (the pinned pose2sim wheel, the 2D model on 4 x 100 frames: about
+a minute); later runs read it.
 """
 
 from __future__ import annotations

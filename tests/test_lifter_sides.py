@@ -22,11 +22,12 @@ from edge.bench.lift import demo_tracks, limb_cv
 from edge.lift3d import (
     COCO17_FLIP,
     LIMB_PRIOR_FRAMES,
+    N_JOINTS,
     LeftRight,
     Lifter,
     LifterStage,
     LimbLengths,
-    N_JOINTS,
+    WorldLandmarksStage,
     swap_sides,
 )
 from edge.runtime import Manifest
@@ -117,6 +118,7 @@ def test_stage_lifts_the_fixed_labels_and_swaps_the_2d(manifest: Manifest,
     lifter = Lifter.load("lifter_single_int8", 1, manifest)
     stage = LifterStage(lifter, sides=LeftRight())
     plain = LifterStage(lifter)
+    world_stage = WorldLandmarksStage(LeftRight())
     for i in sel:
         kp33 = np.zeros((1, 33, 2), np.float32)
         vis33 = np.zeros((1, 33), np.float32)
@@ -135,6 +137,10 @@ def test_stage_lifts_the_fixed_labels_and_swaps_the_2d(manifest: Manifest,
         # the 3D of the fixed labels: the left shoulder stays on the image right
         assert j3[5, 0] > j3[6, 0]
         assert (raw[5, 0] > raw[6, 0]) != flipped
+        w3 = world_stage(poses, ids).joints[0]
+        assert world_stage.swapped.tolist() == stage.swapped.tolist()
+        order = BLAZEPOSE_FLIP if flipped else np.arange(33)
+        np.testing.assert_allclose(w3[:, 0] + 0.5 * (order[23] + order[24]), order)
         out = swap_sides(poses, stage.swapped)
         if flipped:
             np.testing.assert_array_equal(out.keypoints[0], kp33[0, BLAZEPOSE_FLIP])

@@ -1,6 +1,9 @@
 """3D accuracy and stability of every 3D source, side by side (``edge-bench --lift``).
 
-Sources: the landmark model's world landmarks and every lifter in the manifest.
+Sources: the landmark model's world landmarks and every lifter in the manifest, each lifter
+alone, ``+limbs`` (limb lengths steadied per track, no prior) and ``+sides+limbs`` (the 3D stage
+as shipped: the 2D model's left/right label flips undone per track by
+:class:`edge.lift3d.LeftRight`, limbs steadied with the short-track prior).
 
 * **Accuracy** on Pose2Sim ``Demo_SinglePerson`` (the test set: 4 calibrated views of one
   person, 100 frames each at 60 fps), against the 3D pose triangulated from all four views
@@ -12,6 +15,9 @@ Sources: the landmark model's world landmarks and every lifter in the manifest.
   (:func:`bench.fuse_data.fused_reference`: edge-pose's own 2D in the four views, fused by
   ``edge-pose fuse``'s triangulation; :func:`fused_truth`), moved into each view's frame the
   same way (:func:`lifter.pose2sim.view_frames`).
+* **Development set** (:func:`multi_tracks`): Pose2Sim ``Demo_MultiPerson``'s 4 views as
+  edge-pose tracks them (left/right guard off), scored against the fused 3D of the four views:
+  the same scores. The runtime guards are chosen on it and on the demo clip.
 * **Stability** on the demo clip (``edge/assets/sports2d_demo.mp4``, 2 people): limb-length
   coefficient of variation per track and joint-angle jitter (elbows and knees, deg/frame,
   median).
