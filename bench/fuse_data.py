@@ -38,9 +38,12 @@ SCENES: dict[str, tuple[tuple[Member, ...], Member]] = {
     "multi": (sources.POSE2SIM_MULTI_CAMS, sources.POSE2SIM_MULTI_CALIB),
 }
 
-#: Settings of the per-view runs (part of the cache key).
+#: Settings of the per-view runs (part of the cache key). The 2D model's left/right label flips
+#: are kept (``models.left_right`` off): the fuser's own swap fixing is measured on them, and
+#: the lifter's development set (``edge.bench.lift.multi_tracks``) is where the per-device
+#: guard is measured.
 RUN_SETTINGS: dict[str, object] = {"mode": "every-frame", "threads": 1, "joints": "blazepose33",
-                                   "max_persons": 6}
+                                   "max_persons": 6, "left_right": False}
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ def _annotate(video: Path, device: str, out: Path) -> None:
     config = parse_config({
         "source": {"uri": str(video)},
         "scheduler": {"mode": RUN_SETTINGS["mode"]},
-        "models": {"threads": RUN_SETTINGS["threads"]},
+        "models": {"threads": RUN_SETTINGS["threads"], "left_right": RUN_SETTINGS["left_right"]},
         "tracking": {"max_persons": RUN_SETTINGS["max_persons"]},
         "annotation": {"device_id": device, "joints": RUN_SETTINGS["joints"]},
         "output": {"dir": str(out), "video": False},

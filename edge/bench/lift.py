@@ -151,63 +151,12 @@ def demo_tracks(cache: Path = CACHE) -> dict[str, Any]:
         return {k: z[k] for k in z.files}
 
 
-def _raw_views(cache: Path) -> tuple[tuple[Path, ...], Path]:
-    """Demo_MultiPerson's four views through edge-pose with ``models.left_right`` off.
-
-    The same run as ``bench.fuse_data.scene`` (every frame, 1 thread), but the 2D as the
-    landmark model labelled it, flips and all: what :class:`edge.lift3d.LeftRight` is measured
-    on. Cached in ``cache/lifter/multi_raw/camNN`` (keyed by the video's and the model
-    manifest's sha256). About 5 s per view.
-
-    Returns:
-        The four ``annotations.jsonl`` and the calibration file.
-    """
-    import io
-
-    from bench.fuse_data import RUN_SETTINGS, SCENES
-    from edge.cli import run as run_cli
-    from edge.config import parse_config
-    from edge.runtime import sha256_file
-    from models import sources
-
-    cams, calib_member = SCENES["multi"]
-    src = cache.parent / "build" / "src"
-    calib = sources.extract(calib_member, cache.parent / "dl", src)
-    manifest = sha256_file(ROOT / "models" / "manifest.json")
-    out = []
-    for i, member in enumerate(cams):
-        video = sources.extract(member, cache.parent / "dl", src)
-        device = f"cam{i + 1:02d}"
-        folder = cache / "multi_raw" / device
-        key = json.dumps({"video": member.sha256, "manifest": manifest, "device": device,
-                          "left_right": False, **RUN_SETTINGS}, sort_keys=True)
-        stamp, jsonl = folder / "key.json", folder / "annotations.jsonl"
-        if not (stamp.is_file() and stamp.read_text(encoding="utf-8") == key
-                and jsonl.is_file()):
-            logger.info("running edge-pose on %s (%s, left_right off)", video, device)
-            folder.mkdir(parents=True, exist_ok=True)
-            stamp.unlink(missing_ok=True)
-            config = parse_config({
-                "source": {"uri": str(video)},
-                "scheduler": {"mode": RUN_SETTINGS["mode"]},
-                "models": {"threads": RUN_SETTINGS["threads"], "left_right": False},
-                "tracking": {"max_persons": RUN_SETTINGS["max_persons"]},
-                "annotation": {"device_id": device, "joints": RUN_SETTINGS["joints"]},
-                "output": {"dir": str(folder), "video": False},
-                "mqtt": {"enabled": False},
-            }, f"dev set view {device}")
-            if run_cli(config, progress=False, stream=io.StringIO()) != 0:
-                raise RuntimeError(f"edge-pose run on {video} failed")
-            stamp.write_text(key, encoding="utf-8")
-        out.append(jsonl)
-    return tuple(out), calib
-
-
 def multi_tracks(cache: Path = CACHE) -> dict[str, Any]:
     """The development set: Demo_MultiPerson's 4 views, tracked, with the fused 3D as truth.
 
     edge-pose's own per-view runs (int8 models, its tracker, left/right guard off:
-    :func:`_raw_views`) give each view's 2D people and their track IDs; ``edge-pose fuse`` of
+    ``bench.fuse_data.scene``, cached under ``cache/build/fuse``) give each view's 2D people and
+    their track IDs; ``edge-pose fuse`` of
     the four views gives each person's 3D, and the 2D people it was fused from. Each 2D person
     fused into a 3D person becomes a row, with that 3D moved into its view's look-at frame,
     root-relative (:func:`lifter.pose2sim.reference_in_views`). The fusion takes each joint from
@@ -223,12 +172,14 @@ def multi_tracks(cache: Path = CACHE) -> dict[str, Any]:
     """
     path = cache / "multi_tracks.npz"
     if not path.is_file():
+        from bench.fuse_data import scene
         from edge.fuse.calib import read_calibration
         from edge.fuse.fuser import FuseSettings
         from edge.fuse.offline import fuse_jsonl, read_view_frames
         from lifter.pose2sim import read_qca, reference_in_views
 
-        jsonls, calib_path = _raw_views(cache)
+        sc = scene("multi", cache.parent)
+        jsonls, calib_path = sc.jsonl, sc.calib
         calib = read_calibration(calib_path)
         devices = {f"cam{i + 1:02d}": cam for i, cam in enumerate(calib.cameras)}
         fused: dict[tuple[str, int, int], F64] = {}
