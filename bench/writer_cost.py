@@ -1,12 +1,14 @@
-"""Core fps with and without the annotated video, in one process, passes interleaved.
+"""Core fps with and without the annotated video, passes interleaved.
 
 Every pass is a fresh :class:`edge.app.Runtime` over the demo clip in every-frame mode (the
-video writer lossless behind its queue, as ``edge-pose demo`` runs it), at ``--threads``
-interpreter threads; the passes cycle through the variants (no video, ``mp4v``, ``mjpeg``, each
-optionally with the writer thread ``--nice`` steps nicer) ``--rounds`` times, so that the load
-of other processes drifts over all of them alike. Reports per pass the core fps (frames over
-the loop's wall time), the time to drain the writer after the loop, the process CPU seconds,
-and per variant the median ratio to the no-video pass of the same round. Usage::
+video writer lossless behind its shared-memory ring, in its own process, as ``edge-pose demo``
+runs it), at ``--threads`` interpreter threads; the passes cycle through the variants (no
+video, ``mp4v``, ``mjpeg``, each optionally with the writer process ``:NICE`` steps nicer)
+``--rounds`` times, so that the load of other processes drifts over all of them alike. Reports
+per pass the core fps (frames over the loop's wall time), the time to drain the writer after the
+loop, the CPU seconds of the main process and of the writer process (``getrusage`` of the
+reaped children), the load average, and per variant the median ratio to the no-video pass of
+the same round. Usage::
 
     .venv/bin/python bench/writer_cost.py --rounds 3 --json bench/results/writer_cost.json
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -36,8 +39,9 @@ def one_pass(threads: int, video: str | None, nice: int, out: Path) -> dict[str,
         "output": {"dir": str(out), "video": video is not None,
                    "video_codec": video or "mp4v"}})
     rt = Runtime(config)
-    rt.output_nice = nice
+    rt.output_nice = nice or None
     rt.open()
+    ch0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     rt.add_file_outputs(out)
     c0 = time.process_time()
     rt.run()
@@ -45,11 +49,13 @@ def one_pass(threads: int, video: str | None, nice: int, out: Path) -> dict[str,
     rt.close()
     drain = time.perf_counter() - t0
     cpu = time.process_time() - c0
+    ch1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child = (ch1.ru_utime + ch1.ru_stime) - (ch0.ru_utime + ch0.ru_stime)
     s = rt.stats
     return {"video": video or "none", "nice": nice,
             "core_fps": round(s.frames_processed / s.wall_s, 2),
             "loop_s": round(s.wall_s, 2), "drain_s": round(drain, 2), "cpu_s": round(cpu, 2),
-            "load": load_average()}
+            "writer_cpu_s": round(child, 2), "load": load_average()}
 
 
 def main() -> int:
@@ -58,7 +64,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--variants", default="none,mp4v,mjpeg",
-                   help="comma-separated: none, mp4v, mjpeg, optionally :NICE (mp4v:19)")
+                   help="comma-separated: none, mp4v, mjpeg, optionally :NICE (mp4v:19; "
+                   "0 or none: the Runtime's default)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     variants = []
@@ -82,7 +89,9 @@ def main() -> int:
                         "ratio_to_no_video_median": round(float(np.median(ratios)), 3)
                         if ratios else None,
                         "drain_s": [p["drain_s"] for p in mine],
-                        "cpu_s_median": round(float(np.median([p["cpu_s"] for p in mine])), 2)}
+                        "cpu_s_median": round(float(np.median([p["cpu_s"] for p in mine])), 2),
+                        "writer_cpu_s_median": round(float(np.median(
+                            [p["writer_cpu_s"] for p in mine])), 2)}
     out = {"host": host_info(load_manifest()), "threads": args.threads, "passes": passes,
            "summary": summary}
     print(json.dumps(summary, indent=1))
