@@ -29,20 +29,30 @@ from edge.app import Runtime
 from edge.bench.host import host_info, load_average
 from edge.config import Config
 from edge.runtime import load_manifest
+from edge.sinks.video import VideoSink
 
 
 def one_pass(threads: int, video: str | None, nice: int, out: Path) -> dict[str, Any]:
-    """One run of the clip; ``video`` None, ``mp4v`` or ``mjpeg``."""
+    """One run of the clip.
+
+    ``video``: None, ``mp4v`` or ``mjpeg`` (the writer process), or ``mp4v@thread`` /
+    ``mjpeg@thread`` (the former writer thread, for comparison).
+    """
+    codec, _, how = (video or "mp4v").partition("@")
     config = Config.model_validate({
         "source": {"uri": "demo"}, "models": {"threads": threads},
         "scheduler": {"mode": "every-frame"},
-        "output": {"dir": str(out), "video": video is not None,
-                   "video_codec": video or "mp4v"}})
+        "output": {"dir": str(out), "video": video is not None and how != "thread",
+                   "video_codec": codec}})
     rt = Runtime(config)
     rt.output_nice = nice or None
     rt.open()
     ch0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     rt.add_file_outputs(out)
+    if how == "thread":  # VideoSink behind a lossless QueuedSink, on a thread of this process
+        fps = rt.source.fps if rt.source is not None and rt.source.fps else 30.0
+        rt.add_output(VideoSink(out / "annotated.mp4", fps, "mjpeg" if codec == "mjpeg"
+                                else "mp4v"), name="VideoSink")
     c0 = time.process_time()
     rt.run()
     t0 = time.perf_counter()
@@ -64,7 +74,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--variants", default="none,mp4v,mjpeg",
-                   help="comma-separated: none, mp4v, mjpeg, optionally :NICE (mp4v:19; "
+                   help="comma-separated: none, mp4v, mjpeg, mp4v@thread, mjpeg@thread, "
+                   "optionally :NICE (mp4v:19; "
                    "0 or none: the Runtime's default)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()

@@ -1,11 +1,14 @@
 """The annotated video written by a process of its own, fed through a shared-memory ring.
 
 Drawing, encoding and muxing a 1768x994 frame take about 10 ms of CPU (mp4v), and in a thread
-their Python side shares the interpreter lock with the core. Here a child process (started with
-``multiprocessing``'s ``spawn`` method: the parent has inference and MQTT threads, which
-``fork`` must not copy) does all of it. The core thread pays one copy of the frame into a slot
-of a :class:`multiprocessing.shared_memory.SharedMemory` ring, a small pickle of what is drawn
-(ids, boxes and 2D joints) into the same slot, and a message of a few bytes on a pipe.
+their Python side shares the interpreter lock with the core. Here a child process does all of
+it: ``python -m edge.sinks.video_process``, a fresh interpreter started by :mod:`subprocess`
+(the parent has inference and MQTT threads, which ``fork`` must not copy; ``multiprocessing``'s
+``spawn`` would also re-import the parent's main script, edge.cli and its models' runtime: 0.5 s
+and ~35 MB more). The core thread pays one copy of the frame into a slot of a
+:class:`multiprocessing.shared_memory.SharedMemory` ring, a small pickle of what is drawn (ids,
+boxes and 2D joints) into the same slot, and a message of a few bytes on a socket pair
+(:class:`multiprocessing.connection.Connection`).
 
 The ring (:func:`ring_slots`):
 
@@ -20,8 +23,8 @@ The ring (:func:`ring_slots`):
   frame is dropped and counted). In every-frame runs (``lossless``) the core waits for a free
   slot instead, only when the ring is full.
 
-The segment's name exists only until the child has mapped it (then the parent unlinks it), so a
-killed parent leaves nothing in ``/dev/shm``.
+The segment's name exists in ``/dev/shm`` only until the child has mapped it (then the parent
+unlinks it; a parent killed before that leaves it to ``multiprocessing``'s resource tracker).
 
 Faults: a child that dies (killed, out of memory), cannot open the file, finds the disk full, or
 makes no progress for ``stall_s`` is logged once as an error; the frames it had and every later
@@ -31,8 +34,11 @@ terminal reaches the whole process group; the parent stops it cleanly) and treat
 (``systemctl stop`` signals every process of the unit) as "finish within ``TERM_GRACE_S``": the
 parent's stop, or its death (end of file on the pipe), ends it first, with the file finished.
 
-Why by hand: the stdlib gives the shared memory, the process and the pipe; no library offers a
-drop-oldest ring of frame slots between two processes, and the protocol is a few lines.
+Why by hand: the stdlib gives the shared memory, the process and the messages; no library offers
+a drop-oldest ring of frame slots between two processes, and the protocol is a few lines. The
+child maps the segment from ``/dev/shm`` itself (where ``SharedMemory`` puts it on Linux), since
+``SharedMemory`` there would start a resource tracker of its own that "cleans up" the parent's
+segment.
 """
 
 from __future__ import annotations
@@ -41,11 +47,14 @@ import atexit
 import collections
 import contextlib
 import logging
-import multiprocessing
+import mmap
 import os
 import pickle
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
@@ -156,18 +165,28 @@ class VideoProcessSink:
         self._closed = False
         self._final: int | None = None
         self._warned_meta = False
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child_conn = ctx.Pipe(duplex=True)
-        self._proc = ctx.Process(target=_child_main, name=f"edge-pose {name} writer",
-                                 args=(child_conn, str(self.path), fps, codec, nice), daemon=True)
-        self._proc.start()
-        child_conn.close()
+        parent_sock, child_sock = socket.socketpair()
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "edge.sinks.video_process", str(child_sock.fileno()),
+                 str(self.path), repr(float(fps)), codec, str(nice)],
+                pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL, env=env)
+        except OSError as e:
+            parent_sock.close()
+            raise SinkError(f"video {self.path}: cannot start the writer process ({e})") from None
+        finally:
+            child_sock.close()
+        self._conn = Connection(parent_sock.detach())
         self._progress_t = time.monotonic()
-        # Before multiprocessing's own exit handler, which would wait for the child.
+        # A sink never closed (an exception past the caller) still finishes its file at exit.
         atexit.register(self._at_exit)
 
     @property
-    def pid(self) -> int | None:
+    def pid(self) -> int:
         """The writer process's id."""
         return self._proc.pid
 
@@ -295,7 +314,7 @@ class VideoProcessSink:
                 ready = True
             if ready:
                 self._pump()
-            elif not self._proc.is_alive():
+            elif self._proc.poll() is not None:
                 self._pump()
                 self._fail(self._exit_reason())
             elif time.monotonic() - self._progress_t > self.stall_s:
@@ -304,9 +323,9 @@ class VideoProcessSink:
                 self._fail(f"not finished after {timeout:.0f} s")
 
     def _exit_reason(self) -> str:
-        self._proc.join(1.0)
-        code = self._proc.exitcode
-        if code is None:
+        try:
+            code = self._proc.wait(1.0)
+        except subprocess.TimeoutExpired:
             return "it stopped answering"
         if code < 0:
             return f"the process was killed by {signal.Signals(-code).name}"
@@ -327,10 +346,11 @@ class VideoProcessSink:
 
     def _end_child(self, timeout: float) -> None:
         """Waits ``timeout`` s for the child to exit, then kills it; frees the ring."""
-        self._proc.join(timeout)
-        if self._proc.is_alive():
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
             self._proc.kill()
-            self._proc.join(5.0)
+            self._proc.wait(5.0)
         self._conn.close()
         self._unlink()
         if self._shm is not None:
@@ -366,7 +386,7 @@ class VideoProcessSink:
             assert self._final is not None
             self.written = self._final
             self._end_child(10.0)
-            if self._proc.exitcode != 0:
+            if self._proc.returncode != 0:
                 self._fail(self._exit_reason())
         if self.error is not None:
             raise SinkError(self.error)
@@ -401,11 +421,11 @@ def _child_main(conn: Connection, path: str, fps: float, codec: VideoCodec, nice
         text = str(e) if isinstance(e, SinkError) else f"{type(e).__name__}: {e}"
         with contextlib.suppress(OSError, ValueError):
             conn.send(("error", text))
-    os._exit(code)  # no multiprocessing exit handlers: nothing else to run
+    os._exit(code)  # the file is finished or reported; no interpreter teardown needed
 
 
 def _child_loop(conn: Connection, sink: VideoSink, termed: list[float]) -> int:
-    shm: SharedMemory | None = None
+    shm: mmap.mmap | None = None
     shape: tuple[int, ...] = ()
     stride = 0
     next_disk_check = 0.0
@@ -418,17 +438,20 @@ def _child_loop(conn: Connection, sink: VideoSink, termed: list[float]) -> int:
             except EOFError:
                 break  # the parent is gone: finish the file
             if msg[0] == "ring":
-                _, name, shape, _slots, stride = msg
-                shm = SharedMemory(name=name)
+                _, name, shape, slots, stride = msg
+                fd = os.open(f"/dev/shm/{name.lstrip('/')}", os.O_RDWR)
+                try:
+                    shm = mmap.mmap(fd, slots * stride)
+                finally:
+                    os.close(fd)
                 conn.send(("attached",))
                 sink.open(int(shape[1]), int(shape[0]))
             elif msg[0] == "frame":
                 assert shm is not None
                 slot, n = int(msg[1]), int(msg[2])
                 base = slot * stride
-                assert shm.buf is not None
-                part = pickle.loads(shm.buf[base:base + n])
-                image: npt.NDArray[np.uint8] = np.ndarray(shape, np.uint8, shm.buf,
+                part = pickle.loads(shm[base:base + n])
+                image: npt.NDArray[np.uint8] = np.ndarray(shape, np.uint8, shm,
                                                           base + META_BYTES)
                 ann = Annotation(part["frame_id"], part["ts"], len(part["payload"]["persons"]),
                                  part["payload"], part["timings"])
@@ -470,3 +493,8 @@ def _verify(path: Path, frames: int) -> None:
     if n != frames:
         raise SinkError(f"video {path}: the finished file holds {n} of {frames} frames "
                         "(disk full?)")
+
+
+if __name__ == "__main__":
+    _child_main(Connection(int(sys.argv[1])), sys.argv[2], float(sys.argv[3]),
+                "mjpeg" if sys.argv[4] == "mjpeg" else "mp4v", int(sys.argv[5]))
