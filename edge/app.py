@@ -10,7 +10,9 @@ A :class:`Runtime` is built from the validated config and holds every part of a 
 * the **stats**, owned by the scheduler (:class:`edge.scheduler.RunStats`), of which anyone
   reads a consistent :meth:`Runtime.snapshot`;
 * the **transports**: file outputs (each on its own thread behind a bounded queue,
-  :class:`~edge.sinks.queued.QueuedSink`), MQTT and HTTP, which receive every annotation, and
+  :class:`~edge.sinks.queued.QueuedSink`; the annotated video in a process of its own fed
+  through shared memory, :class:`~edge.sinks.video_process.VideoProcessSink`), MQTT and HTTP,
+  which receive every annotation, and
   event listeners (MQTT's durable queue, HTTP's event stream).
 
 Start order (:meth:`Runtime.open`): source, then models, then core; transports are added after.
@@ -57,9 +59,10 @@ OUTPUT_QUEUE_BYTES = 64 << 20
 #: Niceness added to a queued output's thread in realtime runs (see Runtime.add_output).
 OUTPUT_NICE = 10
 
-#: Niceness added to the annotated video's process in every-frame runs (the core waits for it
-#: when its ring is full, so it is only slightly nicer; see bench/writer_cost.py).
-VIDEO_NICE_EVERY_FRAME = 5
+#: Niceness added to the annotated video's process in every-frame runs: the least that keeps it
+#: below the core, since the core waits for it when its ring is full and a starved writer only
+#: lengthens the run on a busy machine (bench/results/writer_cost_process.json).
+VIDEO_NICE_EVERY_FRAME = 1
 
 #: Receives the published events of one tick (payloads without ``seq``/``stream``).
 EventListener = Callable[[list[dict[str, Any]]], None]

@@ -84,11 +84,14 @@ def test_every_frame_is_written_and_read_back(tmp_path: Path, codec: str,
     h, w = image.shape[:2]
     before = _shm_segments()
     path = tmp_path / f"v.{'avi' if codec == 'mjpeg' else 'mp4'}"
-    sink = VideoProcessSink(path, 25.0, codec, lossless=True)  # type: ignore[arg-type]
+    sink = VideoProcessSink(path, 25.0, codec, lossless=True, nice=3)  # type: ignore[arg-type]
     n = 30
     for i in range(n):
         sink.write(*_item(image, i))
     assert sink.slots == 8
+    # The writer has drawn frames, so it has lowered its priority: 3 steps below this process.
+    stat = Path(f"/proc/{sink.pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    assert int(stat[16]) == min(19, os.nice(0) + 3)
     sink.close()
     sink.close()  # twice is fine
     got = _read_all(path)

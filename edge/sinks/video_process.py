@@ -277,8 +277,8 @@ class VideoProcessSink:
             self._fail(f"the pipe to it broke ({e})")
 
     def _pump(self) -> None:
-        """Reads what the child said, without waiting."""
-        while self.error is None:
+        """Reads what the child said, without waiting (nothing after its last word)."""
+        while self.error is None and self._final is None:
             try:
                 if not self._conn.poll(0):
                     break
@@ -300,6 +300,8 @@ class VideoProcessSink:
             self.written += 1
         elif kind == "closed":
             self._final = int(msg[1])
+            if not self._closed:  # not asked to: a SIGTERM's grace ran out
+                self._fail(f"it finished the file by itself after {self._final} frames")
         elif kind == "error":
             self._fail(str(msg[1]))
 
