@@ -1,12 +1,15 @@
-"""Core fps with and without the annotated video, in one process, passes interleaved.
+"""Core fps with and without the annotated video, passes interleaved.
 
 Every pass is a fresh :class:`edge.app.Runtime` over the demo clip in every-frame mode (the
-video writer lossless behind its queue, as ``edge-pose demo`` runs it), at ``--threads``
-interpreter threads; the passes cycle through the variants (no video, ``mp4v``, ``mjpeg``, each
-optionally with the writer thread ``--nice`` steps nicer) ``--rounds`` times, so that the load
-of other processes drifts over all of them alike. Reports per pass the core fps (frames over
-the loop's wall time), the time to drain the writer after the loop, the process CPU seconds,
-and per variant the median ratio to the no-video pass of the same round. Usage::
+video writer lossless behind its shared-memory ring, in its own process, as ``edge-pose demo``
+runs it), at ``--threads`` interpreter threads; the passes cycle through the variants (no
+video, ``mp4v``, ``mjpeg``, each optionally with the writer process ``:NICE`` steps nicer)
+``--rounds`` times, so that the load of other processes drifts over all of them alike. Reports
+per pass the core fps (frames over the loop's wall time), the time to drain the writer after the
+loop, the CPU seconds of the main process and of the writer process (``getrusage`` of the
+reaped children), the core thread's CPU time inside the video output's ``write`` per frame, the
+load average, and per variant the median ratio to the no-video pass of
+the same round. Usage::
 
     .venv/bin/python bench/writer_cost.py --rounds 3 --json bench/results/writer_cost.json
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -26,29 +30,57 @@ from edge.app import Runtime
 from edge.bench.host import host_info, load_average
 from edge.config import Config
 from edge.runtime import load_manifest
+from edge.sinks.video import VideoSink
 
 
 def one_pass(threads: int, video: str | None, nice: int, out: Path) -> dict[str, Any]:
-    """One run of the clip; ``video`` None, ``mp4v`` or ``mjpeg``."""
+    """One run of the clip.
+
+    ``video``: None, ``mp4v`` or ``mjpeg`` (the writer process), or ``mp4v@thread`` /
+    ``mjpeg@thread`` (the former writer thread, for comparison).
+    """
+    codec, _, how = (video or "mp4v").partition("@")
     config = Config.model_validate({
         "source": {"uri": "demo"}, "models": {"threads": threads},
         "scheduler": {"mode": "every-frame"},
-        "output": {"dir": str(out), "video": video is not None,
-                   "video_codec": video or "mp4v"}})
+        "output": {"dir": str(out), "video": video is not None and how != "thread",
+                   "video_codec": codec}})
     rt = Runtime(config)
-    rt.output_nice = nice
+    rt.output_nice = nice or None
     rt.open()
+    ch0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     rt.add_file_outputs(out)
+    if how == "thread":  # VideoSink behind a lossless QueuedSink, on a thread of this process
+        fps = rt.source.fps if rt.source is not None and rt.source.fps else 30.0
+        rt.add_output(VideoSink(out / "annotated.mp4", fps, "mjpeg" if codec == "mjpeg"
+                                else "mp4v"), name="VideoSink")
+    # CPU time of the core thread inside the video output's write (the copy into the ring and
+    # the message; for the thread variant, the enqueueing).
+    write_cpu = [0.0]
+    for o in rt.outputs:
+        if getattr(o, "name", None) == "VideoSink":
+            inner = o.write
+
+            def timed(frame: Any, annotation: Any, inner: Any = inner) -> None:
+                t = time.thread_time()
+                inner(frame, annotation)
+                write_cpu[0] += time.thread_time() - t
+
+            setattr(o, "write", timed)  # noqa: B010 - an instance attribute over the method
     c0 = time.process_time()
     rt.run()
     t0 = time.perf_counter()
     rt.close()
     drain = time.perf_counter() - t0
     cpu = time.process_time() - c0
+    ch1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child = (ch1.ru_utime + ch1.ru_stime) - (ch0.ru_utime + ch0.ru_stime)
     s = rt.stats
     return {"video": video or "none", "nice": nice,
             "core_fps": round(s.frames_processed / s.wall_s, 2),
             "loop_s": round(s.wall_s, 2), "drain_s": round(drain, 2), "cpu_s": round(cpu, 2),
+            "writer_cpu_s": round(child, 2),
+            "write_ms_per_frame": round(1000 * write_cpu[0] / max(1, s.frames_processed), 3),
             "load": load_average()}
 
 
@@ -58,7 +90,9 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--variants", default="none,mp4v,mjpeg",
-                   help="comma-separated: none, mp4v, mjpeg, optionally :NICE (mp4v:19)")
+                   help="comma-separated: none, mp4v, mjpeg, mp4v@thread, mjpeg@thread, "
+                   "optionally :NICE (mp4v:19; "
+                   "0 or none: the Runtime's default)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     variants = []
@@ -82,7 +116,11 @@ def main() -> int:
                         "ratio_to_no_video_median": round(float(np.median(ratios)), 3)
                         if ratios else None,
                         "drain_s": [p["drain_s"] for p in mine],
-                        "cpu_s_median": round(float(np.median([p["cpu_s"] for p in mine])), 2)}
+                        "cpu_s_median": round(float(np.median([p["cpu_s"] for p in mine])), 2),
+                        "writer_cpu_s_median": round(float(np.median(
+                            [p["writer_cpu_s"] for p in mine])), 2),
+                        "write_ms_per_frame_median": round(float(np.median(
+                            [p["write_ms_per_frame"] for p in mine])), 3)}
     out = {"host": host_info(load_manifest()), "threads": args.threads, "passes": passes,
            "summary": summary}
     print(json.dumps(summary, indent=1))

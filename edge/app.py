@@ -10,7 +10,9 @@ A :class:`Runtime` is built from the validated config and holds every part of a 
 * the **stats**, owned by the scheduler (:class:`edge.scheduler.RunStats`), of which anyone
   reads a consistent :meth:`Runtime.snapshot`;
 * the **transports**: file outputs (each on its own thread behind a bounded queue,
-  :class:`~edge.sinks.queued.QueuedSink`), MQTT and HTTP, which receive every annotation, and
+  :class:`~edge.sinks.queued.QueuedSink`; the annotated video in a process of its own fed
+  through shared memory, :class:`~edge.sinks.video_process.VideoProcessSink`), MQTT and HTTP,
+  which receive every annotation, and
   event listeners (MQTT's durable queue, HTTP's event stream).
 
 Start order (:meth:`Runtime.open`): source, then models, then core; transports are added after.
@@ -41,9 +43,10 @@ from edge.sinks import (
     Sink,
     SinkError,
     StdoutSink,
-    VideoSink,
 )
 from edge.sinks.queued import QueuedSink
+from edge.sinks.video import VideoCodec
+from edge.sinks.video_process import VideoProcessSink
 from edge.sources import ImageFolderSource, Source, SourceError, open_source
 from edge.types import Detections, DetectorResult, Frame
 
@@ -55,6 +58,11 @@ OUTPUT_QUEUE_BYTES = 64 << 20
 
 #: Niceness added to a queued output's thread in realtime runs (see Runtime.add_output).
 OUTPUT_NICE = 10
+
+#: Niceness added to the annotated video's process in every-frame runs: the least that keeps it
+#: below the core, since the core waits for it when its ring is full and a starved writer only
+#: lengthens the run on a busy machine (bench/results/writer_cost_process.json).
+VIDEO_NICE_EVERY_FRAME = 1
 
 #: Receives the published events of one tick (payloads without ``seq``/``stream``).
 EventListener = Callable[[list[dict[str, Any]]], None]
@@ -186,7 +194,7 @@ class Runtime:
         self.core: ControlledCore | None = None
         self.mode: RunMode = "realtime"
         self.outputs: list[Sink] = []
-        self._queued: list[QueuedSink] = []
+        self._queued: list[QueuedSink | VideoProcessSink] = []
         #: Niceness added to queued outputs' threads; None: ``OUTPUT_NICE`` in realtime runs,
         #: 0 otherwise (see :meth:`add_output`).
         self.output_nice: int | None = None
@@ -248,6 +256,25 @@ class Runtime:
             sink = q
         self.outputs.append(sink)
 
+    def add_video_output(self, path: Path, fps: float, codec: VideoCodec) -> None:
+        """Adds the annotated video, drawn and encoded by a process of its own.
+
+        The core thread only copies each frame into a shared-memory ring (bounded by
+        ``OUTPUT_QUEUE_BYTES``; lossless in every-frame runs, drop-oldest in realtime runs;
+        :class:`~edge.sinks.video_process.VideoProcessSink`). The process runs ``OUTPUT_NICE``
+        steps nicer than the core in realtime runs and ``VIDEO_NICE_EVERY_FRAME`` in every-frame
+        runs (``output_nice`` overrides both; at least 1).
+        """
+        realtime = self.mode == "realtime"
+        nice = self.output_nice
+        if nice is None:
+            nice = OUTPUT_NICE if realtime else VIDEO_NICE_EVERY_FRAME
+        sink = VideoProcessSink(path, fps, codec, lossless=not realtime,
+                                max_bytes=OUTPUT_QUEUE_BYTES, nice=max(1, nice),
+                                name="VideoSink")
+        self._queued.append(sink)
+        self.add_output(sink, queued=False)
+
     def add_file_outputs(self, out_dir: Path) -> None:
         """Adds the config's file outputs, written into ``out_dir``.
 
@@ -265,7 +292,7 @@ class Runtime:
         elif oc.video:
             fps = self.source.fps if self.source is not None and self.source.fps else sc.rate_hz
             name = "annotated.avi" if oc.video_codec == "mjpeg" else "annotated.mp4"
-            self.add_output(VideoSink(out_dir / name, fps, oc.video_codec))
+            self.add_video_output(out_dir / name, fps, oc.video_codec)
         if oc.stdout:
             self.add_output(StdoutSink())
 

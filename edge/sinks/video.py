@@ -110,23 +110,43 @@ class VideoSink:
         except OSError as e:
             raise SinkError(f"video {self.path}: cannot be written ({e})") from None
 
+    def open(self, width: int, height: int) -> None:
+        """Opens the encoder for frames of ``width`` x ``height`` px.
+
+        Once; the first frame does it when not called.
+        """
+        if self._writer is not None:
+            return
+        w, h = width, height
+        if self.codec == "mjpeg":
+            writer = cv2.VideoWriter(str(self.path), cv2.CAP_FFMPEG,
+                                     cv2.VideoWriter.fourcc(*"MJPG"), self.fps, (w, h),
+                                     [cv2.VIDEOWRITER_PROP_RAW_VIDEO, 1])
+        else:
+            writer = cv2.VideoWriter(str(self.path), cv2.CAP_FFMPEG,
+                                     cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))
+        if not writer.isOpened():
+            raise SinkError(f"video {self.path}: cannot open an {self.codec} writer (is the "
+                            "path a writable file?)")
+        self._writer, self._size = writer, (w, h)
+
     def write(self, frame: Frame, annotation: Annotation) -> None:
         """Draws and appends one frame (the first frame fixes the video's size)."""
         h, w = frame.image.shape[:2]
         if self._writer is None:
-            if self.codec == "mjpeg":
-                writer = cv2.VideoWriter(str(self.path), cv2.CAP_FFMPEG,
-                                         cv2.VideoWriter.fourcc(*"MJPG"), self.fps, (w, h),
-                                         [cv2.VIDEOWRITER_PROP_RAW_VIDEO, 1])
-            else:
-                writer = cv2.VideoWriter(str(self.path), cv2.CAP_FFMPEG,
-                                         cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))
-            if not writer.isOpened():
-                raise SinkError(f"video {self.path}: cannot open an {self.codec} writer")
-            self._writer, self._size = writer, (w, h)
+            self.open(w, h)
         if (w, h) != self._size:
             raise SinkError(f"video {self.path}: frame size {w}x{h} differs from {self._size}")
-        drawn = draw_annotation(frame.image, annotation)
+        self.append(draw_annotation(frame.image, annotation))
+
+    def append(self, drawn: npt.NDArray[np.uint8]) -> None:
+        """Encodes one already drawn (H, W, 3) uint8 BGR frame (the first one opens the file)."""
+        if self._writer is None:
+            self.open(drawn.shape[1], drawn.shape[0])
+        assert self._writer is not None
+        if (drawn.shape[1], drawn.shape[0]) != self._size:
+            raise SinkError(f"video {self.path}: frame size {drawn.shape[1]}x{drawn.shape[0]} "
+                            f"differs from {self._size}")
         if self.codec == "mjpeg":
             ok, jpeg = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, MJPEG_QUALITY])
             if not ok:
