@@ -97,12 +97,12 @@ def temporal_scores(pred: npt.NDArray[Any], mv: MultiVal, ms: MultiViewSet) -> d
             "gt_jitter_deg_per_frame": round(angle_jitter(g, track, frame), 2)}
 
 
-def run(name: str, epochs: int, per_epoch: int) -> dict[str, Any]:
+def run(name: str, epochs: int, per_epoch: int, seed: int = 0) -> dict[str, Any]:
     """Trains one variant and scores it on the validation frames."""
     cache = ROOT / "cache"
     ms = multiperson.load_or_build(cache)
     pools = load_pools(cache / "dl", None, ms)
-    cfg = replace(TrainConfig(epochs=epochs, per_epoch=per_epoch), **VARIANTS[name])
+    cfg = replace(TrainConfig(epochs=epochs, per_epoch=per_epoch, seed=seed), **VARIANTS[name])
     mv = multi_val(ms, cfg.frames, cfg.camera)
     t0 = time.monotonic()
     net, log = train(cfg, pools, None, mv)
@@ -128,6 +128,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--per-epoch", type=int, default=100_000)
+    ap.add_argument("--seed", type=int, default=0, help="recorded as <variant>_seed<N> if not 0")
     ap.add_argument("--merge", type=Path, nargs="*")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -141,9 +142,10 @@ def main() -> None:
         return
     if args.variant is None or args.out is None:
         ap.error("--variant and --out, or --merge")
-    res = run(args.variant, args.epochs, args.per_epoch)
-    logging.info("%s %s %s", args.variant, res["plain"], res["symmetrised"])
-    args.out.write_text(json.dumps({args.variant: res}, indent=1) + "\n", encoding="utf-8")
+    res = run(args.variant, args.epochs, args.per_epoch, args.seed)
+    key = args.variant + (f"_seed{args.seed}" if args.seed else "")
+    logging.info("%s %s %s", key, res["plain"], res["symmetrised"])
+    args.out.write_text(json.dumps({key: res}, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
