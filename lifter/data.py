@@ -158,11 +158,15 @@ class Views:
             y down, z away).
         kp: (n, 17, 2) pixels, with 2D errors.
         conf: (n, 17) confidence in [0, 1] (below 0.5 = dropped).
+        principal: (n, 2) pixels, the principal point of each pose's camera.
+        focal: (n,) pixels, its focal length.
     """
 
     target: F32
     kp: F32
     conf: F32
+    principal: F32
+    focal: F32
 
 
 #: 2D noise sd per COCO-17 joint, as a fraction of the person's size (about 1 m at the root's
@@ -262,9 +266,11 @@ def view(rng: np.random.Generator, joints_world: F64, noise: float = 1.0,
     at_depth[..., 2] += depth[:, None]
     cam = at_depth @ off.transpose(0, 2, 1)
     z = np.maximum(cam[..., 2], 0.3)
-    kp = f[:, None, None] * cam[..., :2] / z[..., None] + rng.uniform(200, 1000, (n, 1, 2))
+    principal = rng.uniform(200, 1000, (n, 2))
+    kp = f[:, None, None] * cam[..., :2] / z[..., None] + principal[:, None, :]
     kp, conf = corrupt(rng, kp, f / depth, noise)
-    return Views(target.astype(np.float32), kp.astype(np.float32), conf.astype(np.float32))
+    return Views(target.astype(np.float32), kp.astype(np.float32), conf.astype(np.float32),
+                 principal.astype(np.float32), f.astype(np.float32))
 
 
 def features(v: Views) -> F32:

@@ -17,7 +17,7 @@ from ai_edge_quantizer import quantizer, recipe
 
 from edge.lift3d import N_FEATURES, N_JOINTS, Lifter, normalise_2d
 from edge.runtime import Manifest, load_manifest, sha256_file
-from lifter.model import LifterNet, fold
+from lifter.model import LifterNet, TemporalConvNet, fold
 from lifter.tflite_writer import write_tflite
 from models.quantize import static_int8_recipe
 
@@ -34,7 +34,7 @@ SCHEME_INT8 = ("dynamic-range int8 (ai-edge-quantizer 0.10.0 recipe dynamic_wi8_
                "clips (see lifter/README_section.md)")
 
 
-def export_float(net: LifterNet) -> bytes:
+def export_float(net: LifterNet | TemporalConvNet) -> bytes:
     """The trained network as a float32 .tflite (batch norm folded)."""
     return write_tflite(fold(net), INPUT_NAME, OUTPUT_NAME)
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lifter.tflite_writer import Dense, ResidualMLP
+from lifter.tflite_writer import Dense, ResidualMLP, TemporalConv
 
 
 class Block(nn.Module):
@@ -53,6 +53,53 @@ class LifterNet(nn.Module):
         return out
 
 
+class TemporalConvNet(nn.Module):
+    """Causal temporal convolutions, VideoPose3D-style, for the last frame of a K-frame window.
+
+    Pavllo et al. (2019) lift the centre frame of a window with 1-D convolutions of kernel 3 and
+    dilations 1, 3, 9, ...; for one output frame the same receptive field is computed by kernel-3
+    convolutions of stride 3 (their single-frame "optimised" form). Here the window holds only
+    past frames and the current one, so the output (the current frame) adds no latency. Each
+    level is a strided convolution (a linear layer over 3 consecutive time steps, written as a
+    reshape then a linear layer so it exports as RESHAPE + FULLY_CONNECTED) and a residual 1x1
+    convolution. ``frames`` = 3 ** levels (27 for 3 levels: 1 s at 27 fps).
+
+    Args:
+        levels: Convolution levels (receptive field 3 ** levels frames).
+        n_features: Inputs per frame (51).
+        n_out: Output width (51).
+        channels: Channels of every level.
+        dropout: Dropout rate after each layer.
+    """
+
+    def __init__(self, levels: int = 3, n_features: int = 51, n_out: int = 51,
+                 channels: int = 256, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.frames = 3 ** levels
+        self.n_features = n_features
+        self.convs = nn.ModuleList([nn.Linear(3 * (n_features if i == 0 else channels),
+                                              channels) for i in range(levels)])
+        self.conv_bns = nn.ModuleList([nn.BatchNorm1d(channels) for _ in range(levels)])
+        self.mixes = nn.ModuleList([nn.Linear(channels, channels) for _ in range(levels)])
+        self.mix_bns = nn.ModuleList([nn.BatchNorm1d(channels) for _ in range(levels)])
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(channels, n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(b, frames * n_features), oldest frame first -> (b, n_out) metres."""
+        h = x
+        for conv, cbn, mix, mbn in zip(self.convs, self.conv_bns, self.mixes, self.mix_bns,
+                                       strict=True):
+            assert isinstance(conv, nn.Linear)
+            # rows are time steps (b * t); three consecutive ones become one, as in a
+            # kernel-3 stride-3 convolution over time
+            h = h.reshape(-1, conv.in_features)
+            h = self.drop(torch.relu(cbn(conv(h))))
+            h = h + self.drop(torch.relu(mbn(mix(h))))
+        out: torch.Tensor = self.head(h)
+        return out
+
+
 def _fold(fc: nn.Linear, bn: nn.BatchNorm1d | None, relu: bool) -> Dense:
     w = fc.weight.detach().double().numpy()
     b = fc.bias.detach().double().numpy()
@@ -65,8 +112,16 @@ def _fold(fc: nn.Linear, bn: nn.BatchNorm1d | None, relu: bool) -> Dense:
     return Dense(w.astype(np.float32), b.astype(np.float32), relu)
 
 
-def fold(net: LifterNet) -> ResidualMLP:
+def fold(net: LifterNet | TemporalConvNet) -> ResidualMLP | TemporalConv:
     """The trained network as dense layers with batch norm folded in (eval-mode semantics)."""
+    if isinstance(net, TemporalConvNet):
+        levels = []
+        for conv, cbn, mix, mbn in zip(net.convs, net.conv_bns, net.mixes, net.mix_bns,
+                                       strict=True):
+            assert isinstance(conv, nn.Linear) and isinstance(mix, nn.Linear)
+            assert isinstance(cbn, nn.BatchNorm1d) and isinstance(mbn, nn.BatchNorm1d)
+            levels.append((_fold(conv, cbn, True), _fold(mix, mbn, True)))
+        return TemporalConv(tuple(levels), _fold(net.head, None, False))
     blocks = []
     for b in net.blocks:
         assert isinstance(b, Block)

@@ -19,8 +19,9 @@ import torch
 
 from edge.lift3d import COCO17_FLIP, N_FEATURES, N_JOINTS, normalise_2d
 from lifter import data, skeleton3d
+from lifter.camera import N_CAMERA, camera_features, qca_intrinsics
 from lifter.metrics import accel_error, mpjpe, pa_mpjpe
-from lifter.model import LifterNet
+from lifter.model import LifterNet, TemporalConvNet
 from lifter.multiperson import VAL_FROM_FRAME, MultiViewSet
 from lifter.real import RealSet
 
@@ -54,6 +55,11 @@ class TrainConfig:
         multi: Fraction of samples (taken before ``mix`` shares the rest) from the
             triangulated Demo_MultiPerson training frames (real 3D truth).
         sym: Weight of the left-right bone-length symmetry loss (metres).
+        arch: ``mlp`` (residual MLP over the K frames concatenated) or ``tcn`` (causal
+            temporal convolutions, :class:`lifter.model.TemporalConvNet`; K = 3 ** levels).
+        channels: Channels of the temporal convolutions (``tcn`` only).
+        camera: Append the current frame's camera-aware input (:mod:`lifter.camera`: root
+            offset and scale per focal length) to the K*51 inputs (``mlp`` only).
     """
 
     frames: int = 1
@@ -69,6 +75,9 @@ class TrainConfig:
     seed: int = 0
     multi: float = 0.0
     sym: float = 0.0
+    arch: str = "mlp"
+    channels: int = 256
+    camera: bool = False
 
 
 #: Bones (parent, child) whose left and right lengths the symmetry loss ties (COCO-17).
@@ -185,14 +194,22 @@ def synthetic_windows(rng: np.random.Generator, pools: Pools, n: int, frames: in
     ).reshape(n, frames, 17, 3)
 
 
-def views_to_xy(rng: np.random.Generator, joints: F64, noise: float = 1.0
-                ) -> tuple[F32, F32]:
-    """Windows (n, K, 17, 3) world -> network input (n, K*51) and target (n, 51), last frame."""
+def views_to_xy(rng: np.random.Generator, joints: F64, noise: float = 1.0,
+                camera: bool = False) -> tuple[F32, F32]:
+    """Windows (n, K, 17, 3) world -> network input (n, K*51) and target (n, 51), last frame.
+
+    With ``camera`` the input has 3 more columns (:func:`lifter.camera.camera_features` of the
+    last frame).
+    """
     n, k = joints.shape[:2]
     groups = np.repeat(np.arange(n), k)
     v = data.view(rng, joints.reshape(n * k, 17, 3), noise, groups=groups)
     x = normalise_2d(v.kp, v.conf).reshape(n, k * N_JOINTS * N_FEATURES)
     y = v.target.reshape(n, k, N_JOINTS * 3)[:, -1]
+    if camera:
+        last = np.arange(n) * k + k - 1
+        x = np.concatenate([x, camera_features(v.kp[last], v.conf[last], v.principal[last],
+                                               v.focal[last])], axis=1)
     return x, y
 
 
@@ -245,11 +262,12 @@ def mirror_3d(j: F64) -> F64:
     return np.asarray(out)
 
 
-def multi_xy(rng: np.random.Generator, ms: MultiViewSet, n: int, frames: int
-             ) -> tuple[F32, F32, F32]:
+def multi_xy(rng: np.random.Generator, ms: MultiViewSet, n: int, frames: int,
+             camera: bool = False) -> tuple[F32, F32, F32]:
     """N samples of triangulated real people: input, target (n, 51) and joint weights (n, 17).
 
-    Half are mirrored; joints whose triangulation is not trusted get weight 0.
+    Half are mirrored; joints whose triangulation is not trusted get weight 0. With ``camera``
+    the input has 3 more columns (the last frame's camera features, calibrated intrinsics).
     """
     stride = rng.choice(TEMPORAL_STRIDES, n) if frames > 1 else np.ones(n, np.intp)
     wins = {int(s): multi_windows(ms, frames, int(s)) for s in np.unique(stride)}
@@ -268,6 +286,13 @@ def multi_xy(rng: np.random.Generator, ms: MultiViewSet, n: int, frames: int
     y[flip] = mirror_3d(y[flip])
     w[flip] = w[flip][:, COCO17_FLIP]
     x = normalise_2d(kp2, conf2).reshape(n, frames * N_JOINTS * N_FEATURES)
+    if camera:
+        principal, focal = qca_intrinsics()
+        c = principal[ms.view[rows]].astype(np.float64)
+        c[flip, 0] *= -1  # the image is mirrored about x = 0
+        last = np.arange(n) * frames + frames - 1
+        x = np.concatenate([x, camera_features(kp2[last], conf2[last], c,
+                                               focal[ms.view[rows]])], axis=1)
     return x, y.reshape(n, N_JOINTS * 3).astype(np.float32), w.astype(np.float32)
 
 
@@ -290,17 +315,20 @@ def epoch_data(rng: np.random.Generator, pools: Pools, cfg: TrainConfig
     xs, ys, ws = [], [], []
     dm, _ = deepmimic_windows(rng, pools, n_dm, cfg.frames)
     for j in (dm, synthetic_windows(rng, pools, n_syn, cfg.frames)):
-        x, y = views_to_xy(rng, j, cfg.noise)
+        x, y = views_to_xy(rng, j, cfg.noise, cfg.camera)
         xs.append(x)
         ys.append(y)
         ws.append(np.ones((len(x), N_JOINTS), np.float32))
+    if n_real and cfg.camera:
+        raise ValueError("the camera-aware input needs intrinsics, which the real-people "
+                         "pairs lack: set mix[2] = 0")
     if n_real and pools.real_train is not None:
         x, y = real_xy(rng, pools.real_train, n_real, cfg.frames)
         xs.append(x)
         ys.append(y)
         ws.append(np.ones((len(x), N_JOINTS), np.float32))
     if n_multi and pools.multi is not None:
-        x, y, w = multi_xy(rng, pools.multi, n_multi, cfg.frames)
+        x, y, w = multi_xy(rng, pools.multi, n_multi, cfg.frames, cfg.camera)
         xs.append(x)
         ys.append(y)
         ws.append(w)
@@ -359,7 +387,22 @@ def heldout_deepmimic(pools: Pools, frames: int, noise: float, draws: int = 8,
                    np.concatenate(kps), np.concatenate(cfs))
 
 
-def predict(net: LifterNet, x: F32) -> F32:
+def make_net(cfg: TrainConfig) -> LifterNet | TemporalConvNet:
+    """The untrained network of a configuration."""
+    if cfg.arch == "tcn":
+        if cfg.camera:
+            raise ValueError("the camera-aware input is for arch mlp")
+        levels = round(np.log(cfg.frames) / np.log(3))
+        if 3 ** levels != cfg.frames:
+            raise ValueError(f"arch tcn needs frames = 3 ** levels, not {cfg.frames}")
+        return TemporalConvNet(levels, N_FEATURES * N_JOINTS, N_JOINTS * 3, cfg.channels)
+    if cfg.arch != "mlp":
+        raise ValueError(f"arch {cfg.arch!r}: use mlp or tcn")
+    n_in = cfg.frames * N_JOINTS * N_FEATURES + (N_CAMERA if cfg.camera else 0)
+    return LifterNet(n_in, N_JOINTS * 3, cfg.width, cfg.blocks)
+
+
+def predict(net: LifterNet | TemporalConvNet, x: F32) -> F32:
     """Runs the torch network in eval mode: (n, K*51) -> (n, 17, 3) metres."""
     net.eval()
     with torch.no_grad():
@@ -388,17 +431,33 @@ def symmetry_loss(pred: torch.Tensor) -> torch.Tensor:
 MultiVal = tuple[F32, F32, npt.NDArray[np.bool_], npt.NDArray[np.intp]]
 
 
-def multi_val(ms: MultiViewSet, frames: int) -> MultiVal:
+def multi_val(ms: MultiViewSet, frames: int, camera: bool = False,
+              focal_guess: bool = False) -> MultiVal:
     """Demo_MultiPerson validation rows (frames >= VAL_FROM_FRAME, fully triangulated).
 
+    Args:
+        ms: The Demo_MultiPerson rows.
+        frames: K.
+        camera: Append the camera features (:mod:`lifter.camera`).
+        focal_guess: With ``camera``: the image centre and the longer image side stand in
+            for the calibrated principal point and focal length (an uncalibrated camera).
+
     Returns:
-        Input (n, K*51) (30 fps causal windows), truth (n, 17, 3), always-true joint mask
-        (n, 17) and view (n,).
+        Input (n, K*51) (30 fps causal windows; +3 columns with ``camera``), truth (n, 17, 3),
+        always-true joint mask (n, 17) and view (n,).
     """
     win = multi_windows(ms, frames, 2)
     sel = np.flatnonzero((ms.frame >= VAL_FROM_FRAME) & ms.gt_ok.all(1))
     f = normalise_2d(ms.kp, ms.conf)
     x = f[win[sel]].reshape(len(sel), -1)
+    if camera:
+        principal, focal = qca_intrinsics()
+        c, fl = principal[ms.view[sel]], focal[ms.view[sel]]
+        if focal_guess:
+            # every Demo_MultiPerson view is 1088 x 1920 (portrait)
+            c = np.tile(np.array([[544.0, 960.0]], np.float32), (len(sel), 1))
+            fl = np.full(len(sel), 1920.0, np.float32)
+        x = np.concatenate([x, camera_features(ms.kp[sel], ms.conf[sel], c, fl)], axis=1)
     return x, ms.gt[sel], ms.gt_ok[sel], ms.view[sel]
 
 
@@ -411,7 +470,7 @@ def multi_scores(pred: npt.ArrayLike, mv: MultiVal) -> dict[str, float]:
 
 
 def train(cfg: TrainConfig, pools: Pools, ev: EvalSet | None = None,
-          mv: MultiVal | None = None) -> tuple[LifterNet, dict[str, Any]]:
+          mv: MultiVal | None = None) -> tuple[LifterNet | TemporalConvNet, dict[str, Any]]:
     """Trains one lifter.
 
     Args:
@@ -426,8 +485,7 @@ def train(cfg: TrainConfig, pools: Pools, ev: EvalSet | None = None,
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(1)
     rng = np.random.default_rng(cfg.seed)
-    n_in = cfg.frames * N_JOINTS * N_FEATURES
-    net = LifterNet(n_in, N_JOINTS * 3, cfg.width, cfg.blocks)
+    net = make_net(cfg)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     steps = cfg.epochs * (cfg.per_epoch // cfg.batch)
     gamma = (cfg.lr_end / cfg.lr) ** (1.0 / max(steps, 1))
