@@ -67,9 +67,9 @@ def _check_identities(rows: list[dict[str, Any]]) -> None:
     (66.7, 40.0, 0.0, 0, 0.90),
     # Ticks and detector runs of a shared, loaded host: log-normal durations (sigma 0.6,
     # 60 / 80 ms nominal), 1-5 frames skipped per tick, detections 2-8 frames late. Not every
-    # seed passes yet (seeds 0-7: recall 0.85-0.975; 2 IDs in 8 of them, 5 with seed 0: a
+    # seed passes yet (seeds 0-7: recall 0.85-0.975; 2 IDs in 7 of them, 5 with seed 0: a
     # late, oversized detection of the man mid-backflip becomes a false track that takes his
-    # ID and then swallows him as a "body part"; 3 with seed 5).
+    # ID and then swallows him as a "body part").
     (60.0, 80.0, 0.6, 1, 0.95),
 ])
 def test_realtime_demo_keeps_two_ids_under_frame_drops(
