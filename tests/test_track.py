@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -500,3 +501,38 @@ def test_a_coarse_detection_around_a_tracked_person_is_not_a_new_person() -> Non
     assert tracker.add_detections(dets([(430.0, 320.0)], size=2.5 * SIZE), 0.1) == []
     assert len(tracker.tracks()) == 1 and tracker.stats.duplicates == 1
     assert kinds(tracker.add_detections(dets([(520.0, 300.0)]), 0.2)) == [("entered", 2)]
+
+
+def _mirrored(p: Poses2D, row: int) -> Poses2D:
+    """``p`` with one row's joints in reverse order: the same landmark box, other joints."""
+    kp = p.keypoints.copy()
+    kp[row] = kp[row][::-1]
+    return dataclasses.replace(p, keypoints=kp)
+
+
+@pytest.mark.parametrize(("together", "twin_after_s", "merged"), [
+    (False, 0.1, True),    # a second track on a tracked person: merged a tick later
+    (False, 1.2, False),   # an established person whose box meets another's: both kept
+    (True, 0.1, False),    # found in one batch (a still image): left to the other rules
+])
+def test_a_young_track_with_a_tracked_persons_landmark_box_is_merged(
+        together: bool, twin_after_s: float, merged: bool) -> None:
+    """The twin's joints disagree (keypoint similarity is low), its landmarks' box does not."""
+    tracker = Tracker()
+    if together:
+        tracker.add_detections(dets([(300.0, 300.0), (345.0, 300.0)]), 0.0)
+    else:
+        tracker.add_detections(dets([(300.0, 300.0)]), 0.0)
+        tracker.tracks()
+        tracker.update(poses([(300.0, 300.0)], [0.9]), 0.05)
+        ev = tracker.add_detections(dets([(345.0, 300.0)]), 0.08)  # gated out: a second track
+        assert kinds(ev) == [("entered", 2)]
+    t = 0.1
+    while t < twin_after_s:  # the second person elsewhere until then
+        tracker.tracks()
+        assert tracker.update(poses([(300.0, 300.0), (700.0, 300.0)], [0.9, 0.9]), t) == []
+        t += 0.1
+    tracker.tracks()
+    ev = tracker.update(_mirrored(poses([(300.0, 300.0), (300.0, 300.0)], [0.9, 0.9]), 1), t)
+    assert (ev == [TrackEvent("merged", 2, t, other_id=1)]) is merged, ev
+    assert tracker.tracks().ids.tolist() == ([1] if merged else [1, 2])

@@ -318,6 +318,20 @@ def load_annotations_jsonl(path: Path, width: int, height: int, n_frames: int,
     return out
 
 
+def annotated_frames(path: Path) -> set[int]:
+    """The ``frame_id`` of every line of an ``annotations.jsonl`` (the frames a run processed).
+
+    Raises:
+        ScoreError: When the file cannot be read.
+    """
+    try:
+        return {int(json.loads(line)["frame_id"]) for line in path.read_text().splitlines()
+                if line.strip()}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ScoreError(f"predictions {path}: not edge-pose annotations JSONL "
+                         f"({type(e).__name__}: {e})") from None
+
+
 # --- scoring -------------------------------------------------------------------------------
 
 
@@ -432,8 +446,18 @@ def score_clip(gt_frames: Sequence[list[Person]], pred_frames: Sequence[list[Per
 
 
 def score(gt: GroundTruth, stills: list[list[Person]] | None,
-          clips: dict[str, list[list[Person]]]) -> dict[str, Any]:
-    """Every figure as a JSON-ready dict."""
+          clips: dict[str, list[list[Person]]],
+          processed: dict[str, set[int]] | None = None) -> dict[str, Any]:
+    """Every figure as a JSON-ready dict.
+
+    Args:
+        gt: The ground truth.
+        stills: Predictions per still frame, or None.
+        clips: Predictions per frame of each clip scored.
+        processed: Per clip, the only frames to score (a realtime run's processed frames: the
+            frames it skipped have no line, and are then neither misses nor anything else);
+            None scores every frame.
+    """
     out: dict[str, Any] = {
         "matching": f"Hungarian on IoU >= {IOU_MATCH} of keypoint boxes widened to at least "
                     "half as wide as tall; ignored people matched last and neither counted",
@@ -445,7 +469,10 @@ def score(gt: GroundTruth, stills: list[list[Person]] | None,
         if name not in gt.clips:
             raise ScoreError(f"clip {name!r} is not in the ground truth (it has "
                              f"{sorted(gt.clips)})")
-        out["clips"][name] = score_clip(gt.clips[name][2], preds)
+        frames = gt.clips[name][2]
+        keep = (sorted(processed[name]) if processed is not None and name in processed
+                else range(len(frames)))
+        out["clips"][name] = score_clip([frames[f] for f in keep], [preds[f] for f in keep])
     return out
 
 
@@ -542,6 +569,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder with NAME/annotations.jsonl for each clip NAME it holds")
     ap.add_argument("--min-score", type=float, default=0.0,
                     help="drop predictions scoring below this (default 0)")
+    ap.add_argument("--processed-only", action="store_true",
+                    help="clips: score only the frames with an annotation line (a realtime "
+                         "run's processed frames), not its skipped frames as misses")
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--markdown", type=Path, help="write the Markdown table here")
     args = ap.parse_args(argv)
@@ -564,15 +594,18 @@ def main(argv: list[str] | None = None) -> int:
                 raise ScoreError(f"--clip {item!r}: write it as NAME=path/annotations.jsonl")
             clip_files[name] = Path(file)
         clips = {}
+        processed: dict[str, set[int]] | None = {} if args.processed_only else None
         for name, path in clip_files.items():
             if name not in gt.clips:
                 raise ScoreError(f"--clip {name}: no such clip in {args.gt} "
                                  f"(it has {sorted(gt.clips)})")
             w, h, frames = gt.clips[name]
             clips[name] = load_annotations_jsonl(path, w, h, len(frames), args.min_score)
+            if processed is not None:
+                processed[name] = annotated_frames(path)
         if stills is None and not clips:
             raise ScoreError("nothing to score: give --pred and/or --clip / --clips-dir")
-        result = score(gt, stills, clips)
+        result = score(gt, stills, clips, processed)
     except ScoreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
