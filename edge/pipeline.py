@@ -152,12 +152,18 @@ class PoseCore:
         low = np.flatnonzero(poses.presence < self.tracker.config.min_presence)
         if low.size == 0:
             return poses
-        best = poses
+        variants = []
         for turn, scale in self.RESCUE:
             varied = regions[low].copy()
             varied[:, 4] += np.float32(turn)
             varied[:, 2:4] *= np.float32(scale)
-            alt = self.landmarker(frame.image, varied)
+            variants.append(varied)
+        # One landmark call for every variant (a parallel landmarker runs them side by side);
+        # each region's pose is its own, so the choice below is the one variant by variant.
+        alts = self.landmarker(frame.image, np.concatenate(variants))
+        best = poses
+        for v in range(len(self.RESCUE)):
+            alt = alts[v * low.size:(v + 1) * low.size]
             better = alt.presence > best.presence[low]
             if better.any():
                 best = best.replace_rows(low[better], alt[np.flatnonzero(better)])
@@ -352,6 +358,36 @@ def _stage_3d(config: Config, manifest: Manifest) -> Stage3D:
     return LifterStage(Lifter(model), limbs)
 
 
+#: Whether a landmarker of two or more threads also runs the people of a frame side by side,
+#: on single-thread interpreters (see :func:`build_landmarker`).
+PARALLEL_LANDMARKS = True
+
+
+def build_landmarker(key: str, threads: int, manifest: Manifest) -> PoseLandmarker:
+    """The landmark stage for ``threads`` CPU threads.
+
+    With two or more threads, one interpreter of ``threads`` threads takes a frame with one
+    person, and ``threads`` single-thread interpreters take the people of a frame with more,
+    side by side (:class:`~edge.pose2d.PoseLandmarker`): XNNPACK splits one small network's
+    layers over two threads poorly, two people on two cores scale almost fully.
+
+    Args:
+        key: The landmark model's manifest key.
+        threads: CPU threads the stage may use at once.
+        manifest: Models to use.
+
+    Returns:
+        The landmarker.
+
+    Raises:
+        edge.runtime.ModelError: When the model is missing or damaged.
+    """
+    model = load_model(key, threads, manifest)
+    if threads < 2 or not PARALLEL_LANDMARKS:
+        return PoseLandmarker(model)
+    return PoseLandmarker(model, parallel=[load_model(key, 1, manifest) for _ in range(threads)])
+
+
 def _landmark_key(manifest: Manifest, variant: str, precision: str) -> str:
     return manifest.find("landmark", variant, precision).key
 
@@ -457,7 +493,7 @@ def build_pipeline(config: Config, *, timings: bool = True,
     manifest = manifest if manifest is not None else load_manifest(mc.dir)
     lm_key = _landmark_key(manifest, mc.landmark, mc.precision)
     detector, det_key = build_detector(config, manifest, mode)
-    landmarker = PoseLandmarker(load_model(lm_key, mc.threads, manifest))
+    landmarker = build_landmarker(lm_key, mc.threads, manifest)
     lifter = _stage_3d(config, manifest)
     # One validated section: the tracker's own config is built from it, not copied by hand.
     tracker = Tracker(TrackerConfig(**{
