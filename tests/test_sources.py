@@ -152,7 +152,7 @@ def test_prefetcher_gives_every_frame_in_order_then_the_end(tmp_path: Path,
     want = [direct.read() for _ in range(12)]
     direct.close()
     src = VideoFileSource(clip)
-    with Prefetcher(src, depth=2) as ahead:
+    with Prefetcher[None](src, depth=2) as ahead:
         assert (ahead.fps, ahead.frame_count, ahead.live) == (30.0, 12, False)
         got = [ahead.read() for _ in range(12)]
         for _ in range(2):  # the end, and again
@@ -170,7 +170,7 @@ def test_prefetcher_passes_a_truncated_file_error_after_the_good_frames(tmp_path
     clip.write_bytes(DEMO_CLIP.read_bytes()[:400_000])  # 12 whole frames of 230
     src = VideoFileSource(clip)
     n = 0
-    with Prefetcher(src, depth=3) as ahead, pytest.raises(SourceError, match="truncated"):
+    with Prefetcher[None](src, depth=3) as ahead, pytest.raises(SourceError, match="truncated"):
         while True:
             assert ahead.read().frame_id == n
             n += 1
@@ -183,7 +183,7 @@ def test_prefetcher_stopped_early_ends_its_thread(tmp_path: Path,
     """A consumer that stops after 2 of 40 frames: the reader, blocked on its full queue,
     ends; the source may then be closed; reads after the stop say the source ended."""
     src = VideoFileSource(_short_clip(tmp_path / "c.mp4", 40, demo_frames))
-    ahead = Prefetcher(src, depth=1).start()
+    ahead = Prefetcher[None](src, depth=1).start()
     assert [ahead.read().frame_id for _ in range(2)] == [0, 1]
     ahead.stop()
     assert not any(t.name == "prefetch" and t.is_alive() for t in threading.enumerate())
@@ -205,3 +205,28 @@ def test_prefetcher_refuses_live_sources_and_no_depth(tmp_path: Path,
             Prefetcher(cam)
     finally:
         cam.close()
+
+
+def test_prefetcher_runs_ahead_work_in_order_and_passes_its_error_in_order(
+        tmp_path: Path, demo_frames: dict[int, Any]) -> None:
+    """``ahead`` (an every-frame run's detector) sees every frame once, in order, on the
+    reading thread; its result comes with its frame; its error comes after the frames before."""
+    src = VideoFileSource(_short_clip(tmp_path / "c.mp4", 8, demo_frames))
+    seen: list[tuple[int, str]] = []
+
+    def work(frame: Any) -> int:
+        seen.append((frame.frame_id, threading.current_thread().name))
+        if frame.frame_id == 5:
+            raise RuntimeError("detector broke on frame 5")
+        return int(frame.image.sum() % 1000)
+
+    got = []
+    with Prefetcher(src, depth=2, ahead=work) as ahead, \
+            pytest.raises(RuntimeError, match="frame 5"):
+        while True:
+            frame, value = ahead.read_with()
+            assert value == int(frame.image.sum() % 1000)
+            got.append(frame.frame_id)
+    src.close()
+    assert got == [0, 1, 2, 3, 4]
+    assert seen == [(i, "prefetch") for i in range(6)]
