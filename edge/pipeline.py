@@ -358,23 +358,24 @@ def _stage_3d(config: Config, manifest: Manifest) -> Stage3D:
     return LifterStage(Lifter(model), limbs)
 
 
-#: Whether a landmarker of two or more threads also runs the people of a frame side by side,
-#: on single-thread interpreters (see :func:`build_landmarker`).
-PARALLEL_LANDMARKS = True
-
-
-def build_landmarker(key: str, threads: int, manifest: Manifest) -> PoseLandmarker:
-    """The landmark stage for ``threads`` CPU threads.
-
-    With two or more threads, one interpreter of ``threads`` threads takes a frame with one
-    person, and ``threads`` single-thread interpreters take the people of a frame with more,
-    side by side (:class:`~edge.pose2d.PoseLandmarker`): XNNPACK splits one small network's
-    layers over two threads poorly, two people on two cores scale almost fully.
+def build_landmarker(key: str, threads: int, manifest: Manifest,
+                     parallel: bool = False) -> PoseLandmarker:
+    """The landmark stage for ``threads`` CPU threads (``models.threads``).
 
     Args:
         key: The landmark model's manifest key.
         threads: CPU threads the stage may use at once.
         manifest: Models to use.
+        parallel: With two or more threads, also load ``threads`` single-thread interpreters
+            that take the people of a frame with more than one side by side
+            (:class:`~edge.pose2d.PoseLandmarker`; ``models.landmark_parallel``); a frame with
+            one person runs on the interpreter of ``threads`` threads either way. Same poses.
+            Measured on the shared 2-core x86 VM (load 9-17, int8 full model, demo clip, every
+            frame, no video, interleaved whole runs): 1.27-1.8x *slower* than one interpreter
+            of 2 threads - each frame's fork and join waits for the slower of two threads that
+            the busy machine preempts - and +49 MB RSS. Unmeasured on an idle machine, where
+            two people on two cores should take about one person's time (one interpreter of
+            two threads: 8.4 -> 5.4 ms per person). Off by default.
 
     Returns:
         The landmarker.
@@ -383,7 +384,7 @@ def build_landmarker(key: str, threads: int, manifest: Manifest) -> PoseLandmark
         edge.runtime.ModelError: When the model is missing or damaged.
     """
     model = load_model(key, threads, manifest)
-    if threads < 2 or not PARALLEL_LANDMARKS:
+    if threads < 2 or not parallel:
         return PoseLandmarker(model)
     return PoseLandmarker(model, parallel=[load_model(key, 1, manifest) for _ in range(threads)])
 
@@ -493,7 +494,7 @@ def build_pipeline(config: Config, *, timings: bool = True,
     manifest = manifest if manifest is not None else load_manifest(mc.dir)
     lm_key = _landmark_key(manifest, mc.landmark, mc.precision)
     detector, det_key = build_detector(config, manifest, mode)
-    landmarker = build_landmarker(lm_key, mc.threads, manifest)
+    landmarker = build_landmarker(lm_key, mc.threads, manifest, mc.landmark_parallel)
     lifter = _stage_3d(config, manifest)
     # One validated section: the tracker's own config is built from it, not copied by hand.
     tracker = Tracker(TrackerConfig(**{
