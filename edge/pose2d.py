@@ -267,10 +267,10 @@ class PoseLandmarker:
 
     With ``parallel`` models (interpreters of the same file, one thread each), a call with two
     or more regions deals them among those interpreters, each share cut out and run on its own
-    thread: the interpreter's ``invoke`` and OpenCV's warp release the GIL, so two people take
-    about one person's time on two cores, where one interpreter with two threads gains much
-    less on a network this small (see ``edge.pipeline.build_pipeline`` for the figures). A
-    call with one region runs on ``model``. Each region's pose does not depend on the
+    thread: the interpreter's ``invoke`` and OpenCV's warp release the GIL, so on idle cores two
+    people can take about one person's time. On a busy machine the fork and join per frame
+    costs more than it gains (``edge.pipeline.build_landmarker`` has the figures). A call with
+    one region runs on ``model``. Each region's pose does not depend on the
     interpreter that ran it (the same file; XNNPACK's results do not depend on its thread
     count). Not thread-safe: one caller at a time.
     """
