@@ -19,11 +19,13 @@ world-landmark distance mm after re-rooting both at the mid-hip.
 frame, multi-person tracking, lifter, ``annotations.jsonl`` and the annotated video; with
 ``--edge-config`` another one) and MediaPipe's worker decoding the clip itself (its own OpenCV)
 and running Pose on every frame. Both include imports, model loading and decoding; the ratio
-is MediaPipe's wall time over edge-pose's. Usage::
+is MediaPipe's wall time over edge-pose's. ``--no-video`` runs edge-pose without its annotated
+video (``[output] video = false``; MediaPipe's worker writes none either). Usage::
 
     .venv/bin/python bench/mediapipe_compare.py --setup            # once: /tmp/edge-mp-venv
     .venv/bin/python bench/mediapipe_compare.py --json bench/results/mediapipe.json
     .venv/bin/python bench/mediapipe_compare.py --whole-process --threads 2 --repeat 3
+    .venv/bin/python bench/mediapipe_compare.py --whole-process --threads 2 --no-video
 """
 
 from __future__ import annotations
@@ -211,9 +213,12 @@ def whole_process(python: Path, clip: Path, threads: int, repeat: int,
         return r.ru_utime + r.ru_stime
 
     frames = 0
+    loads: list[float | None] = []
     env = {**os.environ, "GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
     with tempfile.TemporaryDirectory() as d:
         for _ in range(repeat):
+            load = load_average()
+            loads.append(load[0] if load else None)
             out = Path(d) / "edge"
             cmd = [sys.executable, "-m", "edge.cli", "demo", "--threads", str(threads),
                    "--no-progress", "--out", str(out)]
@@ -241,6 +246,7 @@ def whole_process(python: Path, clip: Path, threads: int, repeat: int,
             "edge_fps_whole": round(frames / e, 2), "mediapipe_fps_whole": round(frames / m, 2),
             "edge_cpu_s": [round(x, 2) for x in edge_cpu],
             "mediapipe_cpu_s": [round(x, 2) for x in mp_cpu],
+            "load_1min_at_each_pair": loads,
             "ratio": round(m / e, 3),
             "cpu_ratio": round(float(np.median(mp_cpu)) / float(np.median(edge_cpu)), 3)}
 
@@ -270,7 +276,15 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=3, help="runs per side (--whole-process)")
     p.add_argument("--edge-config", type=Path, default=None,
                    help="TOML config for edge-pose (--whole-process)")
+    p.add_argument("--no-video", action="store_true",
+                   help="edge-pose without its annotated video (--whole-process)")
     args = p.parse_args()
+    if args.no_video and args.edge_config is not None:
+        p.error("--no-video and --edge-config: put `[output] video = false` in the config")
+    no_video = tempfile.TemporaryDirectory() if args.no_video else None
+    if no_video is not None:
+        args.edge_config = Path(no_video.name) / "no_video.toml"
+        args.edge_config.write_text("[output]\nvideo = false\n", encoding="utf-8")
     python = setup_venv(args.venv) if args.setup else args.venv / "bin" / "python"
     if not python.exists():
         p.error(f"{python} does not exist: run with --setup first (or give --venv)")
@@ -280,9 +294,12 @@ def main() -> int:
     if args.whole_process:
         whole: dict[str, Any] = {
             "clip": str(args.clip), "host": host_info(load_manifest()), "load_start": load0,
+            "video": not args.no_video,
             "runs": [whole_process(python, args.clip, int(t), args.repeat, args.edge_config)
                      for t in args.threads.split(",")],
             "load_end": load_average()}
+        if no_video is not None:
+            no_video.cleanup()
         text = json.dumps(whole, indent=1)
         print(text)
         if args.json is not None:

@@ -75,6 +75,12 @@ class ModelsConfig(_Section):
         default=True, description="undo the 2D model's left/right label flips "
         "per track (edge.lift3d.LeftRight), in the 3D and in the published 2D")
     threads: int = Field(default=2, ge=1, le=64, description="interpreter threads per model")
+    landmark_parallel: bool = Field(
+        default=False, description="with threads >= 2: a frame's people (and a lost person's "
+        "rescue regions) run side by side on `threads` single-thread landmark interpreters "
+        "(about +25 MB each) instead of one after another on one interpreter of `threads` "
+        "threads; same poses. Gains only where cores are idle: on a loaded 2-core VM it was "
+        "slower (edge.pipeline.build_landmarker)")
     dir: PathStr | None = Field(default=None, description="models folder (default: shipped)")
 
 

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import cv2
@@ -262,20 +263,33 @@ class PoseLandmarker:
     number of regions changes). Measured on a 2-core x86 VM with ai-edge-litert 2.3.0 and XNNPACK
     (full float model, median of 30 interleaved runs, 1 thread): batched 19.7 / 42.0 / 63.7 /
     81.6 ms vs loop 18.9 / 41.7 / 59.9 / 78.7 ms for 1-4 people - XNNPACK's cost is linear in
-    the batch, so batching buys nothing and the loop is the default. Not thread-safe.
+    the batch, so batching buys nothing and the loop is the default.
+
+    With ``parallel`` models (interpreters of the same file, one thread each), a call with two
+    or more regions deals them among those interpreters, each share cut out and run on its own
+    thread: the interpreter's ``invoke`` and OpenCV's warp release the GIL, so on idle cores two
+    people can take about one person's time. On a busy machine the fork and join per frame
+    costs more than it gains (``edge.pipeline.build_landmarker`` has the figures). A call with
+    one region runs on ``model``. Each region's pose does not depend on the
+    interpreter that ran it (the same file; XNNPACK's results do not depend on its thread
+    count). Not thread-safe: one caller at a time.
     """
 
-    def __init__(self, model: Model, batch: bool = False) -> None:
+    def __init__(self, model: Model, batch: bool = False,
+                 parallel: Sequence[Model] = ()) -> None:
         """Binds a loaded landmark model.
 
         Args:
-            model: A ``landmark`` model of the manifest (input ``(1, 256, 256, 3)``; outputs
+            model: A ``landmark`` model of the manifest (input ``(1, S, S, 3)``; outputs
                 ``landmarks``, ``presence``, ``world``).
             batch: Run all regions in one batched call instead of one call each (no faster on
                 XNNPACK CPU; kept for delegates that gain from batching).
+            parallel: Two or more further interpreters of ``model``'s manifest entry that run
+                the regions of a call with two or more, side by side; empty for none.
 
         Raises:
-            ValueError: When the model's tensors are not a BlazePose landmark model's.
+            ValueError: When the model's tensors are not a BlazePose landmark model's, or
+                ``parallel`` holds another model, a single one, or is combined with ``batch``.
         """
         inputs = model.entry.inputs
         if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[3] != 3 \
@@ -286,15 +300,33 @@ class PoseLandmarker:
         missing = {"landmarks", "presence", "world"} - keys
         if missing:
             raise ValueError(f"model {model.entry.key}: landmark outputs lack {sorted(missing)}")
+        parallel = tuple(parallel)
+        if parallel and (batch or len(parallel) < 2):
+            raise ValueError("parallel landmark models: give two or more, and not with batch")
+        other = [m.entry.key for m in parallel
+                 if (m.entry.key, m.entry.sha256) != (model.entry.key, model.entry.sha256)]
+        if other:
+            raise ValueError(f"parallel landmark models must be {model.entry.key}, got {other}")
         self.model = model
         self.batch = batch
         self.size = int(inputs[0].shape[1])
+        self.parallel = parallel
+        # One worker thread fewer than interpreters: the caller's thread runs the last share.
+        self._pool = (ThreadPoolExecutor(len(parallel) - 1, thread_name_prefix="landmark")
+                      if parallel else None)
 
-    def _ensure_batch(self, n: int) -> None:
+    def close(self) -> None:
+        """Ends the worker threads of ``parallel`` (idle between calls; safe to call twice)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _ensure_batch(self, n: int, model: Model | None = None) -> None:
         # Asks the interpreter (not a cached count) so a model shared with other code stays right.
-        allocated = int(self.model.interpreter.get_input_details()[0]["shape"][0])
+        model = self.model if model is None else model
+        allocated = int(model.interpreter.get_input_details()[0]["shape"][0])
         if allocated != n:
-            self.model.resize_batch(n)
+            model.resize_batch(n)
             logger.debug("landmark model re-allocated for batch %d", n)
 
     def run_crops(self, crops: F32) -> dict[str, npt.NDArray[np.float32]]:
@@ -306,6 +338,31 @@ class PoseLandmarker:
         self._ensure_batch(1)
         parts = [self.model.run(crops[i:i + 1]) for i in range(n)]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _share(self, model: Model, image_bgr: U8, regions: F32
+               ) -> tuple[dict[str, npt.NDArray[np.float32]], F32]:
+        """Crops ``regions`` and runs them one by one on ``model`` (one parallel share)."""
+        crops, affines = crop_regions(image_bgr, regions, self.size)
+        self._ensure_batch(1, model)
+        parts = [model.run(crops[i:i + 1]) for i in range(len(crops))]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, affines
+
+    def _run_parallel(self, image_bgr: U8, regions: F32
+                      ) -> tuple[dict[str, npt.NDArray[np.float32]], F32]:
+        """Outputs and affines of every region, the regions dealt among ``parallel``."""
+        assert self._pool is not None, "PoseLandmarker.close() was called"
+        k = min(len(self.parallel), regions.shape[0])
+        # Region i goes to interpreter i % k: shares differ by at most one region.
+        shares = [np.arange(j, regions.shape[0], k) for j in range(k)]
+        futures = [self._pool.submit(self._share, self.parallel[j], image_bgr, regions[idx])
+                   for j, idx in enumerate(shares[:-1])]
+        results = [*(f.result() for f in futures),
+                   self._share(self.parallel[k - 1], image_bgr, regions[shares[-1]])]
+        order = np.argsort(np.concatenate(shares), kind="stable")
+        outputs = {key: np.concatenate([r[0][key] for r in results])[order]
+                   for key in results[0][0]}
+        affines = np.concatenate([r[1] for r in results])[order]
+        return outputs, affines
 
     def __call__(self, image_bgr: U8, regions: F32) -> Poses2D:
         """Landmarks of every region of one frame.
@@ -325,5 +382,8 @@ class PoseLandmarker:
         validate_regions(regions)
         if regions.shape[0] == 0:
             return Poses2D.empty()
+        if self.parallel and regions.shape[0] >= 2:
+            outputs, affines = self._run_parallel(image_bgr, regions)
+            return decode_landmarks(outputs, affines, regions, self.size)
         crops, affines = crop_regions(image_bgr, regions, self.size)
         return decode_landmarks(self.run_crops(crops), affines, regions, self.size)

@@ -8,8 +8,9 @@ hands the annotation to the sinks. A tick that overruns is not queued behind: th
 starts from the newest frame. Frames never processed are counted as dropped.
 
 Every-frame (:func:`run_every_frame`): every frame of a file, in order, with the detector on
-frames whose index is a multiple of ``detector_every``, in the core's thread: reruns give
-identical annotations.
+frames whose index is a multiple of ``detector_every``. A reading thread decodes the file and
+runs the detector a few frames ahead of the core (in frame order, so the results are those of
+running it in line): reruns give identical annotations.
 
 Image (:func:`run_images`): independent still images, the detector on every one, nothing
 carried over from one image to the next.
@@ -31,11 +32,16 @@ from edge.annotation import Annotation
 from edge.pipeline import StepResult
 from edge.sinks.base import Sink
 from edge.sources.base import Source, SourceEnd, SourceSilentError
+from edge.sources.prefetch import Prefetcher
 from edge.types import DetectorResult, Frame
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("detect", "pose2d", "pose3d", "track", "total")
+
+#: Frames a file is decoded (and detected) ahead in every-frame and image runs: enough for
+#: the reading thread to finish a detector run while the core works on the frames before.
+PREFETCH_FRAMES = 3
 
 
 class Core(Protocol):
@@ -215,26 +221,43 @@ def run_every_frame(source: Source, core: Core, detector: Detector, sinks: Seque
     if detector_every < 1:
         raise ValueError(f"detector_every must be >= 1, got {detector_every}")
 
-    def step(frame: Frame) -> StepResult:
-        return core.step(frame, detector(frame) if frame.frame_id % detector_every == 0
-                         else None)
+    def detect(frame: Frame) -> DetectorResult | None:
+        return detector(frame) if frame.frame_id % detector_every == 0 else None
 
-    return _run_in_order(source, step, sinks, stats, stop, progress, on_step)
+    def step(frame: Frame, detected: DetectorResult | None) -> StepResult:
+        return core.step(frame, detected)
+
+    return _run_in_order(source, detect, step, sinks, stats, stop, progress, on_step)
 
 
-def _run_in_order(source: Source, step: Callable[[Frame], StepResult], sinks: Sequence[Sink],
-                  stats: RunStats, stop: threading.Event | None,
+def _run_in_order(source: Source, detect: Callable[[Frame], DetectorResult | None],
+                  step: Callable[[Frame, DetectorResult | None], StepResult],
+                  sinks: Sequence[Sink], stats: RunStats, stop: threading.Event | None,
                   progress: Callable[[int], None] | None, on_step: OnStep | None) -> RunStats:
-    """Every frame of a finite source in order, in this thread: ``step``, then the sinks."""
+    """Every frame of a finite source in order: ``detect``, ``step``, then the sinks.
+
+    A file is decoded ahead on a thread of its own (:class:`~edge.sources.prefetch.Prefetcher`,
+    ``PREFETCH_FRAMES`` frames), which also runs ``detect`` on each frame as it is decoded: the
+    detector's result for a frame depends on that frame alone and on the order of the calls
+    (the tile rotation), both kept, so decoding and detection overlap the core's work on the
+    frames before, with the same results. ``step`` and the sinks run in this thread. A live
+    source is read and detected in this thread.
+    """
     t0 = time.perf_counter()
+    reader = (Prefetcher(source, PREFETCH_FRAMES, ahead=detect).start() if not source.live
+              else None)
     try:
         while stop is None or not stop.is_set():
             try:
-                frame = source.read()
+                if reader is not None:
+                    frame, detected = reader.read_with()
+                else:
+                    frame = source.read()
+                    detected = detect(frame)
             except SourceEnd:
                 break
             stats.frames_read += 1
-            result = step(frame)
+            result = step(frame, detected)
             _emit(sinks, frame, result.annotation)
             stats.add(result.annotation, result.times_ms)
             if on_step is not None:
@@ -242,6 +265,8 @@ def _run_in_order(source: Source, step: Callable[[Frame], StepResult], sinks: Se
             if progress is not None:
                 progress(stats.frames_processed)
     finally:
+        if reader is not None:
+            reader.stop()
         stats.wall_s = time.perf_counter() - t0
         stats.frames_dropped = source.dropped
     return stats
@@ -279,11 +304,11 @@ def run_images(source: Source, core: ResettableCore, detector: Detector, sinks: 
     Returns:
         ``stats``.
     """
-    def step(frame: Frame) -> StepResult:
+    def step(frame: Frame, detected: DetectorResult | None) -> StepResult:
         core.reset()
-        return core.step(frame, detector(frame))
+        return core.step(frame, detected)
 
-    return _run_in_order(source, step, sinks, stats, stop, progress, on_step)
+    return _run_in_order(source, detector, step, sinks, stats, stop, progress, on_step)
 
 
 class _Newest:

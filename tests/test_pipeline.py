@@ -16,7 +16,7 @@ from edge import annotation, cli
 from edge.config import Config
 from edge.pipeline import build_pipeline
 from edge.runtime import Manifest
-from edge.sources import DEMO_CLIP
+from edge.sources import DEMO_CLIP, VideoFileSource
 from edge.types import Frame
 
 N_FRAMES = 230
@@ -220,6 +220,30 @@ def test_rerun_gives_identical_annotations(demo_run: Path, manifest: Manifest,
     assert cli.run(config, progress=False) == 0
     assert (tmp_path / "annotations.jsonl").read_bytes() == (
         demo_run / "annotations.jsonl").read_bytes()
+
+
+def test_side_by_side_landmarks_and_read_ahead_detector_change_nothing(
+        demo_run: Path, manifest: Manifest) -> None:
+    """The demo run (the detector on the reading thread, ahead of the core; one landmark
+    interpreter of 2 threads) and a run with the detector in line and a frame's people side by
+    side on two single-thread interpreters (``models.landmark_parallel``; the rescue's
+    variants too) give the same annotations, text for text. Frames 0-47: the rescue of frame
+    33, the woman found at frame 42 and tracked with the man from 43."""
+    config = _config(manifest, models={"threads": 2, "landmark_parallel": True},
+                     source={"uri": str(DEMO_CLIP)})
+    pipeline = build_pipeline(config, timings=False, mode="every-frame")
+    assert len(pipeline.core.landmarker.parallel) == 2
+    rows = (demo_run / "annotations.jsonl").read_text().splitlines()
+    src = VideoFileSource(DEMO_CLIP)
+    try:
+        for i in range(48):
+            frame = src.read()
+            detected = pipeline.detect(frame) if i % config.scheduler.detector_every == 0 else None
+            assert pipeline.core.step(frame, detected).annotation.to_json() == rows[i], i
+    finally:
+        src.close()
+        pipeline.core.landmarker.close()
+    assert any(len(json.loads(r)["persons"]) == 2 for r in rows[:48])
 
 
 def _write_clip(path: Path, frames: list[np.ndarray[Any, Any]], fps: float = 30.0) -> None:

@@ -288,3 +288,42 @@ def test_landmarker_rejects_a_detector_model(manifest: Manifest) -> None:
     key = sorted(k for k, e in manifest.models.items() if e.role == "detector")[0]
     with pytest.raises(ValueError, match="landmark"):
         PoseLandmarker(load_model(key, 1, manifest))
+
+
+# --- parallel landmark interpreters ------------------------------------------------------------
+
+
+def test_parallel_interpreters_give_the_serial_poses_exactly(manifest: Manifest,
+                                                             demo_frames: dict[int, U8]) -> None:
+    """Three regions (the woman, the man mid-backflip, the doorway onlooker) dealt among two
+    single-thread interpreters on two threads give, in the regions' order, the very poses of
+    one interpreter running them one by one (same file; XNNPACK's results do not depend on the
+    thread count); one region runs on the main interpreter."""
+    key = "landmark_full_int8"
+    frame = demo_frames[168]
+    regions = np.array([[350, 735, 733, 733, 0.0], [808, 749, 564, 564, 0.2],
+                        [1490, 610, 200, 200, 0.0]], np.float32)
+    serial = PoseLandmarker(load_model(key, 2, manifest))
+    par = PoseLandmarker(load_model(key, 2, manifest),
+                         parallel=[load_model(key, 1, manifest) for _ in range(2)])
+    try:
+        for rows in (regions, regions[::-1].copy(), regions[1:2]):
+            a, b = serial(frame, rows), par(frame, rows)
+            for field in ("keypoints", "depth", "visibility", "presence", "world", "regions",
+                          "next_regions"):
+                np.testing.assert_array_equal(getattr(b, field), getattr(a, field), field)
+        assert par(frame, regions).presence[0] > 0.5  # the woman: a real pose compared
+    finally:
+        par.close()
+    par.close()  # twice is fine
+
+
+def test_parallel_landmarker_misuse(manifest: Manifest) -> None:
+    full = load_model("landmark_full_int8", 1, manifest)
+    lite = load_model("landmark_lite_int8", 1, manifest)
+    with pytest.raises(ValueError, match="two or more"):
+        PoseLandmarker(full, parallel=[full])
+    with pytest.raises(ValueError, match="not with batch"):
+        PoseLandmarker(full, batch=True, parallel=[full, full])
+    with pytest.raises(ValueError, match="must be landmark_full_int8"):
+        PoseLandmarker(full, parallel=[full, lite])

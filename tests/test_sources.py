@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from edge.sources import (
     open_url,
 )
 from edge.sources.files import IMAGE_SUFFIXES
+from edge.sources.prefetch import Prefetcher
 
 
 def _short_clip(path: Path, n: int, demo_frames: dict[int, Any]) -> Path:
@@ -138,3 +140,93 @@ def test_live_source_keeps_the_newest_frame_and_reconnects(tmp_path: Path,
 
 def test_demo_clip_is_the_bundled_asset() -> None:
     assert DEMO_CLIP.is_file() and DEMO_CLIP.stat().st_size == 3968304
+
+
+# --- reading ahead -----------------------------------------------------------------------------
+
+
+def test_prefetcher_gives_every_frame_in_order_then_the_end(tmp_path: Path,
+                                                            demo_frames: dict[int, Any]) -> None:
+    clip = _short_clip(tmp_path / "c.mp4", 12, demo_frames)
+    direct = VideoFileSource(clip)
+    want = [direct.read() for _ in range(12)]
+    direct.close()
+    src = VideoFileSource(clip)
+    with Prefetcher[None](src, depth=2) as ahead:
+        assert (ahead.fps, ahead.frame_count, ahead.live) == (30.0, 12, False)
+        got = [ahead.read() for _ in range(12)]
+        for _ in range(2):  # the end, and again
+            with pytest.raises(SourceEnd):
+                ahead.read()
+    src.close()
+    assert [(f.frame_id, f.t_capture_ns) for f in got] == [
+        (f.frame_id, f.t_capture_ns) for f in want]
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a.image, b.image)
+
+
+def test_prefetcher_passes_a_truncated_file_error_after_the_good_frames(tmp_path: Path) -> None:
+    clip = tmp_path / "truncated.mp4"
+    clip.write_bytes(DEMO_CLIP.read_bytes()[:400_000])  # 12 whole frames of 230
+    src = VideoFileSource(clip)
+    n = 0
+    with Prefetcher[None](src, depth=3) as ahead, pytest.raises(SourceError, match="truncated"):
+        while True:
+            assert ahead.read().frame_id == n
+            n += 1
+    src.close()
+    assert 5 < n < 230
+
+
+def test_prefetcher_stopped_early_ends_its_thread(tmp_path: Path,
+                                                  demo_frames: dict[int, Any]) -> None:
+    """A consumer that stops after 2 of 40 frames: the reader, blocked on its full queue,
+    ends; the source may then be closed; reads after the stop say the source ended."""
+    src = VideoFileSource(_short_clip(tmp_path / "c.mp4", 40, demo_frames))
+    ahead = Prefetcher[None](src, depth=1).start()
+    assert [ahead.read().frame_id for _ in range(2)] == [0, 1]
+    ahead.stop()
+    assert not any(t.name == "prefetch" and t.is_alive() for t in threading.enumerate())
+    src.close()
+    ahead.stop()  # twice is fine
+    with pytest.raises(SourceEnd):
+        ahead.read()
+
+
+def test_prefetcher_refuses_live_sources_and_no_depth(tmp_path: Path,
+                                                      demo_frames: dict[int, Any]) -> None:
+    src = VideoFileSource(_short_clip(tmp_path / "c.mp4", 2, demo_frames))
+    with pytest.raises(ValueError, match="depth"):
+        Prefetcher(src, depth=0)
+    src.close()
+    cam = open_camera(99, reconnect_initial_s=0.05, reconnect_max_s=0.1)
+    try:
+        with pytest.raises(ValueError, match="live"):
+            Prefetcher(cam)
+    finally:
+        cam.close()
+
+
+def test_prefetcher_runs_ahead_work_in_order_and_passes_its_error_in_order(
+        tmp_path: Path, demo_frames: dict[int, Any]) -> None:
+    """``ahead`` (an every-frame run's detector) sees every frame once, in order, on the
+    reading thread; its result comes with its frame; its error comes after the frames before."""
+    src = VideoFileSource(_short_clip(tmp_path / "c.mp4", 8, demo_frames))
+    seen: list[tuple[int, str]] = []
+
+    def work(frame: Any) -> int:
+        seen.append((frame.frame_id, threading.current_thread().name))
+        if frame.frame_id == 5:
+            raise RuntimeError("detector broke on frame 5")
+        return int(frame.image.sum() % 1000)
+
+    got = []
+    with Prefetcher(src, depth=2, ahead=work) as ahead, \
+            pytest.raises(RuntimeError, match="frame 5"):
+        while True:
+            frame, value = ahead.read_with()
+            assert value == int(frame.image.sum() % 1000)
+            got.append(frame.frame_id)
+    src.close()
+    assert got == [0, 1, 2, 3, 4]
+    assert seen == [(i, "prefetch") for i in range(6)]
