@@ -91,9 +91,8 @@ class DetectorConfig(_Section):
     ``edge.detect.box``): it finds people whatever they face, from about 150 px tall in one
     pass over a 1280x720 frame, with an upright region. ``"blazepose"`` is BlazePose's SSD
     detector (it finds a face, and people taller than about a quarter of the frame, with a
-    region turned with the body). ``"both"`` (the default) runs BlazePose's and the box
-    detector on the whole frame and keeps a box detection unless it is the same person as a
-    BlazePose one (``edge.detect.tiles.CombinedDetector``) on still images; on a stream each
+    region turned with the body). ``"both"`` (the default) is the box detector alone on still
+    images (``edge.pipeline.build_detector``, ``min_score`` 0.3 there); on a stream each
     call is one model: the box detector's whole-frame calls, and BlazePose's detector on the
     whole frame in every other tile slot (``TiledDetector.stream``). Tiles use the box
     detector. Still

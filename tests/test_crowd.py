@@ -352,8 +352,8 @@ def test_edge_pose_finds_the_people_of_composed_crowd_frames(
         tiny: tuple[Path, dict[str, Any]], manifest: Manifest, tmp_path: Path) -> None:
     """edge-pose in image mode on the tiny benchmark's 6 composed stills (people cut out of real
     video, pasted at 40-400 px with overlaps): most people >= 80 px found, few false persons.
-    The full benchmark (300 frames) measures recall >= 80 px 0.87 and precision 0.94; on so
-    few frames the bars are lower."""
+    The full benchmark (300 frames) measures recall 40-80 / >= 80 px 0.79 / 0.89 and precision
+    0.95; on so few frames the bars are lower."""
     out, _ = tiny
     config = Config.model_validate({
         "models": {"dir": str(manifest.folder), "threads": 1},
@@ -363,5 +363,7 @@ def test_edge_pose_finds_the_people_of_composed_crowd_frames(
     gt = score.load_gt(out / "gt.json")
     stills = score.score_frames([people for *_, people in gt.frames],
                                 score.load_coco_results(tmp_path / "coco_keypoints.json", gt))
-    assert stills["recall"][">=80"]["recall"] >= 0.75, stills["recall"]
-    assert stills["precision"]["precision"] >= 0.8, stills["precision"]
+    # Measured here: 16 of 17 people >= 80 px, 6 of 7 at 40-80 px, no false person.
+    assert stills["recall"][">=80"]["recall"] >= 0.85, stills["recall"]
+    assert stills["recall"]["40-80"]["recall"] >= 0.7, stills["recall"]
+    assert stills["precision"]["precision"] >= 0.9, stills["precision"]

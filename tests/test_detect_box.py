@@ -4,6 +4,7 @@ frames of any shape; misuse and damaged models."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,8 @@ from edge.detect.box import (
     decode_box,
     preprocess_box,
 )
-from edge.detect.tiles import CombinedDetector, TiledDetector, part_of_whole
-from edge.pipeline import build_detector
+from edge.detect.tiles import TiledDetector, part_of_whole, tile_grid
+from edge.pipeline import STILL_MIN_SCORE, build_detector
 from edge.runtime import Manifest, ModelError, load_manifest, load_model
 from edge.types import U8, Detections
 
@@ -275,7 +276,8 @@ def test_a_stream_detector_run_is_one_model_call(manifest: Manifest,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The default ``both`` schedule on a stream: every run invokes one model once (NanoDet on
     the whole frame every 2nd run, a tile or BlazePose's detector in between), so a run costs
-    one model's call; a still image takes the whole frame with both models and every tile."""
+    one model's call; a still image takes the whole frame and every tile with the box
+    detector alone."""
     config = Config.model_validate({"models": {"dir": str(manifest.folder), "threads": 1}})
     det, key = build_detector(config, manifest, "every-frame")
     assert isinstance(det, TiledDetector) and "+" in key
@@ -306,15 +308,16 @@ def test_a_stream_detector_run_is_one_model_call(manifest: Manifest,
     assert [c[0] for c in per_run].count("pose") == n_tiles
     assert [c[0] for c in per_run].count("box") == len(views) - n_tiles
     still, _ = build_detector(config, manifest, "image")
+    # Still images: the box detector alone, on the whole frame and every tile of both grids,
+    # at its still-image score threshold.
     assert isinstance(still, TiledDetector) and still.config.fine_px > 0
-    assert isinstance(still.whole, CombinedDetector)
-    assert isinstance(still.whole.primary, PoseDetector)
-    assert isinstance(still.detector, BoxPersonDetector)
-    count("pose", still.whole.primary)
+    assert still.whole is None and isinstance(still.detector, BoxPersonDetector)
+    assert still.detector.config.min_score == STILL_MIN_SCORE
     count("box", still.detector)
     calls.clear()
     still(frame)
-    assert calls.count("pose") == 1 and calls.count("box") > n_tiles
+    assert calls == ["box"] * (1 + n_tiles + len(tile_grid(
+        w, h, replace(still.config, tile_px=still.config.fine_px, fine_px=0))))
 
 
 @pytest.mark.parametrize(("box", "dropped"), [

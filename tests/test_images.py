@@ -22,8 +22,12 @@ from testdata import photo
 
 from edge import annotation, cli
 from edge.config import Config
+from edge.detect.box import box_regions
+from edge.pipeline import build_pipeline
 from edge.runtime import Manifest
-from edge.sources.files import ImageFolderSource
+from edge.sources.files import ImageFolderSource, read_image
+from edge.track import box_fit
+from edge.types import Detections, DetectorResult, Frame
 
 
 def _config(manifest: Manifest, source: Path, out: Path, **sections: dict[str, Any]) -> Config:
@@ -192,3 +196,35 @@ def test_folder_with_only_broken_images_fails(manifest: Manifest, tmp_path: Path
         (folder / f"{i}.jpg").write_bytes(b"nope")
     code, rows = _run(manifest, folder, tmp_path / "o")
     assert code == 1 and rows == []
+
+
+def test_still_poses_are_confirmed_against_their_box(manifest: Manifest, tmp_path: Path) -> None:
+    """Image mode refines every new pose once and keeps it only where it fits its body box
+    (``PoseCore._confirm``): a box around the man on the right of zidane.jpg is kept, with
+    landmarks spanning his box, and published as refined (the landmarks of the region his first
+    landmarks give); person-shaped boxes on the empty wall are dropped."""
+    path = photo("zidane.jpg")
+    pipe = build_pipeline(_config(manifest, path, tmp_path), timings=False, mode="image")
+    assert pipe.core.still
+    image = read_image(path)
+    boxes = np.array([[756, 44, 1147, 713],      # the man on the right (box detector's box)
+                      [30, 20, 150, 300], [560, 10, 680, 230]], np.float32)  # wall
+    dets = Detections(boxes, np.full(3, 0.9, np.float32), np.zeros((3, 0, 2), np.float32),
+                      box_regions(boxes, 1.5))
+    frame = Frame(image, 0, 1_000_000_000, 1.0, name="zidane.jpg")
+    pipe.core.reset()
+    persons = pipe.core.step(frame, DetectorResult(dets, 0, 1.0, 0.0)).annotation.payload[
+        "persons"]
+    assert len(persons) == 1, persons
+    h, w = image.shape[:2]
+    kp = np.array([[p["x"] * w, p["y"] * h] for p in persons[0]["pose_2d"].values()
+                   if p is not None], np.float32)
+    fit = box_fit(boxes[:1], kp[None], (w, h))[0]
+    assert fit >= pipe.config.tracking.min_box_fit, fit
+    # The published pose is the refined one: the landmarks of the region the first pass gave.
+    first = pipe.core.landmarker(image, dets.regions[:1])
+    second = pipe.core.landmarker(image, first.next_regions)
+    nose = persons[0]["pose_2d"]["nose"]
+    got = np.array([nose["x"] * w, nose["y"] * h])
+    assert np.linalg.norm(got - second.keypoints[0, 0]) < 1.0
+    assert np.linalg.norm(first.keypoints[0, 0] - second.keypoints[0, 0]) > 1.0
