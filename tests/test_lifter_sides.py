@@ -108,8 +108,8 @@ def test_flicker_and_a_lasting_flip_are_undone() -> None:
     assert not guard(flipped, conf, [5])[0]
     with pytest.raises(ValueError, match="track ids"):
         guard(kp, conf, [1, 2])
-    with pytest.raises(ValueError, match="p_start"):
-        LeftRight(p_start=1.5)
+    with pytest.raises(ValueError, match="rate_start"):
+        LeftRight(rate_start=-1.0)
 
 
 def test_stage_lifts_the_fixed_labels_and_swaps_the_2d(manifest: Manifest,
