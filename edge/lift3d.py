@@ -392,6 +392,7 @@ _PAIRED = np.array([j for j in range(N_JOINTS) if COCO17_FLIP[j] != j], np.intp)
 #: better development figures, and faster ones swap the demo clip's real turn. A cost scale
 #: that grows with the frame interval (``motion`` > 0 at the same scale at 30 fps) and a
 #: constant-velocity prediction of the last pose both missed more injected flips at 60 fps.
+#: What is left at 60 fps: ``edge-bench --lift``'s ``@60fps`` row.
 LR_SIGMA = 0.05
 LR_MOTION = 0.0
 LR_RATE_START = 0.606
