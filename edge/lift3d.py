@@ -384,6 +384,21 @@ class WorldLandmarkLifter:
 _PAIRED = np.array([j for j in range(N_JOINTS) if COCO17_FLIP[j] != j], np.intp)
 
 
+#: :class:`LeftRight`'s defaults, chosen on the development set (Demo_MultiPerson's tracks at
+#: 60 fps and as 30 fps halves, real flips and flicker injected on a timeline in seconds; the
+#: demo clip at 30 fps), never on the test set. The rates are the former per-frame
+#: probabilities at 30 fps (0.02 start, 0.1 end) as rates per second (-30 ln(1 - p)): at 30 fps
+#: the filter is unchanged; the rates around them (start 0.3-1.2/s, end 1.6-6.3/s) gave no
+#: better development figures, and faster ones swap the demo clip's real turn. A cost scale
+#: that grows with the frame interval (``motion`` > 0 at the same scale at 30 fps) and a
+#: constant-velocity prediction of the last pose both missed more injected flips at 60 fps.
+#: What is left at 60 fps: ``edge-bench --lift``'s ``@60fps`` row.
+LR_SIGMA = 0.05
+LR_MOTION = 0.0
+LR_RATE_START = 0.606
+LR_RATE_END = 3.16
+
+
 @dataclass
 class _SideState:
     """One track's left/right state (see :class:`LeftRight`)."""
@@ -392,6 +407,7 @@ class _SideState:
     seen: npt.NDArray[np.bool_]  # (17,) joints of ``last`` that were seen
     log_p: npt.NDArray[np.float64]  # (2,) log-probability (up to a constant): as labelled,
     #                                 swapped
+    t_s: float  # capture time of ``last``, seconds
 
 
 class LeftRight:
@@ -401,58 +417,83 @@ class LeftRight:
     few frames (it takes the person to face the other way) and back again, while the person
     does not turn: every pair of joints (eyes, ears, shoulders, hips, limbs) then trades places
     at once between two frames, and visibility gives no cue (it stays high on both sides). A
-    real turn is gradual: at 30 fps the joints move a small fraction of the body's size per
-    frame, and the shoulder width passes through zero.
+    real turn is gradual: the joints move a small fraction of the body's size per frame, and
+    the shoulder width passes through zero.
 
     Each track's labelling is a two-state hidden Markov chain, filtered forward (causal, no
     latency): the model's labelling is right (state 0) or swapped (state 1). The model's errors
-    start rarely and end soon (``p_start``, ``p_end`` per frame). The evidence is the
-    continuity of the true pose: each new pose (root-centred at the mid-hip and scaled to unit
-    RMS radius, so independent of where the person is and how large) is compared with the
-    last one, both as the model labelled them: ``same``, the mean distance of the paired joints,
-    and ``swap``, the same with one pose's left and right exchanged. Two frames in the same
-    state are related by ``same``, in different states by ``swap``; each relation has likelihood
-    ``exp(-cost / sigma)``. A flip makes ``swap`` far smaller than ``same``; a real turn keeps
+    start rarely and end soon: a continuous-time chain with rates ``rate_start`` and
+    ``rate_end`` per second, so between two frames ``dt`` apart the probability of a change is
+    ``1 - exp(-rate * dt)`` (the same behaviour in seconds at any frame rate). The evidence is
+    the continuity of the true pose: each new pose (root-centred at the mid-hip and scaled to
+    unit RMS radius, so independent of where the person is and how large) is compared with the
+    last one, both as the model labelled them: ``same``, the mean distance of the paired
+    joints, and ``swap``, the same with one pose's left and right exchanged. Two frames in the
+    same state are related by ``same``, in different states by ``swap``; each relation has
+    likelihood ``exp(-cost / s)``, ``s = sigma + motion * dt``: a floor for the 2D model's
+    per-frame noise plus the distance a joint may move in ``dt`` (so the tolerance follows the
+    frame interval). A flip makes ``swap`` far smaller than ``same``; a real turn keeps
     ``same`` small; side-on, where both labellings look alike, the evidence is neutral and the
     prior (the model is mostly right) decides. Frames whose swapped state is the more probable
     are swapped. Unlike a hard "labels jumped" switch, a doubtful frame cannot lock a track into
     the wrong labelling: the asymmetric prior keeps pulling it back to the model's.
 
-    A track starts as labelled. Hand-written: no library filters pose label flips.
-    Parameters chosen on the development set (Demo_MultiPerson's tracks and the demo clip, with
-    real flips and injected ones; ``edge.bench.lift``), never on the test set.
+    Frame times come from ``t_s`` of each call (or :meth:`at`, the pipeline's capture time);
+    without them, frames are ``1 / fps`` apart. A track starts as labelled. Hand-written: no
+    library filters pose label flips. Parameters chosen on the development set
+    (Demo_MultiPerson's tracks at 60 fps and at 30 fps, and the demo clip at 30 fps, with real
+    flips; ``edge.bench.lift``), never on the test set.
 
     Args:
-        sigma: Cost scale (units of the pose's RMS radius; a flip of a frontal pose costs about
-            0.4-1.0 more than the true labelling, motion at 30 fps 0.01-0.1).
-        p_start: Probability per frame that the model starts labelling the other way round.
-        p_end: Probability per frame that such an error ends.
+        sigma: Cost scale floor (units of the pose's RMS radius; a flip of a frontal pose costs
+            about 0.4-1.0 more than the true labelling, motion at 30 fps 0.01-0.1).
+        motion: Cost scale per second of frame interval (RMS radii per second).
+        rate_start: Rate (1/s) at which the model starts labelling the other way round.
+        rate_end: Rate (1/s) at which such an error ends.
+        fps: Nominal frame rate (Hz) for calls without a time.
         min_confidence: Joints below it are left out of the comparison.
     """
 
-    def __init__(self, sigma: float = 0.05, p_start: float = 0.02, p_end: float = 0.1,
-                 min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> None:
-        if not (sigma > 0 and 0 < p_start < 1 and 0 < p_end < 1):
-            raise ValueError(f"LeftRight needs sigma > 0 and 0 < p_start, p_end < 1; got "
-                             f"{sigma}, {p_start}, {p_end}")
-        self.sigma, self.p_start, self.p_end = sigma, p_start, p_end
+    def __init__(self, sigma: float = LR_SIGMA, motion: float = LR_MOTION,
+                 rate_start: float = LR_RATE_START, rate_end: float = LR_RATE_END,
+                 fps: float = 30.0, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> None:
+        if not (sigma > 0 and motion >= 0 and rate_start > 0 and rate_end > 0 and fps > 0):
+            raise ValueError(f"LeftRight needs sigma > 0, motion >= 0, rate_start > 0, "
+                             f"rate_end > 0 and fps > 0; got {sigma}, {motion}, {rate_start}, "
+                             f"{rate_end}, {fps}")
+        self.sigma, self.motion = sigma, motion
+        self.rate_start, self.rate_end, self.fps = rate_start, rate_end, fps
         self.min_confidence = min_confidence
-        # log transition probabilities [from, to], 0 = as labelled, 1 = swapped
-        self._log_t = np.log(np.array([[1 - p_start, p_start], [p_end, 1 - p_end]]))
         self._state: dict[int, _SideState] = {}
+        self._clock: float | None = None
 
     def reset(self) -> None:
         """Forgets every track."""
         self._state.clear()
+        self._clock = None
+
+    def at(self, t_s: float) -> None:
+        """Sets the capture time (seconds) of the frame the next call without ``t_s`` sees."""
+        self._clock = float(t_s)
+
+    def _log_transition(self, dt: float) -> npt.NDArray[np.float64]:
+        """(2, 2) log transition probabilities [from, to] over ``dt`` seconds."""
+        p_start = -np.expm1(-self.rate_start * dt)
+        p_end = -np.expm1(-self.rate_end * dt)
+        out: npt.NDArray[np.float64] = np.log(np.array([[1 - p_start, p_start],
+                                                        [p_end, 1 - p_end]]))
+        return out
 
     def __call__(self, keypoints_px: npt.ArrayLike, confidence: npt.ArrayLike,
-                 track_ids: Sequence[int]) -> npt.NDArray[np.bool_]:
+                 track_ids: Sequence[int], t_s: float | None = None) -> npt.NDArray[np.bool_]:
         """Which poses of one frame to swap left for right.
 
         Args:
             keypoints_px: (n, 33 or 17, 2) pixels.
             confidence: (n, 33 or 17) in [0, 1].
             track_ids: n track ids; tracks absent from this frame are dropped.
+            t_s: The frame's capture time, seconds; None: the time set by :meth:`at`, else
+                ``1 / fps`` after each track's last frame.
 
         Returns:
             (n,) bool: True where the pose's left and right labels should be exchanged.
@@ -460,6 +501,8 @@ class LeftRight:
         kp, cf = to_coco17(keypoints_px, confidence)
         if len(track_ids) != len(kp):
             raise ValueError(f"{len(track_ids)} track ids for {len(kp)} poses")
+        if t_s is None:
+            t_s, self._clock = self._clock, None
         feats = normalise_2d(kp, cf, self.min_confidence).reshape(-1, N_JOINTS, N_FEATURES)
         flip = list(COCO17_FLIP)
         out = np.zeros(len(kp), bool)
@@ -468,8 +511,12 @@ class LeftRight:
             x, ok = feats[i, :, :2], feats[i, :, 2] > 0
             s = self._state.get(tid)
             if s is None:
-                s = _SideState(x.copy(), ok.copy(), np.log(np.array([1 - 1e-3, 1e-3])))
+                s = _SideState(x.copy(), ok.copy(), np.log(np.array([1 - 1e-3, 1e-3])),
+                               0.0 if t_s is None else t_s)
             else:
+                t = s.t_s + 1 / self.fps if t_s is None else t_s
+                # a non-increasing time (a clock reset) counts as one nominal frame
+                dt = t - s.t_s if t > s.t_s else 1 / self.fps
                 w = (ok & ok[flip] & s.seen & s.seen[flip])[_PAIRED].astype(np.float64)
                 same = swap = 0.0  # too few joints seen in both frames: no evidence
                 if w.sum() >= 4:
@@ -477,11 +524,11 @@ class LeftRight:
                                  / w.sum())
                     swap = float(np.linalg.norm(x[flip][_PAIRED] - s.last[_PAIRED], axis=-1)
                                  @ w / w.sum())
-                ev = -np.array([[same, swap], [swap, same]]) / self.sigma
-                m = s.log_p[:, None] + self._log_t + ev
+                ev = -np.array([[same, swap], [swap, same]]) / (self.sigma + self.motion * dt)
+                m = s.log_p[:, None] + self._log_transition(dt) + ev
                 top = m.max(axis=0)
                 log_p = top + np.log(np.exp(m - top).sum(axis=0))
-                s = _SideState(x.copy(), ok.copy(), log_p - log_p.max())
+                s = _SideState(x.copy(), ok.copy(), log_p - log_p.max(), t)
             out[i] = s.log_p[1] > s.log_p[0]
             state[tid] = s
         self._state = state
@@ -634,14 +681,14 @@ def swap_sides(poses: Poses2D, swap: npt.ArrayLike) -> Poses2D:
                                visibility=pick(poses.visibility), world=pick(poses.world))
 
 
-def _sided(stage: LifterStage | TemporalLifterStage, poses: Poses2D, tids: list[int]
-           ) -> tuple[F32, F32]:
+def _sided(stage: LifterStage | TemporalLifterStage, poses: Poses2D, tids: list[int],
+           t_s: float | None) -> tuple[F32, F32]:
     """The stage's 2D input with its ``sides`` guard applied: (n, 33, 2) px, (n, 33)."""
     kp, vis = poses.keypoints, poses.visibility
     if stage.sides is None:
         stage.swapped = np.zeros(len(kp), bool)
         return kp, vis
-    stage.swapped = stage.sides(kp, vis, tids)
+    stage.swapped = stage.sides(kp, vis, tids, t_s)
     if stage.swapped.any():
         sw = stage.swapped
         kp, vis = kp.copy(), vis.copy()
@@ -669,14 +716,15 @@ class LifterStage:
         #: (n,) bool, the people of the last frame whose left and right were exchanged.
         self.swapped = np.zeros(0, bool)
 
-    def __call__(self, poses: Poses2D, ids: I64) -> Poses3D:
+    def __call__(self, poses: Poses2D, ids: I64, t_s: float | None = None) -> Poses3D:
         """Lifts the people of one frame: (n, 17, 3) float32 metres, root-relative.
 
         With ``sides``, label flips of the 2D model are undone first (:attr:`swapped` says
-        where; :func:`swap_sides` does the same to the published 2D).
+        where; :func:`swap_sides` does the same to the published 2D). ``t_s`` is the frame's
+        capture time in seconds for ``sides`` (None: :meth:`LeftRight.at`'s, else nominal).
         """
         tids = [int(i) for i in ids]
-        kp, vis = _sided(self, poses, tids)
+        kp, vis = _sided(self, poses, tids, t_s)
         lifted = self.lifter.lift(kp, vis)
         joints = lifted.joints
         if self.limbs is not None:
@@ -710,10 +758,13 @@ class TemporalLifterStage:
         #: (n,) bool, the people of the last frame whose left and right were exchanged.
         self.swapped = np.zeros(0, bool)
 
-    def __call__(self, poses: Poses2D, ids: I64) -> Poses3D:
-        """Lifts the people of one frame from their last K frames: (n, 17, 3) float32 m."""
+    def __call__(self, poses: Poses2D, ids: I64, t_s: float | None = None) -> Poses3D:
+        """Lifts the people of one frame from their last K frames: (n, 17, 3) float32 m.
+
+        ``t_s``: the frame's capture time, seconds, for ``sides`` (as :class:`LifterStage`).
+        """
         tids = [int(i) for i in ids]
-        kp, vis = _sided(self, poses, tids)
+        kp, vis = _sided(self, poses, tids, t_s)
         lifted = self.lifter.lift(kp, vis, tids)
         joints = lifted.joints
         if self.limbs is not None:
@@ -744,18 +795,19 @@ class WorldLandmarksStage:
         #: (n,) bool, the people of the last frame whose left and right were exchanged.
         self.swapped = np.zeros(0, bool)
 
-    def __call__(self, poses: Poses2D, ids: I64) -> Poses3D:
+    def __call__(self, poses: Poses2D, ids: I64, t_s: float | None = None) -> Poses3D:
         """Returns (n, 33, 3) float32 metres, origin midway between the hips.
 
         With ``sides``, the world landmarks of the people whose labels the 2D model flipped
-        are relabelled (:attr:`swapped` says which).
+        are relabelled (:attr:`swapped` says which); ``t_s`` is the frame's capture time in
+        seconds for ``sides`` (as :class:`LifterStage`).
         """
         w = poses.world
         if self.sides is None:
             self.swapped = np.zeros(len(w), bool)
         else:
             self.swapped = self.sides(poses.keypoints, poses.visibility,
-                                      [int(i) for i in ids])
+                                      [int(i) for i in ids], t_s)
             if self.swapped.any():
                 w = w.copy()
                 w[self.swapped] = poses.world[self.swapped][:, BLAZEPOSE_FLIP]

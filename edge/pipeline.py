@@ -360,6 +360,9 @@ class PoseCore:
         track_ms = (time.perf_counter() - t0) * 1e3 + t_track0 * 1e3
 
         t0 = time.perf_counter()
+        sides = getattr(self.lifter, "sides", None)  # edge.lift3d.LeftRight: this frame's time
+        if sides is not None:
+            sides.at(t)
         poses_3d = self.lifter(poses, kept.ids)
         # the 3D stage's left/right label fixes (edge.lift3d.LeftRight), on the 2D too
         swapped = getattr(self.lifter, "swapped", None)
