@@ -125,7 +125,7 @@ class Container:
         self.pid1 = 0
         self._mounted = False
 
-    def start(self, timeout: float = 90.0) -> Container:
+    def start(self, timeout: float = 240.0) -> Container:
         """Mounts the overlay, copies this checkout to /root/edge-pose and boots."""
         base = base_root(self.cache)
         for d in ("upper", "ovl", "root"):
@@ -167,12 +167,15 @@ class Container:
             time.sleep(0.2)
         if not self.pid1:
             raise ContainerError("systemd-nspawn started no init")
+        state = ""
         while time.monotonic() < end:
-            state = self.run("systemctl", "is-system-running", check=False).stdout.strip()
+            res = self.run("systemctl", "is-system-running", check=False)
+            state = res.stdout.strip() or res.stderr.strip()
             if state in ("running", "degraded"):
                 return self
             time.sleep(0.5)
-        raise ContainerError(f"the container's systemd did not come up: {state}; "
+        raise ContainerError(f"the container's systemd did not come up in {timeout:.0f} s "
+                             f"(last state: {state or 'no answer'}); "
                              f"{self.log.read_text(errors='replace')[-2000:]}")
 
     def run(self, *cmd: str, check: bool = True, timeout: float = 600.0,
@@ -210,7 +213,11 @@ class Container:
         shutil.rmtree(self.work, ignore_errors=True)
 
     def __enter__(self) -> Container:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # a failed boot must not leave the container running or mounted
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
