@@ -184,7 +184,9 @@ class PoseCore:
 
         In a stream (not still images), also poses whose landmarks' box (all of them, seen or
         not) has its centre left or right of the frame: the track ends. Demo clip: the woman's track
-        lingered 1-7 frames on the left edge after she walked out.
+        lingered 1-7 frames on the left edge after she walked out (every-frame and replays of
+        realtime mode); crowd clips, every frame: clip02 precision 0.926 -> 0.974, MOTA
+        0.510 -> 0.540, the other clips' figures unchanged or up by 0.002.
         """
         if len(poses) == 0:
             return poses
