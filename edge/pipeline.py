@@ -180,14 +180,32 @@ class PoseCore:
     MIN_INSIDE = 4
 
     def _outside(self, frame: Frame, poses: Poses2D) -> Poses2D:
-        """Poses whose visible landmarks lie almost all outside the frame, with presence 0."""
+        """Poses whose visible landmarks lie almost all outside the frame, with presence 0.
+
+        In a stream (not still images), also poses whose landmarks' box (all of them, seen or
+        not) has its centre left or right of the frame: the track ends. Demo clip: the woman's track
+        lingered 1-7 frames on the left edge after she walked out (every-frame and replays of
+        realtime mode); crowd clips, every frame: clip02 precision 0.926 -> 0.974, MOTA
+        0.510 -> 0.540, the other clips' figures unchanged or up by 0.002.
+        """
         if len(poses) == 0:
             return poses
         h, w = frame.image.shape[:2]
         kp = poses.keypoints
         inside = ((kp[..., 0] >= 0) & (kp[..., 0] < w) & (kp[..., 1] >= 0) & (kp[..., 1] < h)
                   & (poses.visibility >= 0.5)).sum(axis=1)
-        gone = np.flatnonzero(inside < self.MIN_INSIDE)
+        gone = inside < self.MIN_INSIDE
+        if not self.still:
+            # Every landmark, seen or not: the body as the model places it. One who walks out
+            # of the frame's side keeps a few visible landmarks on the edge (an arm, a
+            # shoulder) for a second or more while most of the body is placed beyond it.
+            # Left and right edges only: people walk out sideways; a body placed above the top
+            # edge is someone mid-jump (or a region lost in a backflip, which ends anyway when
+            # its visible landmarks leave), and ending it there cost the man his ID on
+            # reappearing (replay seed 7: 3 IDs).
+            cx = (kp[..., 0].min(axis=1) + kp[..., 0].max(axis=1)) / 2
+            gone |= (cx < 0) | (cx >= w)
+        gone = np.flatnonzero(gone)
         if gone.size == 0:
             return poses
         presence = poses.presence.copy()

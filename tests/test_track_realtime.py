@@ -67,9 +67,10 @@ def _check_identities(rows: list[dict[str, Any]]) -> None:
     (66.7, 40.0, 0.0, 0, 0.90),
     # Ticks and detector runs of a shared, loaded host: log-normal durations (sigma 0.6,
     # 60 / 80 ms nominal), 1-5 frames skipped per tick, detections 2-8 frames late. Not every
-    # seed passes yet (seeds 0-7: recall 0.85-0.975; 2 IDs in 7 of them, 5 with seed 0: a
-    # late, oversized detection of the man mid-backflip becomes a false track that takes his
-    # ID and then swallows him as a "body part").
+    # seed passes yet (seeds 0-7: recall 0.849-0.975, no extra person in 7 of them; 2 IDs in 7
+    # of them, 5 with seed 0: a late detection of the man mid-backflip, its region 1.15x the
+    # frame height, becomes a false track (rescued from presence 0.04, its region growing to
+    # 2.2x the frame) that takes his ID and then swallows him as a "body part").
     (60.0, 80.0, 0.6, 1, 0.95),
 ])
 def test_realtime_demo_keeps_two_ids_under_frame_drops(
@@ -86,14 +87,10 @@ def test_realtime_demo_keeps_two_ids_under_frame_drops(
     _check_identities(rows)
     recall, _ = presence_recall(rows)
     assert recall >= min_recall, f"presence recall {recall:.3f}"
-    # Nobody where nobody is, but for the woman's track lingering on the left edge after she
-    # left (box centre outside the frame; measured up to 30 frames under load: a known flaw).
-    inside = [{**r, "persons": [p for p in r["persons"]
-                                if 0.03 <= (p["bbox"]["x1"] + p["bbox"]["x2"]) / 2 <= 0.97]}
-              for r in rows]
-    _, extra = presence_recall(inside)
-    assert len(extra) <= 0.03 * len(rows), f"more people than present in frames {extra}"
-
+    # Nobody where nobody is (before tracks ended on leaving the frame's side, the woman's
+    # track lingered on the left edge for 1-7 frames after she left: 2 such frames here).
+    _, extra = presence_recall(rows)
+    assert extra == [], f"more people than present in frames {extra}"
 
 def test_realtime_schedule_is_reproducible_and_drops_like_a_busy_host() -> None:
     """Same seed, same schedule; the newest frame is taken after each tick; a detection
