@@ -337,11 +337,11 @@ def test_a_stream_detector_run_is_one_model_call(manifest: Manifest,
     ((600.0, 100.0, 700.0, 380.0), False),   # tall but nobody there: a person of its own
     # as tall as the whole-frame box it lies in: a person the whole frame boxed together with
     # a neighbour, not a part of one
-    ((100.0, 420.0, 180.0, 700.0), False),
+    ((410.0, 420.0, 490.0, 700.0), False),
 ])
 def test_tile_detections_that_are_part_of_a_whole_frame_person(
         box: tuple[float, float, float, float], dropped: bool) -> None:
-    whole = np.array([[100.0, 50.0, 300.0, 700.0], [90.0, 410.0, 260.0, 705.0]], np.float32)
+    whole = np.array([[100.0, 50.0, 300.0, 700.0], [400.0, 410.0, 560.0, 705.0]], np.float32)
     got = part_of_whole(np.array([box], np.float32), whole, 400)
     assert got.tolist() == [dropped]
 
