@@ -52,6 +52,15 @@ class TileConfig:
             this side, enlarged to the model input, so that people too small for the first
             grid reach the model large enough; 0 for none. Crowd stills, 416-px then 300-px
             tiles (one grid each): recall of 40-80 px people 0.59 / 0.73.
+        still_row_overlap: Still images only: the rows of the first grid overlap by at least
+            this share of the side (columns by ``overlap``). A standing person is about twice
+            as tall as wide, so with rows overlapping twice as much as columns a person up to
+            about half a tile tall lies whole in one tile; taller ones are the whole frame's.
+            At 0.25 both ways a 720-px frame had two rows of 416-px tiles overlapping by 112
+            px, and people 150-280 px tall on that seam were cut in every tile, left to the
+            whole frame, which sees them at a third of their size (crowd stills 0-99: 6 of the
+            11 people >= 80 px the detector lost). 1280x720: 12 tiles instead of 8; 768x576
+            unchanged (its two rows already overlap by 256 px).
     """
 
     tile_px: int = 416
@@ -60,6 +69,7 @@ class TileConfig:
     whole_every: int = 3
     nms_iou: float = 0.3
     fine_px: int = 0
+    still_row_overlap: float = 0.5
 
     def __post_init__(self) -> None:
         if self.tile_px < 32:
@@ -72,6 +82,9 @@ class TileConfig:
             raise ValueError(f"TileConfig.nms_iou must be in [0, 1], got {self.nms_iou}")
         if self.whole_every < 1:
             raise ValueError(f"TileConfig.whole_every must be >= 1, got {self.whole_every}")
+        if not 0.0 <= self.still_row_overlap <= 0.9:
+            raise ValueError(f"TileConfig.still_row_overlap must be in [0, 0.9], got "
+                             f"{self.still_row_overlap}")
         if self.fine_px and not 32 <= self.fine_px < self.tile_px:
             raise ValueError(f"TileConfig.fine_px must be 0 or in [32, tile_px), got "
                              f"{self.fine_px}")
@@ -86,13 +99,15 @@ def _starts(length: int, side: int, overlap: float) -> list[int]:
     return [round(i * (length - side) / (n - 1)) for i in range(n)]
 
 
-def tile_grid(width: int, height: int, config: TileConfig) -> npt.NDArray[np.int64]:
+def tile_grid(width: int, height: int, config: TileConfig, row_overlap: float | None = None
+              ) -> npt.NDArray[np.int64]:
     """The tiles of a ``width`` x ``height`` frame.
 
     Args:
         width: Frame width, px.
         height: Frame height, px.
         config: Tile size and overlap.
+        row_overlap: The rows' overlap (share of the side), when more than ``config.overlap``.
 
     Returns:
         (n, 4) int64 ``x1, y1, x2, y2`` px, row-major from the top left; empty (0, 4) when the
@@ -102,7 +117,7 @@ def tile_grid(width: int, height: int, config: TileConfig) -> npt.NDArray[np.int
     if width <= side and height <= side:
         return np.zeros((0, 4), np.int64)
     tiles = [(x, y, min(x + side, width), min(y + side, height))
-             for y in _starts(height, side, config.overlap)
+             for y in _starts(height, side, max(config.overlap, row_overlap or 0.0))
              for x in _starts(width, side, config.overlap)]
     return np.asarray(tiles, np.int64).reshape(-1, 4)
 
@@ -157,6 +172,11 @@ def whole_in_tile(boxes: F32, tile: tuple[int, int, int, int], frame: tuple[int,
 #: in a person the whole frame found in the same run, is a part of that person.
 PART_OF_TILE = 0.6
 INSIDE = 0.6
+#: ... and at most this share of that person's height: a part (upper body, legs) is shorter
+#: than its person. A person as tall as the whole-frame box they lie in is someone the whole
+#: frame boxed together with a neighbour (crowd stills: a 247-px person beside another, in one
+#: whole-frame box, was dropped as its part); the same person seen twice is NMS's to merge.
+PART_HEIGHT = 0.8
 
 
 def part_of_whole(boxes: F32, whole: F32, tile_side: int) -> npt.NDArray[np.bool_]:
@@ -165,7 +185,8 @@ def part_of_whole(boxes: F32, whole: F32, tile_side: int) -> npt.NDArray[np.bool
     A tile sees a large person's head, legs or upper body whole inside it and boxes it as a
     person; the whole frame, which sees that person whole, has them. Tiles are for people too
     small for the whole frame, so a detection as tall as most of the tile and lying mostly
-    inside a whole-frame detection's box is dropped. A small person standing in front of or
+    inside a whole-frame detection's box, and shorter than it (:data:`PART_HEIGHT`), is
+    dropped. A small person standing in front of or
     behind a large one is shorter than that and kept (zidane.jpg: five such parts of the two
     men; crowd stills: people behind a near one).
 
@@ -179,9 +200,11 @@ def part_of_whole(boxes: F32, whole: F32, tile_side: int) -> npt.NDArray[np.bool
     """
     if len(boxes) == 0 or len(whole) == 0:
         return np.zeros(len(boxes), bool)
-    tall = (boxes[:, 3] - boxes[:, 1]) >= PART_OF_TILE * tile_side
-    inside = box_iou(boxes, whole, over="first").max(axis=1) >= INSIDE
-    return np.asarray(tall & inside, bool)
+    heights = boxes[:, 3] - boxes[:, 1]
+    tall = heights >= PART_OF_TILE * tile_side
+    inside = box_iou(boxes, whole, over="first") >= INSIDE
+    shorter = heights[:, None] <= PART_HEIGHT * (whole[:, 3] - whole[:, 1])[None, :]
+    return np.asarray(tall & (inside & shorter).any(axis=1), bool)
 
 
 def without_keypoints(dets: Detections) -> Detections:
@@ -308,6 +331,7 @@ class TiledDetector:
         tiles = self.tiles(w, h)
         views = self.views(w, h)
         if self.config.per_run == 0:
+            tiles = tile_grid(w, h, self.config, self.config.still_row_overlap)
             if self.config.fine_px:
                 fine = tile_grid(w, h, replace(self.config, tile_px=self.config.fine_px, fine_px=0))
                 tiles = np.concatenate([tiles, fine]).reshape(-1, 4)
