@@ -243,23 +243,39 @@ class PoseCore:
         if bad.size == 0:
             return poses
         again = self.landmarker(frame.image, poses.next_regions[bad])
-        keep = np.zeros(bad.size, bool)
         fit2 = box_fit(tracks.boxes[bad], again.keypoints, (w, h))
-        for k, r in enumerate(bad):
-            if fit2[k] < cfg.min_box_fit:
-                continue
-            if again.presence[k] < cfg.min_presence:
-                continue
-            scale = float(np.sqrt(max(poses.regions[r, 2] * poses.regions[r, 3], 0.0)))
-            keep[k] = keypoint_similarity(
-                poses.keypoints[r], poses.visibility[r], again.keypoints[k],
-                again.visibility[k], scale, cfg.similarity_kappa) >= cfg.merge_similarity
+        keep = self._agrees(poses, bad, again, fit2 >= cfg.min_box_fit)
         out = poses.replace_rows(bad[keep], again[np.flatnonzero(keep)]) if keep.any() else poses
         if keep.all():
             return out
         presence = out.presence.copy()
         presence[bad[~keep]] = 0.0
         return dataclasses.replace(out, presence=presence)
+
+    def _agrees(self, poses: Poses2D, rows: npt.NDArray[np.intp], again: Poses2D,
+                ok: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+        """Which refined poses to keep: those passing ``ok`` that have presence and agree.
+
+        Args:
+            poses: The frame's first poses (n rows).
+            rows: (m,) rows of ``poses`` that were refined.
+            again: The m refined poses, in the order of ``rows``.
+            ok: (m,) a caller's own test (the landmarks fit the detector box).
+
+        Returns:
+            (m,) bool: ``ok``, presence >= ``min_presence`` and keypoint similarity to the
+            first pose (scale: the first region's side, px) >= ``merge_similarity``.
+        """
+        cfg = self.tracker.config
+        out = np.zeros(rows.size, bool)
+        for k, r in enumerate(rows):
+            if not ok[k] or again.presence[k] < cfg.min_presence:
+                continue
+            scale = float(np.sqrt(max(poses.regions[r, 2] * poses.regions[r, 3], 0.0)))
+            out[k] = keypoint_similarity(
+                poses.keypoints[r], poses.visibility[r], again.keypoints[k],
+                again.visibility[k], scale, cfg.similarity_kappa) >= cfg.merge_similarity
+        return out
 
     #: :meth:`_confirm`: side of the second try's region over the box's long side. The box
     #: detector's region (1.5 x the long side, for the landmark model's best accuracy on a
@@ -303,14 +319,7 @@ class PoseCore:
             cfg.min_box_fit > 0.0)
         again = self.landmarker(frame.image, poses.next_regions[new])
         fits = ~checked | (box_fit(boxes, again.keypoints, (w, h)) >= cfg.min_box_fit)
-        good = np.zeros(new.size, bool)
-        for k, r in enumerate(new):
-            if not fits[k] or again.presence[k] < cfg.min_presence:
-                continue
-            scale = float(np.sqrt(max(poses.regions[r, 2] * poses.regions[r, 3], 0.0)))
-            good[k] = keypoint_similarity(
-                poses.keypoints[r], poses.visibility[r], again.keypoints[k],
-                again.visibility[k], scale, cfg.similarity_kappa) >= cfg.merge_similarity
+        good = self._agrees(poses, new, again, fits)
         out = poses.replace_rows(new[good], again[np.flatnonzero(good)]) if good.any() else poses
         retry = np.flatnonzero(~good & checked)
         keep = good.copy()
