@@ -386,17 +386,18 @@ _PAIRED = np.array([j for j in range(N_JOINTS) if COCO17_FLIP[j] != j], np.intp)
 
 #: :class:`LeftRight`'s defaults, chosen on the development set (Demo_MultiPerson's tracks at
 #: 60 fps and as 30 fps halves, real flips and flicker injected on a timeline in seconds; the
-#: demo clip at 30 fps), never on the test set. The rates are the former per-frame
-#: probabilities at 30 fps (0.02 start, 0.1 end) as rates per second (-30 ln(1 - p)): at 30 fps
-#: the filter is unchanged; the rates around them (start 0.3-1.2/s, end 1.6-6.3/s) gave no
+#: demo clip at 30 fps), never on the test set. The rates are those of the continuous-time
+#: chain whose step over 1/30 s has the former per-frame probabilities (0.02 start, 0.1 end):
+#: rates in the ratio 1 : 5 summing to -30 ln(1 - 0.02 - 0.1) = 3.835/s, so at 30 fps the
+#: filter is unchanged; the rates around them (start 0.3-1.2/s, end 1.6-6.3/s) gave no
 #: better development figures, and faster ones swap the demo clip's real turn. A cost scale
 #: that grows with the frame interval (``motion`` > 0 at the same scale at 30 fps) and a
 #: constant-velocity prediction of the last pose both missed more injected flips at 60 fps.
 #: What is left at 60 fps: ``edge-bench --lift``'s ``@60fps`` row.
 LR_SIGMA = 0.05
 LR_MOTION = 0.0
-LR_RATE_START = 0.606
-LR_RATE_END = 3.16
+LR_RATE_START = 0.639
+LR_RATE_END = 3.196
 
 
 @dataclass
@@ -422,9 +423,12 @@ class LeftRight:
 
     Each track's labelling is a two-state hidden Markov chain, filtered forward (causal, no
     latency): the model's labelling is right (state 0) or swapped (state 1). The model's errors
-    start rarely and end soon: a continuous-time chain with rates ``rate_start`` and
-    ``rate_end`` per second, so between two frames ``dt`` apart the probability of a change is
-    ``1 - exp(-rate * dt)`` (the same behaviour in seconds at any frame rate). The evidence is
+    start rarely and end soon: a continuous-time chain with rates ``a = rate_start`` and
+    ``b = rate_end`` per second, so between two frames ``dt`` apart the probability of a change
+    is ``a / (a + b) * (1 - exp(-(a + b) dt))`` from state 0 and ``b / (a + b) * (...)`` from
+    state 1 (the same behaviour in seconds at any frame rate; after a long gap, such as frames
+    dropped or a track found again, the chain forgets towards its stationary share
+    ``a / (a + b)`` of swapped frames instead of flipping). The evidence is
     the continuity of the true pose: each new pose (root-centred at the mid-hip and scaled to
     unit RMS radius, so independent of where the person is and how large) is compared with the
     last one, both as the model labelled them: ``same``, the mean distance of the paired
@@ -478,8 +482,10 @@ class LeftRight:
 
     def _log_transition(self, dt: float) -> npt.NDArray[np.float64]:
         """(2, 2) log transition probabilities [from, to] over ``dt`` seconds."""
-        p_start = -np.expm1(-self.rate_start * dt)
-        p_end = -np.expm1(-self.rate_end * dt)
+        total = self.rate_start + self.rate_end
+        moved = -np.expm1(-total * dt)  # 1 - exp(-(a + b) dt), exact for the 2-state chain
+        p_start = self.rate_start / total * moved
+        p_end = self.rate_end / total * moved
         out: npt.NDArray[np.float64] = np.log(np.array([[1 - p_start, p_start],
                                                         [p_end, 1 - p_end]]))
         return out

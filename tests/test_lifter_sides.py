@@ -215,6 +215,21 @@ def test_the_chain_runs_in_seconds_not_frames() -> None:
         assert got[0] == got[1] == got[2] == (10 <= k < 13), (k, got)
 
 
+def test_a_long_gap_forgets_towards_the_prior_instead_of_flipping() -> None:
+    """A track seen again after seconds (frames dropped, or found again under its ID) in a
+    side-on pose, where both labellings look alike, keeps the model's labelling: over a long
+    gap the chain tends to its stationary share of swapped frames (1/6), never to a swap."""
+    kp = project(WALK)[None].copy()
+    kp[:, list(COCO17_FLIP)] = kp  # exactly side-on: every left joint on its right partner
+    conf = np.ones((1, N_JOINTS))
+    for gap in (0.5, 5.0, 600.0):
+        guard = LeftRight()
+        with np.errstate(all="raise"):  # no log(0) for any gap
+            first = guard(kp, conf, [7], t_s=10.0)[0]
+            again = guard(kp, conf, [7], t_s=10.0 + gap)[0]
+        assert not first and not again, gap
+
+
 def test_development_set_flips_are_undone_at_30_and_60_fps(manifest: Manifest) -> None:
     """Demo_MultiPerson (the development set, 60 fps): tracked, its 2D model flips left and
     right in a few dozen person-frames; the guard undoes most of them with the same parameters
