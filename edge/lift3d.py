@@ -442,7 +442,7 @@ class LeftRight:
     are swapped. Unlike a hard "labels jumped" switch, a doubtful frame cannot lock a track into
     the wrong labelling: the asymmetric prior keeps pulling it back to the model's.
 
-    Frame times come from ``t_s`` of each call (or :meth:`at`, the pipeline's capture time);
+    Frame times come from ``t_s`` of each call (the pipeline passes each frame's capture time);
     without them, frames are ``1 / fps`` apart. A track starts as labelled. Hand-written: no
     library filters pose label flips. Parameters chosen on the development set
     (Demo_MultiPerson's tracks at 60 fps and at 30 fps, and the demo clip at 30 fps, with real
@@ -469,16 +469,10 @@ class LeftRight:
         self.rate_start, self.rate_end, self.fps = rate_start, rate_end, fps
         self.min_confidence = min_confidence
         self._state: dict[int, _SideState] = {}
-        self._clock: float | None = None
 
     def reset(self) -> None:
         """Forgets every track."""
         self._state.clear()
-        self._clock = None
-
-    def at(self, t_s: float) -> None:
-        """Sets the capture time (seconds) of the frame the next call without ``t_s`` sees."""
-        self._clock = float(t_s)
 
     def _log_transition(self, dt: float) -> npt.NDArray[np.float64]:
         """(2, 2) log transition probabilities [from, to] over ``dt`` seconds."""
@@ -498,8 +492,8 @@ class LeftRight:
             keypoints_px: (n, 33 or 17, 2) pixels.
             confidence: (n, 33 or 17) in [0, 1].
             track_ids: n track ids; tracks absent from this frame are dropped.
-            t_s: The frame's capture time, seconds; None: the time set by :meth:`at`, else
-                ``1 / fps`` after each track's last frame.
+            t_s: The frame's capture time, seconds; None: ``1 / fps`` after each track's last
+                frame.
 
         Returns:
             (n,) bool: True where the pose's left and right labels should be exchanged.
@@ -507,8 +501,6 @@ class LeftRight:
         kp, cf = to_coco17(keypoints_px, confidence)
         if len(track_ids) != len(kp):
             raise ValueError(f"{len(track_ids)} track ids for {len(kp)} poses")
-        if t_s is None:
-            t_s, self._clock = self._clock, None
         feats = normalise_2d(kp, cf, self.min_confidence).reshape(-1, N_JOINTS, N_FEATURES)
         flip = list(COCO17_FLIP)
         out = np.zeros(len(kp), bool)
@@ -727,7 +719,7 @@ class LifterStage:
 
         With ``sides``, label flips of the 2D model are undone first (:attr:`swapped` says
         where; :func:`swap_sides` does the same to the published 2D). ``t_s`` is the frame's
-        capture time in seconds for ``sides`` (None: :meth:`LeftRight.at`'s, else nominal).
+        capture time in seconds for ``sides`` (None: frames ``1 / fps`` apart).
         """
         tids = [int(i) for i in ids]
         kp, vis = _sided(self, poses, tids, t_s)

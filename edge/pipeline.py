@@ -76,9 +76,12 @@ class Stage3D(Protocol):
     """A 3D stage: 2D poses of the tracked people in, metric root-relative 3D joints out."""
 
     name: str
+    #: (n,) bool, the people of the last call whose left and right labels the stage exchanged
+    #: (``edge.lift3d.LeftRight``); the published 2D gets the same exchange.
+    swapped: npt.NDArray[np.bool_]
 
-    def __call__(self, poses: Poses2D, ids: I64) -> Poses3D:
-        """Lifts ``poses`` (rows in the order of ``ids``)."""
+    def __call__(self, poses: Poses2D, ids: I64, t_s: float | None = None) -> Poses3D:
+        """Lifts ``poses`` (rows in the order of ``ids``); ``t_s``: their capture time, s."""
         ...
 
     def reset(self) -> None:
@@ -387,14 +390,9 @@ class PoseCore:
         track_ms = (time.perf_counter() - t0) * 1e3 + t_track0 * 1e3
 
         t0 = time.perf_counter()
-        sides = getattr(self.lifter, "sides", None)  # edge.lift3d.LeftRight: this frame's time
-        if sides is not None:
-            sides.at(t)
-        poses_3d = self.lifter(poses, kept.ids)
-        # the 3D stage's left/right label fixes (edge.lift3d.LeftRight), on the 2D too
-        swapped = getattr(self.lifter, "swapped", None)
-        if swapped is not None and len(swapped) == len(poses.keypoints):
-            poses = swap_sides(poses, swapped)
+        poses_3d = self.lifter(poses, kept.ids, t)
+        if self.lifter.swapped.any():  # its left/right label fixes, on the published 2D too
+            poses = swap_sides(poses, self.lifter.swapped)
         pose3d_ms = (time.perf_counter() - t0) * 1e3
 
         if self.smoother is not None:  # called with no people too: it forgets those who left
