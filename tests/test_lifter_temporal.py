@@ -8,16 +8,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
+from testdata import demo_segment
 
 from edge import cli
 from edge.config import Config
 from edge.lift3d import N_JOINTS, Lifter, TemporalLifter
 from edge.runtime import Manifest
-from edge.sources import DEMO_CLIP
 from lifter.camera import camera_features
 from lifter.tflite_writer import Dense, TemporalConv, write_tflite
 
@@ -28,24 +27,7 @@ FIRST, LAST = 110, 140
 @pytest.fixture(scope="module")
 def short_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """30 frames of the demo clip, full size."""
-    out = tmp_path_factory.mktemp("tclip") / "clip.mp4"
-    cap = cv2.VideoCapture(str(DEMO_CLIP))
-    writer: Any = None
-    try:
-        for i in range(LAST):
-            ok, frame = cap.read()
-            assert ok, f"{DEMO_CLIP} ended at frame {i}"
-            if i < FIRST:
-                continue
-            if writer is None:
-                writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"mp4v"), 30.0,
-                                         (frame.shape[1], frame.shape[0]))
-            writer.write(frame)
-    finally:
-        cap.release()
-        if writer is not None:
-            writer.release()
-    return out
+    return demo_segment(tmp_path_factory.mktemp("tclip") / "clip.mp4", FIRST, LAST)
 
 
 @pytest.fixture(scope="module")

@@ -27,12 +27,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import cv2
 import jsonschema
 import paho.mqtt.client as mqtt
 import pytest
 from conftest import require
 from paho.mqtt.enums import CallbackAPIVersion
+from testdata import demo_segment
 
 from edge import annotation
 from edge.runtime import load_manifest
@@ -249,27 +249,7 @@ def model_settings() -> tuple[dict[str, str], dict[str, Any]]:
 @pytest.fixture(scope="session")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Frames 100-189 of the demo video at half size (3 s; the woman walks in at ~120)."""
-    out = tmp_path_factory.mktemp("clip") / "clip.mp4"
-    cap = cv2.VideoCapture(str(DEMO))
-    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    writer: Any = None
-    try:
-        for i in range(190):
-            ok, frame = cap.read()
-            assert ok, f"{DEMO} ended at frame {i}"
-            if i < 100:
-                continue
-            frame = cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2),
-                               interpolation=cv2.INTER_AREA)
-            if writer is None:
-                writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"mp4v"), fps,
-                                         (frame.shape[1], frame.shape[0]))
-            writer.write(frame)
-    finally:
-        cap.release()
-        if writer is not None:
-            writer.release()
-    return out
+    return demo_segment(tmp_path_factory.mktemp("clip") / "clip.mp4", 100, 190, half=True)
 
 
 def toml_value(v: Any) -> str:

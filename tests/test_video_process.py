@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import DEMO_CLIP
+from testdata import demo_segment
 
 from edge.annotation import Annotation
 from edge.app import Runtime
@@ -239,29 +240,11 @@ def test_no_process_is_left_after_the_parent_stops(tmp_path: Path, how: str) -> 
     assert 1 <= len(_read_all(path)) <= 15
 
 
-def _short_clip(path: Path, n: int = 24) -> Path:
-    """Frames 100.. 100+n of the demo clip at half size (people in view)."""
-    cap = cv2.VideoCapture(str(DEMO_CLIP))
-    cap.set(cv2.CAP_PROP_POS_FRAMES, 100)
-    out: cv2.VideoWriter | None = None
-    for _ in range(n):
-        ok, frame = cap.read()
-        assert ok
-        h, w = frame.shape[0] // 2, frame.shape[1] // 2
-        if out is None:
-            out = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 25.0, (w, h))
-        out.write(cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA))
-    cap.release()
-    assert out is not None
-    out.release()
-    return path
-
-
 def test_runtime_goes_on_when_its_writer_is_killed(manifest: Manifest, tmp_path: Path) -> None:
     """Every-frame run of a real clip with the real models: the writer killed at frame 5, the
     core still processes every frame, the run's close reports the writer's death (exit code 1,
     ``stats.error``) and the snapshot counts the lost frames."""
-    clip = _short_clip(tmp_path / "clip.mp4")
+    clip = demo_segment(tmp_path / "clip.mp4", 100, 124, half=True)
     config = Config.model_validate({
         "models": {"dir": str(manifest.folder), "threads": 1}, "source": {"uri": str(clip)},
         "scheduler": {"mode": "every-frame"},

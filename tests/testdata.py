@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
+
 from bench.crowd.sources import opencv_doc_files
+from edge.sources import DEMO_CLIP
 from models.sources import Member, Package, extract
 
 CACHE = Path(__file__).resolve().parent.parent / "cache"
@@ -46,3 +49,38 @@ def photo(name: str) -> Path:
     if name in WHEEL_PHOTOS:
         return extract(WHEEL_PHOTOS[name], CACHE / "dl", CACHE / "build" / "src" / "ultralytics")
     return opencv_doc_files({name: DEB_PHOTOS[name]}, CACHE)[name]
+
+
+def demo_segment(out: Path, first: int, last: int, half: bool = False) -> Path:
+    """Frames ``first``..``last - 1`` of the demo clip as an mp4v file at the clip's rate.
+
+    Args:
+        out: The file to write.
+        first: First frame kept.
+        last: Frame after the last one kept.
+        half: Halve the width and height (INTER_AREA), for quicker runs.
+
+    Returns:
+        ``out``.
+    """
+    cap = cv2.VideoCapture(str(DEMO_CLIP))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    writer: cv2.VideoWriter | None = None
+    try:
+        for i in range(last):
+            ok, frame = cap.read()
+            assert ok, f"{DEMO_CLIP} ended at frame {i}"
+            if i < first:
+                continue
+            if half:
+                frame = cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2),
+                                   interpolation=cv2.INTER_AREA)
+            if writer is None:
+                writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"mp4v"), fps,
+                                         (frame.shape[1], frame.shape[0]))
+            writer.write(frame)
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
+    return out
