@@ -393,22 +393,43 @@ _PAIRED = np.array([j for j in range(N_JOINTS) if COCO17_FLIP[j] != j], np.intp)
 #: better development figures, and faster ones swap the demo clip's real turn. A cost scale
 #: that grows with the frame interval (``motion`` > 0 at the same scale at 30 fps) and a
 #: constant-velocity prediction of the last pose both missed more injected flips at 60 fps.
-#: What is left at 60 fps: ``edge-bench --lift``'s ``@60fps`` row.
+#: What is left at 60 fps: ``edge-bench --lift``'s ``@60fps`` row. Development figures of
+#: every choice: ``lifter.sides_dev``.
 LR_SIGMA = 0.05
 LR_MOTION = 0.0
 LR_RATE_START = 0.639
 LR_RATE_END = 3.196
+#: A frame whose better labelling still costs more than ``LR_MISFIT`` (RMS radii; a frame's
+#: noise and motion cost 0.01-0.1, a flip 0.4-1.0) does not become the next frame's reference
+#: (a half-turned frame of the 2D model), for up to ``LR_BRIDGE_S`` seconds. Development set
+#: (``lifter.sides_dev``), flicker with half-turned frames injected, swapped frames left at
+#: 60 / 30 fps: 288 / 468 without the bridge, 76 / 113 with it (misfit 0.15: 108 / 131, 0.25:
+#: 194 / 296; bridge 0.2 s: 69 / 115 but swaps 8 frames of the demo clip's real turn).
+LR_MISFIT = 0.1
+LR_BRIDGE_S = 0.1
+#: A track absent for up to this long (s) keeps its state (the chain runs over the gap);
+#: after longer it starts afresh as labelled. The development set's tracks have gaps of up to
+#: 0.75 s; forgetting after 0.5 s, or a cost scale grown with the gap, left 74-85 / 89-94
+#: injected flips swapped at 60 / 30 fps, against 56 / 61 with 1 s (as never forgetting).
+LR_MAX_GAP_S = 1.0
 
 
 @dataclass
-class _SideState:
-    """One track's left/right state (see :class:`LeftRight`)."""
+class _SideFrame:
+    """One frame of a track's left/right history (see :class:`LeftRight`)."""
 
-    last: F32  # (17, 2) the last pose as the 2D model labelled it, normalised
-    seen: npt.NDArray[np.bool_]  # (17,) joints of ``last`` that were seen
-    log_p: npt.NDArray[np.float64]  # (2,) log-probability (up to a constant): as labelled,
-    #                                 swapped
-    t_s: float  # capture time of ``last``, seconds
+    x: F32  # (17, 2) the pose as the 2D model labelled it, normalised
+    seen: npt.NDArray[np.bool_]  # (17,) joints of ``x`` that were seen
+    log_p: npt.NDArray[np.float64]  # (2,) log-probability, normalised: as labelled, swapped
+    t_s: float  # capture time, seconds
+
+
+@dataclass
+class _SideTrack:
+    """One track's left/right state: its last frame, and the last that fitted its reference."""
+
+    last: _SideFrame
+    fitted: _SideFrame
 
 
 class LeftRight:
@@ -431,22 +452,33 @@ class LeftRight:
     ``a / (a + b)`` of swapped frames instead of flipping). The evidence is
     the continuity of the true pose: each new pose (root-centred at the mid-hip and scaled to
     unit RMS radius, so independent of where the person is and how large) is compared with the
-    last one, both as the model labelled them: ``same``, the mean distance of the paired
-    joints, and ``swap``, the same with one pose's left and right exchanged. Two frames in the
-    same state are related by ``same``, in different states by ``swap``; each relation has
-    likelihood ``exp(-cost / s)``, ``s = sigma + motion * dt``: a floor for the 2D model's
-    per-frame noise plus the distance a joint may move in ``dt`` (so the tolerance follows the
-    frame interval). A flip makes ``swap`` far smaller than ``same``; a real turn keeps
-    ``same`` small; side-on, where both labellings look alike, the evidence is neutral and the
-    prior (the model is mostly right) decides. Frames whose swapped state is the more probable
-    are swapped. Unlike a hard "labels jumped" switch, a doubtful frame cannot lock a track into
-    the wrong labelling: the asymmetric prior keeps pulling it back to the model's.
+    track's reference pose (its last frame), both as the model labelled them: ``same``, the mean
+    distance of the paired joints, and ``swap``, the same with one pose's left and right
+    exchanged. Two frames in the same state are related by ``same``, in different states by
+    ``swap``; each relation has likelihood ``exp(-cost / s)``, ``s = sigma + motion * dt``: a
+    floor for the 2D model's per-frame noise plus the distance a joint may move in ``dt``. A
+    flip makes ``swap`` far smaller than ``same``; a real turn keeps ``same`` small; side-on,
+    where both labellings look alike, the evidence is neutral and the prior (the model is
+    mostly right) decides. Frames whose swapped state is the more probable are swapped. Unlike
+    a hard "labels jumped" switch, a doubtful frame cannot lock a track into the wrong
+    labelling: the asymmetric prior keeps pulling it back to the model's.
+
+    Half-turned frames: in flicker the 2D model often gives a frame whose joints sit midway
+    between the two labellings (the shoulders squeezed together). It fits neither labelling of
+    its neighbours, so it carries no evidence, and a frame compared with it carries none
+    either: the chain loses the thread and the prior hands the track to the model's labelling.
+    A new frame is therefore compared with the last frame and, when that one fitted its own
+    reference no better than ``misfit`` (its better labelling costing more), also with the last
+    frame that did, up to ``bridge_s`` back; the reference that fits the new frame better
+    carries the chain (run over the longer interval if it is the older one).
 
     Frame times come from ``t_s`` of each call (the pipeline passes each frame's capture time);
-    without them, frames are ``1 / fps`` apart. A track starts as labelled. Hand-written: no
-    library filters pose label flips. Parameters chosen on the development set
-    (Demo_MultiPerson's tracks at 60 fps and at 30 fps, and the demo clip at 30 fps, with real
-    flips; ``edge.bench.lift``), never on the test set.
+    without them, frames are ``1 / fps`` apart. A track starts as labelled; a track absent for
+    up to ``max_gap_s`` keeps its state (the chain runs over the gap), after longer it starts
+    afresh. Hand-written: no library filters pose label flips. Parameters chosen on the
+    development set (Demo_MultiPerson's tracks at 60 fps and at 30 fps, flips, flicker and
+    half-turned frames injected, and the demo clip at 30 fps, with real flips;
+    ``lifter.sides_dev``), never on the test set.
 
     Args:
         sigma: Cost scale floor (units of the pose's RMS radius; a flip of a frontal pose costs
@@ -456,23 +488,35 @@ class LeftRight:
         rate_end: Rate (1/s) at which such an error ends.
         fps: Nominal frame rate (Hz) for calls without a time.
         min_confidence: Joints below it are left out of the comparison.
+        misfit: Cost (RMS radii) of the better labelling above which a frame does not become
+            the reference.
+        bridge_s: Longest time (s) the reference is kept over frames that do not fit.
+        max_gap_s: Longest absence (s) of a track that keeps its state.
     """
 
     def __init__(self, sigma: float = LR_SIGMA, motion: float = LR_MOTION,
                  rate_start: float = LR_RATE_START, rate_end: float = LR_RATE_END,
-                 fps: float = 30.0, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> None:
+                 fps: float = 30.0, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+                 misfit: float = LR_MISFIT, bridge_s: float = LR_BRIDGE_S,
+                 max_gap_s: float = LR_MAX_GAP_S) -> None:
         if not (sigma > 0 and motion >= 0 and rate_start > 0 and rate_end > 0 and fps > 0):
             raise ValueError(f"LeftRight needs sigma > 0, motion >= 0, rate_start > 0, "
                              f"rate_end > 0 and fps > 0; got {sigma}, {motion}, {rate_start}, "
                              f"{rate_end}, {fps}")
+        if not (misfit > 0 and bridge_s >= 0 and max_gap_s >= 0):
+            raise ValueError(f"LeftRight needs misfit > 0, bridge_s >= 0 and max_gap_s >= 0; "
+                             f"got {misfit}, {bridge_s}, {max_gap_s}")
         self.sigma, self.motion = sigma, motion
         self.rate_start, self.rate_end, self.fps = rate_start, rate_end, fps
         self.min_confidence = min_confidence
-        self._state: dict[int, _SideState] = {}
+        self.misfit, self.bridge_s, self.max_gap_s = misfit, bridge_s, max_gap_s
+        self._tracks: dict[int, _SideTrack] = {}
+        self._clock: float | None = None
 
     def reset(self) -> None:
         """Forgets every track."""
-        self._state.clear()
+        self._tracks.clear()
+        self._clock = None
 
     def _log_transition(self, dt: float) -> npt.NDArray[np.float64]:
         """(2, 2) log transition probabilities [from, to] over ``dt`` seconds."""
@@ -484,6 +528,55 @@ class LeftRight:
                                                         [p_end, 1 - p_end]]))
         return out
 
+    def _log_evidence(self, x: F32, ok: npt.NDArray[np.bool_], ref: _SideFrame, dt: float
+                      ) -> tuple[npt.NDArray[np.float64], float]:
+        """The pair's continuity: (2, 2) log-likelihood [state of ``ref``, state of ``x``].
+
+        Also the cost of the better labelling (0 without evidence).
+        """
+        flip = list(COCO17_FLIP)
+        w = (ok & ok[flip] & ref.seen & ref.seen[flip])[_PAIRED].astype(np.float64)
+        if w.sum() < 4:  # too few joints seen in both frames: no evidence
+            return np.zeros((2, 2)), 0.0
+        same = float(np.linalg.norm(x[_PAIRED] - ref.x[_PAIRED], axis=-1) @ w / w.sum())
+        swap = float(np.linalg.norm(x[flip][_PAIRED] - ref.x[_PAIRED], axis=-1) @ w / w.sum())
+        scale = self.sigma + self.motion * dt
+        out: npt.NDArray[np.float64] = -np.array([[same, swap], [swap, same]]) / scale
+        return out, min(same, swap)
+
+    def _step(self, x: F32, ok: npt.NDArray[np.bool_], ref: _SideFrame, t: float
+              ) -> tuple[float, npt.NDArray[np.float64], _SideFrame]:
+        """The new frame's fit to ``ref``, its (2,) normalised log-probability, and ``ref``."""
+        dt = t - ref.t_s
+        ev, fit = self._log_evidence(x, ok, ref, dt)
+        m = ref.log_p[:, None] + self._log_transition(dt) + ev
+        log_p = np.logaddexp(m[0], m[1])
+        return fit, log_p - np.logaddexp(log_p[0], log_p[1]), ref
+
+    def _time(self, t_s: float | None) -> float:
+        """The frame's time on the guard's clock.
+
+        A non-increasing time (a clock reset) is taken as one nominal frame after the last,
+        every track's history shifted to match.
+        """
+        step = 1 / self.fps
+        if self._clock is None:
+            self._clock = 0.0 if t_s is None else t_s
+            return self._clock
+        if t_s is None or t_s <= self._clock:
+            t = self._clock + step
+            if t_s is not None:  # a clock reset: move the past to the new clock
+                shift = t_s - t
+                for tr in self._tracks.values():
+                    tr.last.t_s += shift
+                    if tr.fitted is not tr.last:
+                        tr.fitted.t_s += shift
+                t = t_s
+        else:
+            t = t_s
+        self._clock = t
+        return t
+
     def __call__(self, keypoints_px: npt.ArrayLike, confidence: npt.ArrayLike,
                  track_ids: Sequence[int], t_s: float | None = None) -> npt.NDArray[np.bool_]:
         """Which poses of one frame to swap left for right.
@@ -491,9 +584,8 @@ class LeftRight:
         Args:
             keypoints_px: (n, 33 or 17, 2) pixels.
             confidence: (n, 33 or 17) in [0, 1].
-            track_ids: n track ids; tracks absent from this frame are dropped.
-            t_s: The frame's capture time, seconds; None: ``1 / fps`` after each track's last
-                frame.
+            track_ids: n track ids; tracks absent for longer than ``max_gap_s`` are dropped.
+            t_s: The frame's capture time, seconds; None: ``1 / fps`` after the last frame.
 
         Returns:
             (n,) bool: True where the pose's left and right labels should be exchanged.
@@ -501,35 +593,35 @@ class LeftRight:
         kp, cf = to_coco17(keypoints_px, confidence)
         if len(track_ids) != len(kp):
             raise ValueError(f"{len(track_ids)} track ids for {len(kp)} poses")
+        t = self._time(t_s)
         feats = normalise_2d(kp, cf, self.min_confidence).reshape(-1, N_JOINTS, N_FEATURES)
-        flip = list(COCO17_FLIP)
         out = np.zeros(len(kp), bool)
-        state: dict[int, _SideState] = {}
         for i, tid in enumerate(track_ids):
-            x, ok = feats[i, :, :2], feats[i, :, 2] > 0
-            s = self._state.get(tid)
-            if s is None:
-                s = _SideState(x.copy(), ok.copy(), np.log(np.array([1 - 1e-3, 1e-3])),
-                               0.0 if t_s is None else t_s)
+            x, ok = feats[i, :, :2].copy(), feats[i, :, 2] > 0
+            track = self._tracks.get(tid)
+            if track is not None and t - track.last.t_s > self.max_gap_s:
+                track = None
+            if track is None:
+                first = _SideFrame(x, ok, np.log(np.array([1 - 1e-3, 1e-3])), t)
+                track = self._tracks[tid] = _SideTrack(first, first)
+                log_p = first.log_p
             else:
-                t = s.t_s + 1 / self.fps if t_s is None else t_s
-                # a non-increasing time (a clock reset) counts as one nominal frame
-                dt = t - s.t_s if t > s.t_s else 1 / self.fps
-                w = (ok & ok[flip] & s.seen & s.seen[flip])[_PAIRED].astype(np.float64)
-                same = swap = 0.0  # too few joints seen in both frames: no evidence
-                if w.sum() >= 4:
-                    same = float(np.linalg.norm(x[_PAIRED] - s.last[_PAIRED], axis=-1) @ w
-                                 / w.sum())
-                    swap = float(np.linalg.norm(x[flip][_PAIRED] - s.last[_PAIRED], axis=-1)
-                                 @ w / w.sum())
-                ev = -np.array([[same, swap], [swap, same]]) / (self.sigma + self.motion * dt)
-                m = s.log_p[:, None] + self._log_transition(dt) + ev
-                top = m.max(axis=0)
-                log_p = top + np.log(np.exp(m - top).sum(axis=0))
-                s = _SideState(x.copy(), ok.copy(), log_p - log_p.max(), t)
-            out[i] = s.log_p[1] > s.log_p[0]
-            state[tid] = s
-        self._state = state
+                # compared with the last frame and, while the last that fitted is another one
+                # at most ``bridge_s`` back, with that one too: whichever fits the new frame
+                # better carries the chain; the new frame fits if it fits a frame that did
+                anchor = (track.fitted is not track.last
+                          and t - track.fitted.t_s <= self.bridge_s)
+                fit, log_p, ref = self._step(x, ok, track.last, t)
+                if anchor:
+                    fit2, log_p2, ref2 = self._step(x, ok, track.fitted, t)
+                    if fit2 < fit:
+                        fit, log_p, ref = fit2, log_p2, ref2
+                track.last = _SideFrame(x, ok, log_p, t)
+                if fit <= self.misfit and (ref is track.fitted or not anchor):
+                    track.fitted = track.last
+            out[i] = log_p[1] > log_p[0]
+        for tid in [k for k, tr in self._tracks.items() if t - tr.last.t_s > self.max_gap_s]:
+            del self._tracks[tid]
         return out
 
 

@@ -1,0 +1,153 @@
+"""Development figures of the left/right guard (:class:`edge.lift3d.LeftRight`), never the test set.
+
+* ``dev``: Pose2Sim ``Demo_MultiPerson`` (:func:`edge.bench.lift.multi_tracks`), its tracks at
+  60 fps and as 30 fps halves (every other frame), frame times from the frame indices: frames
+  whose lifted left and right limbs are swapped against the fused 3D
+  (:func:`edge.bench.lift.swapped`).
+* ``inj``: the same tracks with label flips injected on a timeline in seconds (episodes of
+  1/60 s to 0.25 s, flicker of one or two frames among them), the same count.
+* ``demo``: the demo clip (30 fps): frames swapped other than track 0's known flip (68-72),
+  and those of the flip missed.
+* cost: microseconds per person per frame (one person per call, the demo clip's poses).
+
+The development set's fused truth is itself edge-pose's output: it trades its people's sides in
+a few frames (Demo_MultiPerson frames 52, 56 and 79-83), which count as swapped in every view
+whatever the guard does.
+
+Usage::
+
+    .venv/bin/python -m lifter.sides_dev
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.bench.lift import _DevViews, accuracy, demo_tracks, multi_tracks
+from edge.lift3d import COCO17_FLIP, LeftRight, Lifter
+
+Guard = Callable[[], LeftRight]  # a guard factory
+FLIP = list(COCO17_FLIP)
+#: Demo clip frames of track 0 the 2D model labels the other way round.
+DEMO_FLIPPED = (68, 69, 70, 71, 72)
+
+
+def run_guard(make: Guard, kp: npt.NDArray[Any], conf: npt.NDArray[Any],
+              track: npt.NDArray[Any], t_s: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+    """(n,) the guard's swaps, rows in time order within each track."""
+    guard = make()
+    return np.concatenate([guard(kp[i:i + 1], conf[i:i + 1], [int(track[i])],
+                                 t_s=float(t_s[i])) for i in range(len(kp))])
+
+
+def flicker(rng: np.random.Generator, t: npt.NDArray[Any], rate: float = 1.0,
+            half: float = 0.0) -> npt.NDArray[np.float64]:
+    """(n,) injected flips at times ``t`` (s): episodes starting ``rate`` per second.
+
+    1 where flipped, 0 where not; with probability ``half`` a frame next to an episode's start
+    or end is half-turned instead (the 2D model's transitional frames: the joints a share
+    0.3-0.7 of the way to their flipped places).
+    """
+    out = np.zeros(len(t), bool)
+    t0, t1 = float(t.min()), float(t.max())
+    s = t0 + rng.exponential(1 / rate)
+    while s < t1:
+        kind = rng.integers(3)
+        if kind == 0:  # flicker: 1-2 frames on, 1-2 off, a few times
+            for _ in range(int(rng.integers(2, 5))):
+                d = float(rng.integers(1, 3)) / 60
+                out |= (t >= s) & (t < s + d - 1e-6)
+                s += d + float(rng.integers(1, 3)) / 60
+        else:  # one episode of 1/60 to 0.25 s
+            d = float(rng.uniform(1 / 60, 0.25))
+            out |= (t >= s) & (t < s + d)
+            s += d
+        s += rng.exponential(1 / rate)
+    lam = out.astype(np.float64)
+    edges = np.flatnonzero(np.diff(out.astype(int)) != 0)
+    for e in edges:
+        if rng.random() < half:
+            k = e if not out[e] else e + 1  # the unflipped frame next to the edge
+            lam[k] = rng.uniform(0.3, 0.7)
+    return lam
+
+
+def count(lifter: Lifter, kp: npt.NDArray[Any], conf: npt.NDArray[Any], sw: npt.NDArray[Any],
+          view: npt.NDArray[Any], gt: npt.NDArray[Any]) -> list[int]:
+    """Swapped frames per view after undoing ``sw``."""
+    kp = np.where(sw[:, None, None], kp[:, FLIP], kp)
+    conf = np.where(sw[:, None], conf[:, FLIP], conf)
+    acc = accuracy(lifter.lift(kp, conf).joints, _DevViews(view), gt)
+    return [v["swapped_frames"] for v in acc["views"]]
+
+
+def inject(kp: npt.NDArray[Any], conf: npt.NDArray[Any], lam: npt.NDArray[Any]
+           ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """The 2D with flips (``lam`` 1) and half-turned frames (0 < ``lam`` < 1) injected."""
+    kpi = (1 - lam[:, None, None]) * kp + lam[:, None, None] * kp[:, FLIP]
+    cfi = np.where(lam[:, None] > 0.5, conf[:, FLIP], conf)
+    return kpi.astype(np.float32), cfi
+
+
+def evaluate(make: Guard | None, lifter: Lifter, seeds: int = 6) -> dict[str, Any]:
+    """Every development figure of one guard (None: no guard)."""
+    dev = multi_tracks()
+    out: dict[str, Any] = {}
+    t60 = dev["frame"] / 60.0
+    half = dev["track"] * 2 + dev["frame"] % 2
+    o30 = np.lexsort((dev["frame"], half))
+    for name, order, track in (("60", np.arange(len(t60)), dev["track"]), ("30", o30, half)):
+        kp, conf, tr, t = dev["kp"][order], dev["conf"][order], track[order], t60[order]
+        view, gt = dev["view"][order], dev["gt"][order]
+        sw = np.zeros(len(kp), bool) if make is None else run_guard(make, kp, conf, tr, t)
+        out[f"dev{name}"] = count(lifter, kp, conf, sw, view, gt)
+        for share in (0.0, 0.5):
+            tot = 0
+            for seed in range(seeds):
+                rng = np.random.default_rng(seed)
+                lam = np.zeros(len(kp))
+                for tid in np.unique(tr):
+                    s = tr == tid
+                    lam[s] = flicker(rng, t[s], half=share)
+                kpi, cfi = inject(kp, conf, lam)
+                sw = (np.zeros(len(kp), bool) if make is None
+                      else run_guard(make, kpi, cfi, tr, t))
+                tot += sum(count(lifter, kpi, cfi, sw, view, gt))
+            out[f"inj{name}" + ("half" if share else "")] = tot
+    demo = demo_tracks()
+    sw = (np.zeros(len(demo["kp"]), bool) if make is None else
+          run_guard(make, demo["kp"], demo["conf"], demo["track"], demo["frame"] / 30.0))
+    want = (demo["track"] == 0) & np.isin(demo["frame"], DEMO_FLIPPED)
+    out["demo_wrong"] = int((sw & ~want).sum())
+    out["demo_missed"] = int((want & ~sw).sum())
+    return out
+
+
+def cost_us(make: Guard, n: int = 2000) -> float:
+    """Microseconds per person per frame (one person per call)."""
+    demo = demo_tracks()
+    kp, conf, tr = demo["kp"], demo["conf"], demo["track"]
+    guard = make()
+    t0 = time.perf_counter()
+    for k in range(n):
+        i = k % len(kp)
+        guard(kp[i:i + 1], conf[i:i + 1], [int(tr[i])], t_s=k / 30.0)
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def main() -> None:
+    """Prints the figures of no guard, the guard without its bridge, and the default."""
+    lifter = Lifter.load("lifter_single_int8", 1)
+    for name, make in (("none", None), ("no bridge", partial(LeftRight, misfit=1e9)),
+                       ("default", LeftRight)):
+        print(name, evaluate(make, lifter), "" if make is None else f"{cost_us(make):.0f} us")
+
+
+if __name__ == "__main__":
+    main()
