@@ -315,5 +315,10 @@ def test_a_short_absence_keeps_the_state() -> None:
         both = guard(np.concatenate([other, flipped[k % len(kp)][None]]),
                      np.ones((2, N_JOINTS)), [9, 1], t_s=k / 30)
         assert not both[0] and both[1] == want, (absent, both)
+        # a clock that goes back (a restarted source) is one nominal frame: the state is kept
+        k += 1
+        assert guard(flipped[k % len(kp)][None], conf, [1], t_s=0.0)[0] == want
+        guard.reset()
+        assert not guard(flipped[k % len(kp)][None], conf, [1], t_s=1.0)[0]
     with pytest.raises(ValueError, match="misfit"):
         LeftRight(misfit=0.0)
