@@ -31,6 +31,7 @@ from edge.bench.host import host_info, load_average
 from edge.config import Config
 from edge.runtime import load_manifest
 from edge.sinks.video import VideoSink
+from edge.sinks.video_process import VideoProcessSink
 
 
 def one_pass(threads: int, video: str | None, nice: int, out: Path) -> dict[str, Any]:
@@ -57,6 +58,7 @@ def one_pass(threads: int, video: str | None, nice: int, out: Path) -> dict[str,
     # CPU time of the core thread inside the video output's write (the copy into the ring and
     # the message; for the thread variant, the enqueueing).
     write_cpu = [0.0]
+    writers = [o for o in rt.outputs if isinstance(o, VideoProcessSink)]
     for o in rt.outputs:
         if getattr(o, "name", None) == "VideoSink":
             inner = o.write
@@ -76,11 +78,16 @@ def one_pass(threads: int, video: str | None, nice: int, out: Path) -> dict[str,
     ch1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     child = (ch1.ru_utime + ch1.ru_stime) - (ch0.ru_utime + ch0.ru_stime)
     s = rt.stats
+    frames = max(1, s.frames_processed)
+    profile = writers[0].profile if writers and writers[0].profile else {}
     return {"video": video or "none", "nice": nice,
             "core_fps": round(s.frames_processed / s.wall_s, 2),
             "loop_s": round(s.wall_s, 2), "drain_s": round(drain, 2), "cpu_s": round(cpu, 2),
             "writer_cpu_s": round(child, 2),
-            "write_ms_per_frame": round(1000 * write_cpu[0] / max(1, s.frames_processed), 3),
+            "write_ms_per_frame": round(1000 * write_cpu[0] / frames, 3),
+            # The writer process's CPU per stage: start and finish in s, the rest ms a frame.
+            "writer_profile": {k: round(v, 3) if k in ("start", "finish")
+                               else round(1000 * v / frames, 3) for k, v in profile.items()},
             "load": load_average()}
 
 
