@@ -8,6 +8,8 @@ video, ``mp4v``, ``mjpeg``, each optionally with the writer process ``:NICE`` st
 per pass the core fps (frames over the loop's wall time), the time to drain the writer after the
 loop, the CPU seconds of the main process and of the writer process (``getrusage`` of the
 reaped children), the core thread's CPU time inside the video output's ``write`` per frame, the
+writer process's CPU per stage (``writer_profile``: its start and finish in s; reading, drawing,
+encoding and the disk check in ms a frame; :data:`edge.sinks.video_process.PROFILE_STAGES`), the
 load average, and per variant the median ratio to the no-video pass of
 the same round. Usage::
 
@@ -30,15 +32,16 @@ from edge.app import Runtime
 from edge.bench.host import host_info, load_average
 from edge.config import Config
 from edge.runtime import load_manifest
-from edge.sinks.video import VideoSink
+from edge.sinks.video import VideoSink, choose_codec
 from edge.sinks.video_process import VideoProcessSink
 
 
 def one_pass(threads: int, video: str | None, nice: int, out: Path) -> dict[str, Any]:
     """One run of the clip.
 
-    ``video``: None, ``mp4v`` or ``mjpeg`` (the writer process), or ``mp4v@thread`` /
-    ``mjpeg@thread`` (the former writer thread, for comparison).
+    ``video``: None, ``auto``, ``mp4v`` or ``mjpeg`` (the writer process; ``auto`` is
+    ``mjpeg`` in these every-frame runs), or ``mp4v@thread`` / ``mjpeg@thread`` (the former
+    writer thread, for comparison).
     """
     codec, _, how = (video or "mp4v").partition("@")
     config = Config.model_validate({
@@ -53,8 +56,8 @@ def one_pass(threads: int, video: str | None, nice: int, out: Path) -> dict[str,
     rt.add_file_outputs(out)
     if how == "thread":  # VideoSink behind a lossless QueuedSink, on a thread of this process
         fps = rt.source.fps if rt.source is not None and rt.source.fps else 30.0
-        rt.add_output(VideoSink(out / "annotated.mp4", fps, "mjpeg" if codec == "mjpeg"
-                                else "mp4v"), name="VideoSink")
+        rt.add_output(VideoSink(out / "annotated.mp4", fps,
+                                choose_codec(codec, realtime=False)), name="VideoSink")
     # CPU time of the core thread inside the video output's write (the copy into the ring and
     # the message; for the thread variant, the enqueueing).
     write_cpu = [0.0]
@@ -97,7 +100,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--variants", default="none,mp4v,mjpeg",
-                   help="comma-separated: none, mp4v, mjpeg, mp4v@thread, mjpeg@thread, "
+                   help="comma-separated: none, auto, mp4v, mjpeg, mp4v@thread, mjpeg@thread, "
                    "optionally :NICE (mp4v:19; "
                    "0 or none: the Runtime's default)")
     p.add_argument("--json", type=Path, default=None)
@@ -127,7 +130,10 @@ def main() -> int:
                         "writer_cpu_s_median": round(float(np.median(
                             [p["writer_cpu_s"] for p in mine])), 2),
                         "write_ms_per_frame_median": round(float(np.median(
-                            [p["write_ms_per_frame"] for p in mine])), 3)}
+                            [p["write_ms_per_frame"] for p in mine])), 3),
+                        "writer_profile_median": {
+                            k: round(float(np.median([p["writer_profile"][k] for p in mine])), 3)
+                            for k in (mine[0]["writer_profile"] if mine else {})}}
     out = {"host": host_info(load_manifest()), "threads": args.threads, "passes": passes,
            "summary": summary}
     print(json.dumps(summary, indent=1))
