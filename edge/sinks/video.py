@@ -82,9 +82,10 @@ VideoCodec = Literal["mp4v", "mjpeg"]
 #: The config's choice: a codec, or ``auto`` (:func:`choose_codec`).
 VideoCodecChoice = Literal["auto", "mp4v", "mjpeg"]
 
-#: JPEG quality of ``mjpeg`` videos (libjpeg-turbo, 4:2:0). On the demo clip q75 gives
-#: 38.7 dB PSNR against the drawn frame (``mp4v``: 36.0 dB), 250 kB a 1768x994 frame, and
-#: encodes 7 % faster than q85 (41 dB, 320 kB); bench/RESULTS.md.
+#: JPEG quality of ``mjpeg`` videos (libjpeg-turbo, 4:2:0). On the demo clip q75 keeps
+#: 36.7 dB PSNR against the drawn frames (``mp4v``: 36.0 dB at 52 kB a frame), 254 kB a
+#: 1768x994 frame, and encodes and muxes in 15 % less CPU than q85 (38.2 dB, 329 kB);
+#: bench/RESULTS.md.
 MJPEG_QUALITY = 75
 
 
