@@ -1,7 +1,8 @@
 """The annotated video written by a process of its own, fed through a shared-memory ring.
 
-Drawing, encoding and muxing a 1768x994 frame take about 10 ms of CPU (mp4v), and in a thread
-their Python side shares the interpreter lock with the core. Here a child process does all of
+Drawing, encoding and muxing a 1768x994 frame take 7 ms of CPU (Motion JPEG, drawn in the ring's
+slot) to 13 ms (mp4v), and in a thread their Python side shares the interpreter lock with the
+core. Here a child process does all of
 it: ``python -m edge.sinks.video_process``, a fresh interpreter started by :mod:`subprocess`
 (the parent has inference and MQTT threads, which ``fork`` must not copy; ``multiprocessing``'s
 ``spawn`` would also re-import the parent's main script, edge.cli and its models' runtime: 0.5 s
@@ -78,7 +79,8 @@ logger = logging.getLogger(__name__)
 META_BYTES = 64 << 10
 #: Slots a ring has at most.
 MAX_SLOTS = 8
-#: Slots the child holds at most (one being drawn, one waiting); the rest stay droppable.
+#: Slots the child holds at most (one being drawn and encoded, one waiting); the rest stay
+#: droppable.
 IN_FLIGHT = 2
 #: Seconds the child keeps working after a SIGTERM, waiting for the parent's stop.
 TERM_GRACE_S = 5.0
