@@ -79,8 +79,6 @@ def draw_annotation(image: npt.NDArray[np.uint8], annotation: Annotation, *,
 
 
 VideoCodec = Literal["mp4v", "mjpeg"]
-#: The config's choice: a codec, or ``auto`` (:func:`choose_codec`).
-VideoCodecChoice = Literal["auto", "mp4v", "mjpeg"]
 
 #: JPEG quality of ``mjpeg`` videos (libjpeg-turbo, 4:2:0). On the demo clip q75 keeps
 #: 36.7 dB PSNR against the drawn frames (``mp4v``: 36.0 dB at 52 kB a frame), 254 kB a
