@@ -20,12 +20,14 @@ frame, multi-person tracking, lifter, ``annotations.jsonl`` and the annotated vi
 ``--edge-config`` another one) and MediaPipe's worker decoding the clip itself (its own OpenCV)
 and running Pose on every frame. Both include imports, model loading and decoding; the ratio
 is MediaPipe's wall time over edge-pose's. ``--no-video`` runs edge-pose without its annotated
-video (``[output] video = false``; MediaPipe's worker writes none either). Usage::
+video (``[output] video = false``; MediaPipe's worker writes none either); ``--video-codec``
+sets ``output.video_codec`` (default ``auto``: Motion JPEG in this every-frame run). Usage::
 
     .venv/bin/python bench/mediapipe_compare.py --setup            # once: /tmp/edge-mp-venv
     .venv/bin/python bench/mediapipe_compare.py --json bench/results/mediapipe.json
     .venv/bin/python bench/mediapipe_compare.py --whole-process --threads 2 --repeat 3
     .venv/bin/python bench/mediapipe_compare.py --whole-process --threads 2 --no-video
+    .venv/bin/python bench/mediapipe_compare.py --whole-process --threads 2 --video-codec mp4v
 """
 
 from __future__ import annotations
@@ -278,13 +280,18 @@ def main() -> int:
                    help="TOML config for edge-pose (--whole-process)")
     p.add_argument("--no-video", action="store_true",
                    help="edge-pose without its annotated video (--whole-process)")
+    p.add_argument("--video-codec", choices=("auto", "mp4v", "mjpeg"), default=None,
+                   help="edge-pose's output.video_codec (--whole-process; default: the config's)")
     args = p.parse_args()
-    if args.no_video and args.edge_config is not None:
-        p.error("--no-video and --edge-config: put `[output] video = false` in the config")
-    no_video = tempfile.TemporaryDirectory() if args.no_video else None
+    output = ["video = false"] if args.no_video else []
+    if args.video_codec is not None:
+        output.append(f'video_codec = "{args.video_codec}"')
+    if output and args.edge_config is not None:
+        p.error("--no-video/--video-codec and --edge-config: put them in the config's [output]")
+    no_video = tempfile.TemporaryDirectory() if output else None
     if no_video is not None:
-        args.edge_config = Path(no_video.name) / "no_video.toml"
-        args.edge_config.write_text("[output]\nvideo = false\n", encoding="utf-8")
+        args.edge_config = Path(no_video.name) / "output.toml"
+        args.edge_config.write_text("[output]\n" + "\n".join(output) + "\n", encoding="utf-8")
     python = setup_venv(args.venv) if args.setup else args.venv / "bin" / "python"
     if not python.exists():
         p.error(f"{python} does not exist: run with --setup first (or give --venv)")
@@ -294,7 +301,7 @@ def main() -> int:
     if args.whole_process:
         whole: dict[str, Any] = {
             "clip": str(args.clip), "host": host_info(load_manifest()), "load_start": load0,
-            "video": not args.no_video,
+            "video": not args.no_video, "video_codec": args.video_codec or "config",
             "runs": [whole_process(python, args.clip, int(t), args.repeat, args.edge_config)
                      for t in args.threads.split(",")],
             "load_end": load_average()}

@@ -8,6 +8,8 @@ video, ``mp4v``, ``mjpeg``, each optionally with the writer process ``:NICE`` st
 per pass the core fps (frames over the loop's wall time), the time to drain the writer after the
 loop, the CPU seconds of the main process and of the writer process (``getrusage`` of the
 reaped children), the core thread's CPU time inside the video output's ``write`` per frame, the
+writer process's CPU per stage (``writer_profile``: its start and finish in s; reading, drawing,
+encoding and the disk check in ms a frame; :data:`edge.sinks.video_process.PROFILE_STAGES`), the
 load average, and per variant the median ratio to the no-video pass of
 the same round. Usage::
 
@@ -30,14 +32,16 @@ from edge.app import Runtime
 from edge.bench.host import host_info, load_average
 from edge.config import Config
 from edge.runtime import load_manifest
-from edge.sinks.video import VideoSink
+from edge.sinks.video import VideoSink, choose_codec
+from edge.sinks.video_process import VideoProcessSink
 
 
 def one_pass(threads: int, video: str | None, nice: int, out: Path) -> dict[str, Any]:
     """One run of the clip.
 
-    ``video``: None, ``mp4v`` or ``mjpeg`` (the writer process), or ``mp4v@thread`` /
-    ``mjpeg@thread`` (the former writer thread, for comparison).
+    ``video``: None, ``auto``, ``mp4v`` or ``mjpeg`` (the writer process; ``auto`` is
+    ``mjpeg`` in these every-frame runs), or ``mp4v@thread`` / ``mjpeg@thread`` (the former
+    writer thread, for comparison).
     """
     codec, _, how = (video or "mp4v").partition("@")
     config = Config.model_validate({
@@ -52,11 +56,12 @@ def one_pass(threads: int, video: str | None, nice: int, out: Path) -> dict[str,
     rt.add_file_outputs(out)
     if how == "thread":  # VideoSink behind a lossless QueuedSink, on a thread of this process
         fps = rt.source.fps if rt.source is not None and rt.source.fps else 30.0
-        rt.add_output(VideoSink(out / "annotated.mp4", fps, "mjpeg" if codec == "mjpeg"
-                                else "mp4v"), name="VideoSink")
+        rt.add_output(VideoSink(out / "annotated.mp4", fps,
+                                choose_codec(codec, realtime=False)), name="VideoSink")
     # CPU time of the core thread inside the video output's write (the copy into the ring and
     # the message; for the thread variant, the enqueueing).
     write_cpu = [0.0]
+    writers = [o for o in rt.outputs if isinstance(o, VideoProcessSink)]
     for o in rt.outputs:
         if getattr(o, "name", None) == "VideoSink":
             inner = o.write
@@ -76,11 +81,16 @@ def one_pass(threads: int, video: str | None, nice: int, out: Path) -> dict[str,
     ch1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     child = (ch1.ru_utime + ch1.ru_stime) - (ch0.ru_utime + ch0.ru_stime)
     s = rt.stats
+    frames = max(1, s.frames_processed)
+    profile = writers[0].profile if writers and writers[0].profile else {}
     return {"video": video or "none", "nice": nice,
             "core_fps": round(s.frames_processed / s.wall_s, 2),
             "loop_s": round(s.wall_s, 2), "drain_s": round(drain, 2), "cpu_s": round(cpu, 2),
             "writer_cpu_s": round(child, 2),
-            "write_ms_per_frame": round(1000 * write_cpu[0] / max(1, s.frames_processed), 3),
+            "write_ms_per_frame": round(1000 * write_cpu[0] / frames, 3),
+            # The writer process's CPU per stage: start and finish in s, the rest ms a frame.
+            "writer_profile": {k: round(v, 3) if k in ("start", "finish")
+                               else round(1000 * v / frames, 3) for k, v in profile.items()},
             "load": load_average()}
 
 
@@ -90,7 +100,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--variants", default="none,mp4v,mjpeg",
-                   help="comma-separated: none, mp4v, mjpeg, mp4v@thread, mjpeg@thread, "
+                   help="comma-separated: none, auto, mp4v, mjpeg, mp4v@thread, mjpeg@thread, "
                    "optionally :NICE (mp4v:19; "
                    "0 or none: the Runtime's default)")
     p.add_argument("--json", type=Path, default=None)
@@ -120,7 +130,10 @@ def main() -> int:
                         "writer_cpu_s_median": round(float(np.median(
                             [p["writer_cpu_s"] for p in mine])), 2),
                         "write_ms_per_frame_median": round(float(np.median(
-                            [p["write_ms_per_frame"] for p in mine])), 3)}
+                            [p["write_ms_per_frame"] for p in mine])), 3),
+                        "writer_profile_median": {
+                            k: round(float(np.median([p["writer_profile"][k] for p in mine])), 3)
+                            for k in (mine[0]["writer_profile"] if mine else {})}}
     out = {"host": host_info(load_manifest()), "threads": args.threads, "passes": passes,
            "summary": summary}
     print(json.dumps(summary, indent=1))

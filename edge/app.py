@@ -45,7 +45,7 @@ from edge.sinks import (
     StdoutSink,
 )
 from edge.sinks.queued import QueuedSink
-from edge.sinks.video import VideoCodec
+from edge.sinks.video import VideoCodec, choose_codec
 from edge.sinks.video_process import VideoProcessSink
 from edge.sources import ImageFolderSource, Source, SourceError, open_source
 from edge.types import Detections, DetectorResult, Frame
@@ -291,8 +291,8 @@ class Runtime:
                 self.add_output(CocoKeypointsSink(out_dir / "coco_keypoints.json"))
         elif oc.video:
             fps = self.source.fps if self.source is not None and self.source.fps else sc.rate_hz
-            name = "annotated.avi" if oc.video_codec == "mjpeg" else "annotated.mp4"
-            self.add_video_output(out_dir / name, fps, oc.video_codec)
+            codec = choose_codec(oc.video_codec, realtime=self.mode == "realtime")
+            self.add_video_output(out_dir / "annotated.mp4", fps, codec)
         if oc.stdout:
             self.add_output(StdoutSink())
 

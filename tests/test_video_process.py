@@ -26,9 +26,11 @@ from edge.app import Runtime
 from edge.config import Config
 from edge.runtime import Manifest
 from edge.sinks import SinkError
+from edge.sinks.video import draw_annotation
 from edge.sinks.video_process import (
     IN_FLIGHT,
     META_BYTES,
+    PROFILE_STAGES,
     VideoProcessSink,
     _drawn_part,
     ring_slots,
@@ -76,15 +78,18 @@ def _shm_segments() -> set[str]:
     return {p.name for p in Path("/dev/shm").iterdir() if p.name.startswith("psm_")}
 
 
-@pytest.mark.parametrize("codec", ["mp4v", "mjpeg"])
-def test_every_frame_is_written_and_read_back(tmp_path: Path, codec: str,
-                                              demo_frames: dict[int, U8]) -> None:
+@pytest.mark.parametrize(("codec", "name"), [("mp4v", "v.mp4"), ("mjpeg", "v.mp4"),
+                                             ("mjpeg", "v.avi")])
+def test_every_frame_is_written_and_read_back(tmp_path: Path, codec: str, name: str,
+                                              demo_frames: dict[int, U8],
+                                              capfd: pytest.CaptureFixture[str]) -> None:
     """Lossless: all frames in the finished file at the source's size, the skeleton drawn, the
-    process ended and its shared memory gone after close."""
+    process ended and its shared memory gone after close; the writer's CPU per stage reported;
+    Motion JPEG in MP4 without OpenCV's notice about the container's tag."""
     image = demo_frames[120]
     h, w = image.shape[:2]
     before = _shm_segments()
-    path = tmp_path / f"v.{'avi' if codec == 'mjpeg' else 'mp4'}"
+    path = tmp_path / name
     sink = VideoProcessSink(path, 25.0, codec, lossless=True, nice=3)  # type: ignore[arg-type]
     n = 30
     for i in range(n):
@@ -105,6 +110,20 @@ def test_every_frame_is_written_and_read_back(tmp_path: Path, codec: str,
     assert _shm_segments() <= before
     with pytest.raises(SinkError, match="closed"):
         sink.write(*_item(image, n))
+    assert sink.profile is not None and set(sink.profile) == set(PROFILE_STAGES)
+    assert sink.profile["encode"] > 0 and sink.profile["start"] > 0
+    assert "OpenCV: FFMPEG" not in capfd.readouterr().err
+
+
+def test_drawing_in_place_draws_the_same(demo_frames: dict[int, U8]) -> None:
+    """The writer draws in its ring slot: the same pixels as a drawn copy, on the slot itself."""
+    image = demo_frames[120]
+    _, ann = _item(image, 3)
+    copied = draw_annotation(image, ann)
+    assert not np.array_equal(copied, image)  # drawn, and the source left as it was
+    slot = image.copy()
+    assert draw_annotation(slot, ann, inplace=True) is slot
+    assert np.array_equal(slot, copied)
 
 
 def test_ring_is_bounded_in_bytes() -> None:
@@ -254,6 +273,8 @@ def test_runtime_goes_on_when_its_writer_is_killed(manifest: Manifest, tmp_path:
     rt.add_file_outputs(tmp_path / "out")
     (video,) = [o for o in rt.outputs if isinstance(o, VideoProcessSink)]
     assert video.nice >= 1 and video.lossless
+    # output.video_codec = auto: Motion JPEG (the least writer CPU) in every-frame runs.
+    assert video.codec == "mjpeg" and video.path.name == "annotated.mp4"
 
     def on_step(frame: Frame, result: object) -> None:
         if frame.frame_id == 5 and video.pid is not None:
@@ -267,3 +288,22 @@ def test_runtime_goes_on_when_its_writer_is_killed(manifest: Manifest, tmp_path:
     assert rt.stats.error is not None and "killed by SIGKILL" in rt.stats.error
     out = snap["outputs"]["VideoSink"]
     assert out["written"] + out["dropped"] == n and out["dropped"] > 0
+
+
+def test_auto_codec_is_mp4v_in_realtime_runs(manifest: Manifest, tmp_path: Path) -> None:
+    """``output.video_codec = auto`` in a realtime run: MPEG-4 Part 2 (small files for long
+    runs; the writer drops frames rather than slow the core), still ``annotated.mp4``; an
+    explicit choice is kept."""
+    clip = demo_segment(tmp_path / "clip.mp4", 100, 104, half=True)
+    for choice, want in (("auto", "mp4v"), ("mjpeg", "mjpeg")):
+        out = tmp_path / choice
+        config = Config.model_validate({
+            "models": {"dir": str(manifest.folder), "threads": 1}, "source": {"uri": str(clip)},
+            "scheduler": {"mode": "realtime"},
+            "output": {"dir": str(out), "jsonl": False, "video_codec": choice}})
+        rt = Runtime(config)
+        rt.open()
+        rt.add_file_outputs(out)
+        (video,) = [o for o in rt.outputs if isinstance(o, VideoProcessSink)]
+        assert (video.codec, video.path.name, video.lossless) == (want, "annotated.mp4", False)
+        assert rt.close() == 0

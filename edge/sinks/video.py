@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,18 +30,19 @@ def _colour(track_id: int) -> tuple[int, int, int]:
     return int(b), int(g), int(r)
 
 
-def draw_annotation(image: npt.NDArray[np.uint8], annotation: Annotation
-                    ) -> npt.NDArray[np.uint8]:
-    """Draws an annotation on a copy of ``image``.
+def draw_annotation(image: npt.NDArray[np.uint8], annotation: Annotation, *,
+                    inplace: bool = False) -> npt.NDArray[np.uint8]:
+    """Draws an annotation on a copy of ``image``, or on ``image`` itself.
 
     Args:
-        image: (H, W, 3) uint8 BGR frame the annotation belongs to.
+        image: (H, W, 3) uint8 BGR frame the annotation belongs to (writable when ``inplace``).
         annotation: Its annotation.
+        inplace: Draw on ``image`` (no copy of the frame: 0.7-1 ms for 1768x994).
 
     Returns:
-        A new (H, W, 3) uint8 BGR image.
+        The (H, W, 3) uint8 BGR image drawn on: a new one, or ``image`` when ``inplace``.
     """
-    out = image.copy()
+    out = image if inplace else image.copy()
     h, w = out.shape[:2]
     thick = max(1, round(min(h, w) / 300))
     payload = annotation.payload
@@ -74,21 +80,85 @@ def draw_annotation(image: npt.NDArray[np.uint8], annotation: Annotation
 
 VideoCodec = Literal["mp4v", "mjpeg"]
 
-#: JPEG quality of ``mjpeg`` videos (libjpeg-turbo; 85 keeps the skeleton lines crisp).
-MJPEG_QUALITY = 85
+#: JPEG quality of ``mjpeg`` videos (libjpeg-turbo, 4:2:0). On the demo clip q75 keeps
+#: 36.7 dB PSNR against the drawn frames (``mp4v``: 36.0 dB at 52 kB a frame), 254 kB a
+#: 1768x994 frame, and encodes and muxes in 15 % less CPU than q85 (38.2 dB, 329 kB);
+#: bench/RESULTS.md.
+MJPEG_QUALITY = 75
+
+
+def choose_codec(choice: str, *, realtime: bool) -> VideoCodec:
+    """The codec an ``output.video_codec`` choice means for a run.
+
+    ``auto`` is ``mjpeg`` in every-frame runs, which wait for the writer (lossless), so its CPU
+    time is the run's on a small host: about half of ``mp4v``'s. In realtime runs it is
+    ``mp4v``: the writer drops frames rather than slow the core, and a long run's file is
+    about a fifth of the size.
+
+    Args:
+        choice: ``auto``, ``mp4v`` or ``mjpeg``.
+        realtime: Whether the run is a realtime one (live sources, ``--realtime``).
+
+    Raises:
+        ValueError: An unknown choice.
+    """
+    if choice == "auto":
+        return "mp4v" if realtime else "mjpeg"
+    if choice == "mp4v":
+        return "mp4v"
+    if choice == "mjpeg":
+        return "mjpeg"
+    raise ValueError(f"video codec must be auto, mp4v or mjpeg, got {choice!r}")
+
+
+#: What OpenCV prints when it takes the container's tag for a codec (:func:`_without_tag_notice`).
+_TAG_NOTICE = (b"OpenCV: FFMPEG: tag ", b"OpenCV: FFMPEG: fallback to use tag ")
+
+
+@contextlib.contextmanager
+def _without_tag_notice() -> Iterator[None]:
+    """Drops OpenCV's notice that it used the container's own tag for the codec.
+
+    OpenCV prints it with ``fprintf`` (no log level silences it) whenever the FourCC given is not
+    the container's tag for the codec. That is always so for Motion JPEG in MP4: its tag there is
+    ``mp4v``, which as a FourCC means MPEG-4 Part 2, so no FourCC selects it quietly. Standard
+    error (file descriptor 2) goes to a temporary file while the writer opens; every other line
+    is written back.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no standard error to guard
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [line for line in tmp.read().splitlines(keepends=True)
+                    if not line.startswith(_TAG_NOTICE)]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 class VideoSink:
     """Writes annotated frames to a video file, at the source's size.
 
-    Two codecs, both through OpenCV's FFmpeg and both writing every frame given:
+    Two codecs, both through OpenCV's FFmpeg and both writing every frame given; the container
+    follows the file's extension (``.mp4``, ``.mov``, ``.avi``, ...):
 
-    * ``mp4v`` (MPEG-4 Part 2 in MP4): small files; FFmpeg's encoder converts the colours and
-      runs motion estimation: 9.3 ms a 1768x994 frame on the build host, single thread;
-    * ``mjpeg`` (Motion JPEG in AVI): every frame is a JPEG encoded by OpenCV's libjpeg-turbo
-      and handed to the muxer as is (FFmpeg's raw-stream mode, no second encode): 5.6 ms a
-      frame, files about 4x larger (q85). For runs where the writer's CPU time matters more than
-      the disk (every-frame runs on 2 cores).
+    * ``mp4v`` (MPEG-4 Part 2): small files (~50 kB a 1768x994 frame); FFmpeg's encoder
+      converts the colours and runs motion estimation: 10-11.5 ms of CPU a 1768x994 frame on
+      the build host, single thread;
+    * ``mjpeg`` (Motion JPEG): every frame is a JPEG encoded by OpenCV's libjpeg-turbo and
+      handed to the muxer as is (FFmpeg's raw-stream mode, no second encode): 5.3-6.5 ms a
+      frame, files about 5x larger (q75, :data:`MJPEG_QUALITY`). For runs where the writer's
+      CPU time matters more than the disk (every-frame runs on 2 cores). In an MP4 it is the
+      registered JPEG object type (FFmpeg, VLC, mpv and OpenCV play it).
 
     Args:
         path: The video file (its folder is created).
@@ -119,9 +189,12 @@ class VideoSink:
             return
         w, h = width, height
         if self.codec == "mjpeg":
-            writer = cv2.VideoWriter(str(self.path), cv2.CAP_FFMPEG,
-                                     cv2.VideoWriter.fourcc(*"MJPG"), self.fps, (w, h),
-                                     [cv2.VIDEOWRITER_PROP_RAW_VIDEO, 1])
+            quiet = (_without_tag_notice() if self.path.suffix.lower() in (".mp4", ".m4v")
+                     else contextlib.nullcontext())
+            with quiet:
+                writer = cv2.VideoWriter(str(self.path), cv2.CAP_FFMPEG,
+                                         cv2.VideoWriter.fourcc(*"MJPG"), self.fps, (w, h),
+                                         [cv2.VIDEOWRITER_PROP_RAW_VIDEO, 1])
         else:
             writer = cv2.VideoWriter(str(self.path), cv2.CAP_FFMPEG,
                                      cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))

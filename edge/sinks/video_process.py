@@ -1,7 +1,8 @@
 """The annotated video written by a process of its own, fed through a shared-memory ring.
 
-Drawing, encoding and muxing a 1768x994 frame take about 10 ms of CPU (mp4v), and in a thread
-their Python side shares the interpreter lock with the core. Here a child process does all of
+Drawing, encoding and muxing a 1768x994 frame take 7 ms of CPU (Motion JPEG, drawn in the ring's
+slot) to 13 ms (mp4v), and in a thread their Python side shares the interpreter lock with the
+core. Here a child process does all of
 it: ``python -m edge.sinks.video_process``, a fresh interpreter started by :mod:`subprocess`
 (the parent has inference and MQTT threads, which ``fork`` must not copy; ``multiprocessing``'s
 ``spawn`` would also re-import the parent's main script, edge.cli and its models' runtime: 0.5 s
@@ -16,7 +17,8 @@ The ring (:func:`ring_slots`):
   aligned; at most ``MAX_SLOTS`` and at most ``max_bytes`` in all (at least one slot): 8 slots
   (43 MB) for 1768x994, 2 for 4K (50 MB) under the default 64 MiB;
 * a slot is the parent's until it sends ``("frame", slot, n)``, and the child's until it answers
-  ``("free", slot)``, which it does as soon as the drawing copied the pixels, before encoding;
+  ``("free", slot)``, which it does once it has drawn on the slot's pixels and encoded them
+  (drawing in the slot saves a copy of the frame);
 * at most ``IN_FLIGHT`` slots are the child's at once; filled slots beyond are pending in the
   parent, where drop-oldest can still take them back (realtime runs): the oldest pending frame
   is overwritten by the newest and counted as dropped (when every slot is the child's, the new
@@ -77,13 +79,20 @@ logger = logging.getLogger(__name__)
 META_BYTES = 64 << 10
 #: Slots a ring has at most.
 MAX_SLOTS = 8
-#: Slots the child holds at most (one being drawn, one waiting); the rest stay droppable.
+#: Slots the child holds at most (one being drawn and encoded, one waiting); the rest stay
+#: droppable.
 IN_FLIGHT = 2
 #: Seconds the child keeps working after a SIGTERM, waiting for the parent's stop.
 TERM_GRACE_S = 5.0
 #: The child reports a full disk below this many free bytes (FFmpeg's write errors are silent
 #: through OpenCV); checked once a second.
 DISK_MIN_FREE = 1 << 20
+
+#: The child's stages whose CPU time (``time.process_time``, all its threads) it reports at the
+#: end: the interpreter's start and imports until the ring is mapped and the file open; reading a
+#: message and the drawing data; drawing; encoding and muxing; the free-space check; finishing
+#: and verifying the file.
+PROFILE_STAGES = ("start", "read", "draw", "encode", "disk", "finish")
 
 _PAGE = 4096
 
@@ -154,6 +163,9 @@ class VideoProcessSink:
         self.dropped = 0
         #: Why the writer failed (logged once), or None.
         self.error: str | None = None
+        #: The child's CPU time per stage, seconds, once it finished the file
+        #: (:data:`PROFILE_STAGES`), or None.
+        self.profile: dict[str, float] | None = None
         self.slots = 0
         self._shm: SharedMemory | None = None
         self._unlinked = False
@@ -300,6 +312,7 @@ class VideoProcessSink:
             self.written += 1
         elif kind == "closed":
             self._final = int(msg[1])
+            self.profile = dict(msg[2]) if len(msg) > 2 else None
             if not self._closed:  # not asked to: a SIGTERM's grace ran out
                 self._fail(f"it finished the file by itself after {self._final} frames")
         elif kind == "error":
@@ -431,10 +444,13 @@ def _child_loop(conn: Connection, sink: VideoSink, termed: list[float]) -> int:
     shape: tuple[int, ...] = ()
     stride = 0
     next_disk_check = 0.0
+    cpu = dict.fromkeys(PROFILE_STAGES, 0.0)
+    clock = time.process_time
     try:
         while not termed or time.monotonic() - termed[0] < TERM_GRACE_S:
             if not conn.poll(0.5):
                 continue
+            t0 = clock()
             try:
                 msg = conn.recv()
             except EOFError:
@@ -448,6 +464,7 @@ def _child_loop(conn: Connection, sink: VideoSink, termed: list[float]) -> int:
                     os.close(fd)
                 conn.send(("attached",))
                 sink.open(int(shape[1]), int(shape[0]))
+                cpu["start"] = clock()
             elif msg[0] == "frame":
                 assert shm is not None
                 slot, n = int(msg[1]), int(msg[2])
@@ -457,10 +474,17 @@ def _child_loop(conn: Connection, sink: VideoSink, termed: list[float]) -> int:
                                                           base + META_BYTES)
                 ann = Annotation(part["frame_id"], part["ts"], len(part["payload"]["persons"]),
                                  part["payload"], part["timings"])
-                drawn = draw_annotation(image, ann)  # a copy: the slot is free again
-                del image
-                conn.send(("free", slot))
+                t1 = clock()
+                # Drawn in the slot itself (no copy of the frame), which is freed once encoded.
+                drawn = draw_annotation(image, ann, inplace=True)
+                t2 = clock()
                 sink.append(drawn)
+                del drawn, image
+                conn.send(("free", slot))
+                t3 = clock()
+                cpu["read"] += t1 - t0
+                cpu["draw"] += t2 - t1
+                cpu["encode"] += t3 - t2
                 now = time.monotonic()
                 if now >= next_disk_check:
                     next_disk_check = now + 1.0
@@ -468,12 +492,15 @@ def _child_loop(conn: Connection, sink: VideoSink, termed: list[float]) -> int:
                     if free < DISK_MIN_FREE:
                         raise SinkError(f"video {sink.path}: no space left on the device "
                                         f"({free} bytes free)")
+                    cpu["disk"] += clock() - t3
             elif msg[0] == "stop":
                 break
+        t0 = clock()
         frames = sink.frames
         sink.close()
         _verify(sink.path, frames)
-        conn.send(("closed", frames))
+        cpu["finish"] = clock() - t0
+        conn.send(("closed", frames, cpu))
         return 0
     finally:
         if shm is not None:
