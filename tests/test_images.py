@@ -271,3 +271,25 @@ def test_still_poses_must_also_be_seen_in_the_mirror(manifest: Manifest, tmp_pat
     assert (clutter.presence >= pipe.config.tracking.min_presence).all(), clutter.presence
     frame = Frame(crowd, 0, 1, 0.0, name="messi5.jpg")
     assert core._mirrored(frame, clutter, np.arange(3)).tolist() == [False] * 3
+
+
+def test_still_pose_caught_on_a_neighbour_is_its_twin(manifest: Manifest, tmp_path: Path
+                                                      ) -> None:
+    """Image mode: a box beside the man on the right of zidane.jpg (its region holds him) gives
+    his pose again, fitting that box worse than his own box; ``PoseCore._twins`` names it the
+    twin (so ``_confirm`` gives it a tight try), not the man's own pose, and a pose that was
+    not confirmed is never a twin."""
+    path = photo("zidane.jpg")
+    pipe = build_pipeline(_config(manifest, path, tmp_path), timings=False, mode="image")
+    lm = pipe.core.landmarker
+    image = read_image(path)
+    h, w = image.shape[:2]
+    boxes = np.array([[756, 44, 1147, 713], [640, 200, 940, 713]], np.float32)
+    poses = lm(image, lm(image, box_regions(boxes, 1.5)).next_regions)
+    # Both regions land on the man: noses less than 15 px apart.
+    assert np.linalg.norm(poses.keypoints[0, 0] - poses.keypoints[1, 0]) < 15.0
+    rows = np.arange(2)
+    assert pipe.core._twins(poses, rows, np.array([True, True]), boxes, (w, h)).tolist() == [
+        False, True]
+    assert pipe.core._twins(poses, rows, np.array([True, False]), boxes, (w, h)).tolist() == [
+        False, False]
