@@ -40,21 +40,25 @@ def _frames(spec: str, n: int) -> range:
     return range(int(a or 0), min(n, int(b)) if b else n)
 
 
-def run(gt_path: Path, frames: range, max_persons: int = 16) -> dict[str, Any]:
+def run(gt_path: Path, frames: range, max_persons: int = 16, models_dir: Path | None = None
+        ) -> dict[str, Any]:
     """Runs image mode on ``frames`` of the benchmark and scores them.
 
     Args:
         gt_path: The benchmark's ``gt.json`` (frames next to it).
         frames: Indices of the still frames to run.
         max_persons: ``tracking.max_persons``.
+        models_dir: ``models.dir`` (None: the shipped models).
 
     Returns:
         ``{"figures": score_frames(...), "cost": {...}, "predictions": [...]}``; predictions
         are COCO results (``coco_person``) with ``frame`` = the frame's index.
     """
     gt = load_gt(gt_path)
-    config = parse_config({"tracking": {"max_persons": max_persons},
-                           "models": {"threads": 1}})
+    models: dict[str, Any] = {"threads": 1}
+    if models_dir is not None:
+        models["dir"] = str(models_dir)
+    config = parse_config({"tracking": {"max_persons": max_persons}, "models": models})
     pipe = build_pipeline(config, timings=False, mode="image")
     counts = {"det": 0, "lm": 0}
     box = getattr(pipe.detector, "detector", pipe.detector)
