@@ -355,7 +355,7 @@ def test_edge_pose_finds_the_people_of_composed_crowd_frames(
         tiny: tuple[Path, dict[str, Any]], manifest: Manifest, tmp_path: Path) -> None:
     """edge-pose in image mode on the tiny benchmark's 6 composed stills (people cut out of real
     video, pasted at 40-400 px with overlaps): most people >= 80 px found, few false persons.
-    The full benchmark (300 frames) measures recall 40-80 / >= 80 px 0.79 / 0.89 and precision
+    The full benchmark (300 frames) measures recall 40-80 / >= 80 px 0.80 / 0.90 and precision
     0.95; on so few frames the bars are lower."""
     out, _ = tiny
     config = Config.model_validate({
