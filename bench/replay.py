@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from edge.config import Config
+from edge.detect.tiles import TiledDetector
 from edge.pipeline import Pipeline, StepResult, build_pipeline
 from edge.types import U8, DetectorResult, Frame
 
@@ -127,8 +128,8 @@ def realtime_schedule(n_frames: int, fps: float, *, tick_ms: float, det_ms: floa
     return Schedule(fps, tuple(processed), tuple(detections))
 
 
-def read_frames(path: Path) -> Iterator[tuple[int, U8]]:
-    """Every frame of a video file, (H, W, 3) uint8 BGR, with its index.
+def read_frames(path: Path, limit: int | None = None) -> Iterator[tuple[int, U8]]:
+    """Every frame of a video file, or its first ``limit``: (H, W, 3) uint8 BGR, and index.
 
     Raises:
         ValueError: When the file cannot be opened.
@@ -138,7 +139,7 @@ def read_frames(path: Path) -> Iterator[tuple[int, U8]]:
         raise ValueError(f"video {path}: cannot be opened")
     try:
         i = 0
-        while True:
+        while limit is None or i < limit:
             ok, image = cap.read()
             if not ok:
                 return
@@ -154,7 +155,8 @@ def replay(pipeline: Pipeline, frames: Iterator[tuple[int, U8]], schedule: Sched
 
     Args:
         pipeline: A pipeline built for realtime mode (confirmation tick, smoothing); its core
-            is reset first.
+            and its detector's tile rotation are reset first, so a replay does not depend on
+            what the pipeline ran before.
         frames: ``(index, image)`` of the source in order (:func:`read_frames`).
         schedule: Which frames to process and when detections arrive.
 
@@ -162,6 +164,8 @@ def replay(pipeline: Pipeline, frames: Iterator[tuple[int, U8]], schedule: Sched
         One step result per processed frame, in order.
     """
     pipeline.core.reset()
+    if isinstance(pipeline.detector, TiledDetector):  # its rotation cursor: its only state
+        pipeline.detector.reset()
     todo = set(schedule.processed)
     runs: dict[int, list[int]] = {}  # frame run on -> indices into schedule.detections
     for k, (f_run, _) in enumerate(schedule.detections):

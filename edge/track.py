@@ -373,6 +373,8 @@ class _Track:
     # Smallest and largest region side (px) of this person so far, with those of the lost
     # track whose ID it took.
     sides: tuple[float, float] = (0.0, 0.0)
+    # Published before its confirmation tick (:meth:`Tracker.confirm`).
+    confirmed: bool = False
 
     def grow(self, region: F32) -> None:
         """Widens :attr:`sides` by a region's side."""
@@ -458,6 +460,46 @@ class Tracker:
                       np.array([tr.first_seen for tr in trs], np.float64),
                       np.array([tr.last_seen for tr in trs], np.float64),
                       np.array([tr.box for tr in trs], np.float32).reshape(-1, 4))
+
+    def confirm(self, ids: I64) -> None:
+        """Publishes the tracks of ``ids`` before their confirmation ticks are over.
+
+        For a caller that has checked their first pose already (``PoseCore``: it fits the
+        whole-body box it was found in, and a refinement agrees with it). IDs no longer
+        tracked are ignored, and so is a track whose region overlaps another track's by at
+        least ``merge_iou`` (of the smaller): it waits for its ticks. A confirmed track's ID
+        is pooled when it ends, as a published one's.
+
+        Args:
+            ids: (n,) int64 track IDs.
+        """
+        want = {int(i) for i in ids}
+        rows = [k for k, tr in enumerate(self._tracks) if tr.id in want]
+        if not rows:
+            return
+        regions = region_boxes(np.stack([tr.region for tr in self._tracks]).astype(np.float32))
+        overlap = box_iou(regions, regions, over="smaller")
+        for k in rows:
+            # A newcomer on someone tracked (a duplicate, a part of them, a neighbour's
+            # region caught) is a merge candidate (``merge_iou``) that the keypoints may tell
+            # only on a later tick, once the two regions have settled: it waits for its
+            # confirmation ticks. (Demo replays: a second track on the man crouching after
+            # his backflip, and one on his upper body, were published for 1-3 frames.)
+            others = [j for j in range(len(self._tracks)) if j != k]
+            if others and float(overlap[k, others].max()) >= self.config.merge_iou:
+                continue
+            self._tracks[k].confirmed = True
+
+    def shown(self, tracks: Tracks) -> npt.NDArray[np.bool_]:
+        """Which rows of ``tracks`` (a snapshot of this tracker) are published.
+
+        Returns:
+            (n,) bool: the track survived ``confirm_ticks`` updates after its first, or was
+            confirmed early (:meth:`confirm`).
+        """
+        early = {tr.id for tr in self._tracks if tr.confirmed}
+        return (tracks.age > self.config.confirm_ticks) | np.isin(
+            tracks.ids, np.fromiter(early, np.int64, len(early)))
 
     def _count(self, **inc: int) -> None:
         self._stats = replace(self._stats, **{k: getattr(self._stats, k) + v
@@ -822,7 +864,7 @@ class Tracker:
         what it took: the lost person's pool entry it re-used (unchanged, in time order), or
         its fresh ID as unused.
         """
-        if track.age > self.config.confirm_ticks:
+        if track.confirmed or track.age > self.config.confirm_ticks:
             self._pool.append(_Lost(track.id, t, track))
         elif track.reused is not None:
             lost = track.reused

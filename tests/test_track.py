@@ -536,3 +536,40 @@ def test_a_young_track_with_a_tracked_persons_landmark_box_is_merged(
     ev = tracker.update(_mirrored(poses([(300.0, 300.0), (300.0, 300.0)], [0.9, 0.9]), 1), t)
     assert (ev == [TrackEvent("merged", 2, t, other_id=1)]) is merged, ev
     assert tracker.tracks().ids.tolist() == ([1] if merged else [1, 2])
+
+
+def test_early_confirmation_publishes_a_newcomer_at_once_and_pools_its_id() -> None:
+    # Realtime mode confirms a newcomer whose first pose fits its box on its first tick
+    # (PoseCore._early): published then, and its ID pooled as a seen person's when it ends.
+    tracker = Tracker(TrackerConfig(confirm_ticks=1))
+    tracker.add_detections(dets([(100.0, 300.0), (900.0, 300.0)]), 0.0)
+    tracks = tracker.tracks()
+    tracker.update(poses([(100.0, 300.0), (900.0, 300.0)], [0.9, 0.9]), 0.1)
+    tracker.confirm(np.array([1], np.int64))
+    kept = tracker.tracks()
+    assert kept.ids.tolist() == tracks.ids.tolist() == [1, 2]
+    assert tracker.shown(kept).tolist() == [True, False]  # 2 waits for its confirmation tick
+    tracker.update(poses([(100.0, 300.0), (900.0, 300.0)], [0.1, 0.9]), 0.2)  # 1 is lost
+    assert tracker.shown(tracker.tracks()).tolist() == [True]  # 2 after its tick
+    assert kinds(tracker.add_detections(dets([(150.0, 300.0)]), 0.25)) == [("reassigned", 1)]
+
+
+def test_a_newcomer_on_someone_tracked_is_not_confirmed_early() -> None:
+    # A detection beside a tracked person whose region overlaps theirs (a duplicate or a part
+    # the keypoints may tell only a tick later) waits for its confirmation tick.
+    tracker = Tracker(TrackerConfig(confirm_ticks=1))
+    tracker.add_detections(dets([(100.0, 300.0)]), 0.0)
+    for t in (0.1, 0.2):
+        tracker.tracks()
+        tracker.update(poses([(100.0, 300.0)], [0.9]), t)
+    # 60 px off a 200 px region: past the match gate.
+    assert kinds(tracker.add_detections(dets([(160.0, 300.0), (900.0, 300.0)]), 0.25)) == [
+        ("entered", 2), ("entered", 3)]
+    tracker.tracks()
+    # Different poses (not merged), regions overlapping by 0.6 of a region.
+    tracker.update(poses([(100.0, 300.0), (160.0, 330.0), (900.0, 300.0)], [0.9, 0.9, 0.9]),
+                   0.3)
+    tracker.confirm(np.array([2, 3], np.int64))
+    kept = tracker.tracks()
+    assert kept.ids.tolist() == [1, 2, 3]
+    assert tracker.shown(kept).tolist() == [True, False, True]
