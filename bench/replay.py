@@ -34,6 +34,7 @@ import numpy as np
 from edge.config import Config
 from edge.detect.tiles import TiledDetector
 from edge.pipeline import Pipeline, StepResult, build_pipeline
+from edge.scheduler import combine_results
 from edge.types import U8, DetectorResult, Frame
 
 
@@ -45,8 +46,8 @@ class Schedule:
         fps: Frame rate of the source, frames per second.
         processed: Frame indices the core ticks on, increasing.
         detections: ``(frame run on, frame of the tick that receives it)`` pairs, in run order;
-            the receiving tick is a processed frame after the run's frame. When two results
-            reach the same tick the newer one wins (the scheduler's one-slot mailbox).
+            the receiving tick is a processed frame after the run's frame. Results that
+            reach the same tick are merged (``edge.scheduler.combine_results``).
     """
 
     fps: float
@@ -170,7 +171,7 @@ def replay(pipeline: Pipeline, frames: Iterator[tuple[int, U8]], schedule: Sched
     runs: dict[int, list[int]] = {}  # frame run on -> indices into schedule.detections
     for k, (f_run, _) in enumerate(schedule.detections):
         runs.setdefault(f_run, []).append(k)
-    waiting: dict[int, DetectorResult] = {}  # receiving frame -> newest result for it
+    waiting: dict[int, list[DetectorResult]] = {}  # receiving frame -> results for it
     results: list[StepResult] = []
     last = schedule.processed[-1] if schedule.processed else -1
     for i, image in frames:
@@ -178,13 +179,11 @@ def replay(pipeline: Pipeline, frames: Iterator[tuple[int, U8]], schedule: Sched
             break
         frame = Frame(image, i, round(i / schedule.fps * 1e9), i / schedule.fps)
         for k in runs.get(i, []):
-            waiting[schedule.detections[k][1]] = pipeline.detect(frame)
+            waiting.setdefault(schedule.detections[k][1], []).append(pipeline.detect(frame))
         if i in todo:
-            # Results due at this tick: the newest wins (the scheduler's one-slot mailbox).
-            due = [f for f in waiting if f <= i]
-            got = waiting[max(due, key=lambda f: f)] if due else None
-            for f in due:
-                del waiting[f]
+            # Results due at this tick, merged (the scheduler's mailbox, combine_results).
+            due = sorted(f for f in waiting if f <= i)
+            got = combine_results([r for f in due for r in waiting.pop(f)])
             results.append(pipeline.core.step(frame, got))
     return results
 

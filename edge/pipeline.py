@@ -157,15 +157,20 @@ class PoseCore:
     RESCUE = ((math.pi / 4, 1.0), (-math.pi / 4, 1.0), (0.0, 1.3), (math.pi / 2, 1.3),
               (-math.pi / 2, 1.3), (math.pi, 1.0))
 
-    def _rescue(self, frame: Frame, regions: npt.NDArray[np.float32], poses: Poses2D) -> Poses2D:
+    def _rescue(self, frame: Frame, regions: npt.NDArray[np.float32], poses: Poses2D,
+                skip: npt.NDArray[np.bool_] | None = None) -> Poses2D:
         """Retries regions whose pose presence is below ``min_presence``, turned and scaled.
 
         Each variant of :data:`RESCUE` is tried; the one with the highest presence is kept.
+        Rows where ``skip`` ((n,) bool) is True are not retried.
 
         Costs up to six landmark calls per person the model has just failed on (a newcomer
         from a detection, or someone mid-backflip), never per person tracked well.
         """
-        low = np.flatnonzero(poses.presence < self.tracker.config.min_presence)
+        weak = poses.presence < self.tracker.config.min_presence
+        if skip is not None:
+            weak &= ~skip
+        low = np.flatnonzero(weak)
         if low.size == 0:
             return poses
         variants = []
@@ -189,6 +194,10 @@ class PoseCore:
     #: a region on the frame's edge where the model still imagines a body).
     MIN_INSIDE = 4
 
+    #: :meth:`_outside`: the largest region side, in frame heights, that a stream's pose may
+    #: come from.
+    MAX_REGION = 2.0
+
     def _outside(self, frame: Frame, poses: Poses2D) -> Poses2D:
         """Poses whose visible landmarks lie almost all outside the frame, with presence 0.
 
@@ -206,6 +215,13 @@ class PoseCore:
                   & (poses.visibility >= 0.5)).sum(axis=1)
         gone = inside < self.MIN_INSIDE
         if not self.still:
+            # A region over MAX_REGION frame heights (its side; a landmark region is ~1.25x
+            # the body) would hold a body taller than the frame can show: a region lost in
+            # a backflip and grown by rescues, whose "pose" is the model's guess in a crop of
+            # mostly padding (demo replays: such a track at 2-2.9x swallowed the man, found
+            # again beside it, as a "part" of it).
+            side = np.sqrt(np.clip(poses.regions[:, 2] * poses.regions[:, 3], 0.0, None))
+            gone |= side > self.MAX_REGION * h
             # Every landmark, seen or not: the body as the model places it. One who walks out
             # of the frame's side keeps a few visible landmarks on the edge (an arm, a
             # shoulder) for a second or more while most of the body is placed beyond it.
@@ -440,7 +456,15 @@ class PoseCore:
 
         t0 = time.perf_counter()
         poses = self.landmarker(frame.image, tracks.regions)
-        poses = self._rescue(frame, tracks.regions, poses)
+        # A newcomer from BlazePose's detector has its turn and scale from the body's own
+        # keypoints. When its region, from an older frame, shows no pose now, the person has
+        # moved on from it: turning and scaling it where it was finds someone else or a
+        # false pose (demo replays: a region of the man mid-backflip, 1.15x the frame, grew
+        # to 2.2x through rescues as a false track that took his ID). In the detector's own
+        # frame (every-frame mode) the region is searched as before.
+        late = ((tracks.age == 0) & ~np.isfinite(tracks.boxes).all(axis=1)
+                & (t - tracks.first_seen > self.STALE_S))
+        poses = self._rescue(frame, tracks.regions, poses, late)
         poses = self._outside(frame, poses)
         early = np.zeros(0, np.int64)
         if self.still:
@@ -473,7 +497,7 @@ class PoseCore:
             if sm.world is not None:
                 poses_3d = Poses3D(sm.world, poses_3d.names)
 
-        shown = self.tracker.shown(kept)
+        shown = self.tracker.shown(kept, hold=self.early)
         if not shown.all():
             kept, poses, poses_3d = (kept[shown], poses[shown],
                                      Poses3D(poses_3d.joints[shown], poses_3d.names))

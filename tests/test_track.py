@@ -573,3 +573,38 @@ def test_a_newcomer_on_someone_tracked_is_not_confirmed_early() -> None:
     kept = tracker.tracks()
     assert kept.ids.tolist() == [1, 2, 3]
     assert tracker.shown(kept).tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("hold", [True, False])
+def test_realtime_holds_back_a_likely_duplicate_past_its_confirmation_tick(hold: bool) -> None:
+    # A second track centred on a published person (here a third of a region off, poses too
+    # far apart to merge) is shown only once it has lasted Tracker.HOLD_S, with ``hold``
+    # (realtime mode); without, after its confirmation tick. Dying held, it was never
+    # published: its ID is given back unused.
+    tracker = Tracker(TrackerConfig(confirm_ticks=1))
+    tracker.add_detections(dets([(100.0, 300.0)]), 0.0)
+    for t in (0.1, 0.2):
+        tracker.tracks()
+        tracker.update(poses([(100.0, 300.0)], [0.9]), t)
+        assert tracker.shown(tracker.tracks(), hold).tolist() == [t > 0.1]
+    tracker.add_detections(dets([(160.0, 330.0)]), 0.25)
+    shown = []
+    for t in (0.3, 0.4, 0.5, 0.6):
+        tracker.tracks()
+        tracker.update(poses([(100.0, 300.0), (160.0, 330.0)], [0.9, 0.9]), t)
+        shown.append(tracker.shown(tracker.tracks(), hold).tolist())
+    assert shown == ([[True, False], [True, False], [True, False], [True, True]] if hold
+                     else [[True, False], [True, True], [True, True], [True, True]])
+    if hold:  # a fresh run: dies while held
+        tracker.reset()
+        tracker.add_detections(dets([(100.0, 300.0)]), 0.0)
+        for t in (0.1, 0.2):
+            tracker.tracks()
+            tracker.update(poses([(100.0, 300.0)], [0.9]), t)
+            tracker.shown(tracker.tracks(), hold)
+        tracker.add_detections(dets([(160.0, 330.0)]), 0.25)
+        for t, p in ((0.3, 0.9), (0.4, 0.9), (0.5, 0.1)):
+            tracker.tracks()
+            tracker.update(poses([(100.0, 300.0), (160.0, 330.0)], [0.9, p]), t)
+            tracker.shown(tracker.tracks(), hold)
+        assert kinds(tracker.add_detections(dets([(900.0, 300.0)]), 0.55)) == [("entered", 2)]
