@@ -474,7 +474,11 @@ class PoseCore:
         pose2d_ms = (time.perf_counter() - t0) * 1e3
 
         t0 = time.perf_counter()
-        events += self.tracker.update(poses, t)
+        # Realtime: a published person whose pose is lost (mid-backflip, a fast turn) is kept
+        # hidden at their last region for Tracker.COAST_S and tried again (with the rescue's
+        # variants) each tick; not one who left the frame (_outside).
+        coast = (poses.presence > 0.0) if self.early else None
+        events += self.tracker.update(poses, t, coast=coast)
         if early.size:
             self.tracker.confirm(early)
         kept = self.tracker.tracks()
@@ -482,6 +486,9 @@ class PoseCore:
         rows = {int(i): r for r, i in enumerate(tracks.ids)}
         row = np.array([rows.get(int(i), -1) for i in kept.ids], dtype=np.intp)
         kept, poses = kept[row >= 0], poses[row[row >= 0]]
+        if len(kept) and (kept.last_seen < t).any():  # coasting: no pose this tick
+            posed = kept.last_seen >= t
+            kept, poses = kept[posed], poses[np.flatnonzero(posed)]
         track_ms = (time.perf_counter() - t0) * 1e3 + t_track0 * 1e3
 
         t0 = time.perf_counter()

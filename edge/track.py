@@ -377,6 +377,8 @@ class _Track:
     confirmed: bool = False
     # Held back by :meth:`Tracker.shown` past its confirmation ticks (never published yet).
     held: bool = False
+    # Pose lost, kept hidden at its last region (:meth:`Tracker.update`'s ``coast``).
+    coasting: bool = False
 
     def grow(self, region: F32) -> None:
         """Widens :attr:`sides` by a region's side."""
@@ -557,8 +559,12 @@ class Tracker:
 
     # ------------------------------------------------------------------ update (every tick)
 
-    def update(self, poses: Poses2D | None, t: float, ids: I64 | None = None
-               ) -> list[TrackEvent]:
+    #: :meth:`update` with ``coast``: a published track whose pose is lost is kept, hidden,
+    #: at its last region for up to this long (s) after its last pose, and tried again.
+    COAST_S = 0.3
+
+    def update(self, poses: Poses2D | None, t: float, ids: I64 | None = None,
+               coast: npt.NDArray[np.bool_] | None = None) -> list[TrackEvent]:
         """Applies one tick of 2D poses: drops absent people, propagates regions, merges twins.
 
         Args:
@@ -569,6 +575,10 @@ class Tracker:
             ids: (n,) int64, the track of each pose row; default: the IDs of the last
                 ``tracks()`` call (the snapshot the poses were computed on). Rows whose track has
                 gone meanwhile are ignored; tracks created meanwhile are left untouched.
+            coast: (n,) bool, rows whose track, if published, is kept when its pose is lost
+                (:data:`COAST_S`): not posed this tick, its region left where it was. Back
+                with a pose that duplicates another posed track's (:meth:`_likely_duplicates`),
+                it ends: its region slid onto someone else.
 
         Returns:
             Events in order: ``left`` (in track order), then ``merged``.
@@ -593,6 +603,10 @@ class Tracker:
                     continue
                 nxt = poses.next_regions[row]
                 if not (presence[row] >= cfg.min_presence and _valid_region(nxt)):
+                    if (coast is not None and bool(coast[row]) and tr.confirmed
+                            and t - tr.last_seen <= self.COAST_S):
+                        tr.coasting = True
+                        continue
                     dropped.add(tid)
                     continue
                 tr.region = nxt.copy()
@@ -601,6 +615,15 @@ class Tracker:
                 tr.keypoints = poses.keypoints[row].copy()
                 tr.visibility = poses.visibility[row].copy()
                 posed.add(tid)
+        back = [k for k, tr in enumerate(self._tracks) if tr.id in posed and tr.coasting]
+        if back:
+            dup = self._likely_duplicates()
+            for k in back:
+                self._tracks[k].coasting = False
+                if any(dup[k, j] or dup[j, k] for j, tr in enumerate(self._tracks)
+                       if j != k and tr.id in posed):
+                    dropped.add(self._tracks[k].id)
+                    posed.discard(self._tracks[k].id)
         for tr in self._tracks:
             if tr.id in dropped:
                 events.append(TrackEvent("left", tr.id, t))
@@ -633,7 +656,8 @@ class Tracker:
         """
         events: list[TrackEvent] = []
         for tr in self._tracks:
-            if tr.age != 0 or tr.reused is not None or tr.id not in posed:
+            if (tr.confirmed or tr.age > self.config.confirm_ticks or tr.reused is not None
+                    or tr.id not in posed):
                 continue
             lost = self._reuse(tr.region, t)
             if lost is None:
@@ -879,6 +903,7 @@ class Tracker:
                 log.debug("detection %d at t=%.3f not tracked: %d slots full", i, t,
                           cfg.max_persons)
                 continue
+            self._end_coasting_near(region, t)
             tid, reused = self._take_id(region, t)
             new = _Track(tid, region.copy(), first_seen=t, last_seen=t,
                          history=[(t, region.copy())], reused=reused, box=body_boxes[i])
@@ -914,8 +939,11 @@ class Tracker:
         what it took: the lost person's pool entry it re-used (unchanged, in time order), or
         its fresh ID as unused.
         """
+        if track.coasting:  # lost when its pose was, not when it stopped being tried
+            t = min(t, track.last_seen)
         if track.confirmed or (track.age > self.config.confirm_ticks and not track.held):
-            self._pool.append(_Lost(track.id, t, track))
+            at = next((i for i, p in enumerate(self._pool) if p.t > t), len(self._pool))
+            self._pool.insert(at, _Lost(track.id, t, track))
         elif track.reused is not None:
             lost = track.reused
             at = next((i for i, p in enumerate(self._pool) if p.t > lost.t), len(self._pool))
@@ -936,6 +964,26 @@ class Tracker:
     #: lost track had over its last second (a person's region does not halve or double while
     #: away; a far person's ID is not handed to a near one).
     REUSE_SIZE = 2.0
+
+    def _end_coasting_near(self, region: F32, t: float) -> None:
+        """Ends the coasting tracks a new detection at ``region`` may be, pooling their IDs.
+
+        A person whose pose was lost (``update``'s ``coast``) and whom the detector finds
+        again, elsewhere or turned, is that newcomer: their track ends here, so that the
+        newcomer takes its ID (:meth:`_reuse`) rather than a fresh one.
+        """
+        side = float(np.sqrt(max(float(region[2] * region[3]), 0.0)))
+        for tr in [tr for tr in self._tracks if tr.coasting]:
+            last = tr.region
+            size = float(np.sqrt(max(float(last[2] * last[3]), 0.0)))
+            lo, hi = tr.sides
+            if size <= 0.0 or not lo / self.REUSE_SIZE <= side <= hi * self.REUSE_SIZE:
+                continue
+            dist = float(np.hypot(*(region[:2] - last[:2]))) / size
+            if dist <= self.REUSE_REACH + self.REUSE_SPEED * max(t - tr.last_seen, 0.0):
+                self._tracks.remove(tr)
+                self._release(tr, t)
+                self._count(left=1)
 
     def _take_id(self, region: F32, t: float) -> tuple[int, _Lost | None]:
         """Pops the ID for a new track at ``region``: (id, the pool entry if re-used).

@@ -608,3 +608,62 @@ def test_realtime_holds_back_a_likely_duplicate_past_its_confirmation_tick(hold:
             tracker.update(poses([(100.0, 300.0), (160.0, 330.0)], [0.9, p]), t)
             tracker.shown(tracker.tracks(), hold)
         assert kinds(tracker.add_detections(dets([(900.0, 300.0)]), 0.55)) == [("entered", 2)]
+
+
+def test_a_lost_person_coasts_hidden_and_a_newcomer_near_takes_their_id() -> None:
+    # Realtime mode (``coast``): a published person whose pose is lost is kept, hidden, at
+    # their last region for Tracker.COAST_S and comes back under their ID; one the detector
+    # finds again elsewhere meanwhile hands their ID to that newcomer; past COAST_S the track
+    # ends.
+    tracker = Tracker(TrackerConfig(confirm_ticks=1))
+    tracker.add_detections(dets([(100.0, 300.0)]), 0.0)
+    for t in (0.1, 0.2):
+        tracker.tracks()
+        tracker.update(poses([(100.0, 300.0)], [0.9]), t, coast=np.array([True]))
+        tracker.shown(tracker.tracks())
+    tracker.tracks()
+    assert tracker.update(poses([(100.0, 300.0)], [0.1]), 0.3, coast=np.array([True])) == []
+    kept = tracker.tracks()
+    assert kept.ids.tolist() == [1] and kept.last_seen.tolist() == [0.2]  # hidden: no pose
+    tracker.update(poses([(110.0, 300.0)], [0.9]), 0.4, coast=np.array([True]))
+    assert tracker.tracks().last_seen.tolist() == [0.4]  # back, same ID
+    tracker.tracks()
+    tracker.update(poses([(110.0, 300.0)], [0.1]), 0.5, coast=np.array([True]))
+    # Found again by the detector, turned (a region the gates do not match): it takes ID 1.
+    assert kinds(tracker.add_detections(dets([(260.0, 340.0)]), 0.55)) == [("reassigned", 1)]
+    assert tracker.tracks().ids.tolist() == [1]
+    # Without coast (every-frame mode) the track ends at once; with it, after COAST_S.
+    for coast, ends_at in ((None, 0.45), (np.array([True]), 0.65)):
+        tracker.reset()
+        tracker.add_detections(dets([(100.0, 300.0)]), 0.0)
+        for t in (0.1, 0.2, 0.3):
+            tracker.tracks()
+            tracker.update(poses([(100.0, 300.0)], [0.9]), t, coast=coast)
+            tracker.shown(tracker.tracks())
+        left = []
+        for t in (0.45, 0.55, 0.65, 0.75):
+            if not len(tracker.tracks()):
+                break
+            events = tracker.update(poses([(100.0, 300.0)], [0.1]), t, coast=coast)
+            left += [t for e in events if e.kind == "left"]
+        assert left == [ends_at]
+
+
+def test_a_person_found_again_a_tick_before_their_track_ends_keeps_their_id() -> None:
+    # Under load (realtime): the detector finds the man again while his old track still
+    # coasts; his old track ends on the next tick, the newcomer not yet published: it takes
+    # the lost ID rather than keeping its fresh one.
+    tracker = Tracker(TrackerConfig(confirm_ticks=1))
+    tracker.add_detections(dets([(100.0, 300.0)]), 0.0)
+    for t in (0.05, 0.1):
+        tracker.tracks()
+        tracker.update(poses([(100.0, 300.0)], [0.9]), t)
+    tracker.shown(tracker.tracks())  # 1 published
+    assert kinds(tracker.add_detections(dets([(180.0, 300.0)]), 0.15)) == [("entered", 2)]
+    tracker.tracks()
+    tracker.update(poses([(100.0, 300.0), (180.0, 300.0)], [0.9, 0.9]), 0.2)
+    tracker.tracks()
+    ev = kinds(tracker.update(poses([(100.0, 300.0), (180.0, 300.0)], [0.1, 0.9]), 0.25))
+    assert ev == [("left", 1), ("merged", 2), ("reassigned", 1)]
+    kept = tracker.tracks()
+    assert kept.ids.tolist() == [1] and tracker.shown(kept).tolist() == [True]
