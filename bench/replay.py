@@ -32,7 +32,9 @@ import cv2
 import numpy as np
 
 from edge.config import Config
+from edge.detect.tiles import TiledDetector
 from edge.pipeline import Pipeline, StepResult, build_pipeline
+from edge.scheduler import combine_results
 from edge.types import U8, DetectorResult, Frame
 
 
@@ -44,8 +46,8 @@ class Schedule:
         fps: Frame rate of the source, frames per second.
         processed: Frame indices the core ticks on, increasing.
         detections: ``(frame run on, frame of the tick that receives it)`` pairs, in run order;
-            the receiving tick is a processed frame after the run's frame. When two results
-            reach the same tick the newer one wins (the scheduler's one-slot mailbox).
+            the receiving tick is a processed frame after the run's frame. Results that
+            reach the same tick are merged (``edge.scheduler.combine_results``).
     """
 
     fps: float
@@ -127,8 +129,8 @@ def realtime_schedule(n_frames: int, fps: float, *, tick_ms: float, det_ms: floa
     return Schedule(fps, tuple(processed), tuple(detections))
 
 
-def read_frames(path: Path) -> Iterator[tuple[int, U8]]:
-    """Every frame of a video file, (H, W, 3) uint8 BGR, with its index.
+def read_frames(path: Path, limit: int | None = None) -> Iterator[tuple[int, U8]]:
+    """Every frame of a video file, or its first ``limit``: (H, W, 3) uint8 BGR, and index.
 
     Raises:
         ValueError: When the file cannot be opened.
@@ -138,7 +140,7 @@ def read_frames(path: Path) -> Iterator[tuple[int, U8]]:
         raise ValueError(f"video {path}: cannot be opened")
     try:
         i = 0
-        while True:
+        while limit is None or i < limit:
             ok, image = cap.read()
             if not ok:
                 return
@@ -154,7 +156,8 @@ def replay(pipeline: Pipeline, frames: Iterator[tuple[int, U8]], schedule: Sched
 
     Args:
         pipeline: A pipeline built for realtime mode (confirmation tick, smoothing); its core
-            is reset first.
+            and its detector's tile rotation are reset first, so a replay does not depend on
+            what the pipeline ran before.
         frames: ``(index, image)`` of the source in order (:func:`read_frames`).
         schedule: Which frames to process and when detections arrive.
 
@@ -162,11 +165,13 @@ def replay(pipeline: Pipeline, frames: Iterator[tuple[int, U8]], schedule: Sched
         One step result per processed frame, in order.
     """
     pipeline.core.reset()
+    if isinstance(pipeline.detector, TiledDetector):  # its rotation cursor: its only state
+        pipeline.detector.reset()
     todo = set(schedule.processed)
     runs: dict[int, list[int]] = {}  # frame run on -> indices into schedule.detections
     for k, (f_run, _) in enumerate(schedule.detections):
         runs.setdefault(f_run, []).append(k)
-    waiting: dict[int, DetectorResult] = {}  # receiving frame -> newest result for it
+    waiting: dict[int, list[DetectorResult]] = {}  # receiving frame -> results for it
     results: list[StepResult] = []
     last = schedule.processed[-1] if schedule.processed else -1
     for i, image in frames:
@@ -174,13 +179,11 @@ def replay(pipeline: Pipeline, frames: Iterator[tuple[int, U8]], schedule: Sched
             break
         frame = Frame(image, i, round(i / schedule.fps * 1e9), i / schedule.fps)
         for k in runs.get(i, []):
-            waiting[schedule.detections[k][1]] = pipeline.detect(frame)
+            waiting.setdefault(schedule.detections[k][1], []).append(pipeline.detect(frame))
         if i in todo:
-            # Results due at this tick: the newest wins (the scheduler's one-slot mailbox).
-            due = [f for f in waiting if f <= i]
-            got = waiting[max(due, key=lambda f: f)] if due else None
-            for f in due:
-                del waiting[f]
+            # Results due at this tick, merged (the scheduler's mailbox, combine_results).
+            due = sorted(f for f in waiting if f <= i)
+            got = combine_results([r for f in due for r in waiting.pop(f)])
             results.append(pipeline.core.step(frame, got))
     return results
 

@@ -3,7 +3,8 @@
 Realtime (:func:`run_realtime`): a reader thread keeps only the newest frame of the source (a
 file is paced at its own frame rate, as a camera would deliver it); a detector thread runs the
 detector on the newest frame at ``detector_hz`` and posts its detections; the core loop ticks at
-``rate_hz``, takes the newest frame and the newest detections, runs the stateful core once and
+``rate_hz``, takes the newest frame and the detections posted since the last tick (merged,
+:func:`combine_results`), runs the stateful core once and
 hands the annotation to the sinks. A tick that overruns is not queued behind: the next tick
 starts from the newest frame. Frames never processed are counted as dropped.
 
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge.annotation import Annotation
+from edge.detect.tiles import merge_detections
 from edge.pipeline import StepResult
 from edge.sinks.base import Sink
 from edge.sources.base import Source, SourceEnd, SourceSilentError
@@ -311,6 +313,38 @@ def run_images(source: Source, core: ResettableCore, detector: Detector, sinks: 
     return _run_in_order(source, detector, step, sinks, stats, stop, progress, on_step)
 
 
+#: :func:`combine_results`: boxes of two results overlapping by more than this IoU are one
+#: person seen twice; the better scored is kept (the detectors' own NMS threshold).
+COMBINE_NMS_IOU = 0.5
+
+
+def combine_results(results: Sequence[DetectorResult]) -> DetectorResult | None:
+    """The detector results that reached one core tick, as one.
+
+    The detector runs at its own rate, one view of the frame a run (the whole frame or a
+    tile, ``edge.detect.tiles``), so when a tick takes longer than a run two or more results
+    wait for it. Keeping only the newest threw the others' people away: a tile's empty result
+    replaced the whole frame's that found everyone (demo replays: the man, in view from frame
+    0, first published at frame 14). Their detections are merged (hard NMS at
+    :data:`COMBINE_NMS_IOU`) and stamped with the oldest frame's time: each detection is
+    then compared with the tracks' regions of that time, at most a detector period older
+    than its own.
+
+    Args:
+        results: Results in arrival order (oldest first); may be empty.
+
+    Returns:
+        One result (frame and time of the oldest, the runs' summed ms), or None if none.
+    """
+    if not results:
+        return None
+    if len(results) == 1:
+        return results[0]
+    first = min(results, key=lambda r: r.t_s)
+    return DetectorResult(merge_detections([r.detections for r in results], COMBINE_NMS_IOU),
+                          first.frame_id, first.t_s, sum(r.ms for r in results))
+
+
 class _Newest:
     """A one-slot mailbox: ``put`` replaces, ``take`` empties; counts replaced items."""
 
@@ -340,6 +374,31 @@ class _Newest:
     def wake(self) -> None:
         with self._cond:
             self._cond.notify_all()
+
+
+class _Results:
+    """The detector's results waiting for the core.
+
+    ``put`` adds one, ``take`` returns them merged (:func:`combine_results`) and empties.
+    Holds at most :data:`MAX_WAITING`, the oldest dropped beyond (a core stalled for that
+    many detector runs).
+    """
+
+    MAX_WAITING = 8
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: deque[DetectorResult] = deque(maxlen=self.MAX_WAITING)
+
+    def put(self, item: DetectorResult) -> None:
+        with self._lock:
+            self._items.append(item)
+
+    def take(self) -> DetectorResult | None:
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+        return combine_results(items)
 
 
 def run_realtime(source: Source, core: Core, detector: Detector, sinks: Sequence[Sink],
@@ -378,7 +437,7 @@ def run_realtime(source: Source, core: Core, detector: Detector, sinks: Sequence
         raise ValueError("rate_hz and detector_hz must be > 0")
     stop = stop if stop is not None else threading.Event()
     frames = _Newest()
-    posted = _Newest()
+    posted = _Results()
     finished = threading.Event()
     errors: list[BaseException] = []
 

@@ -536,3 +536,134 @@ def test_a_young_track_with_a_tracked_persons_landmark_box_is_merged(
     ev = tracker.update(_mirrored(poses([(300.0, 300.0), (300.0, 300.0)], [0.9, 0.9]), 1), t)
     assert (ev == [TrackEvent("merged", 2, t, other_id=1)]) is merged, ev
     assert tracker.tracks().ids.tolist() == ([1] if merged else [1, 2])
+
+
+def test_early_confirmation_publishes_a_newcomer_at_once_and_pools_its_id() -> None:
+    # Realtime mode confirms a newcomer whose first pose fits its box on its first tick
+    # (PoseCore._early): published then, and its ID pooled as a seen person's when it ends.
+    tracker = Tracker(TrackerConfig(confirm_ticks=1))
+    tracker.add_detections(dets([(100.0, 300.0), (900.0, 300.0)]), 0.0)
+    tracks = tracker.tracks()
+    tracker.update(poses([(100.0, 300.0), (900.0, 300.0)], [0.9, 0.9]), 0.1)
+    tracker.confirm(np.array([1], np.int64))
+    kept = tracker.tracks()
+    assert kept.ids.tolist() == tracks.ids.tolist() == [1, 2]
+    assert tracker.shown(kept).tolist() == [True, False]  # 2 waits for its confirmation tick
+    tracker.update(poses([(100.0, 300.0), (900.0, 300.0)], [0.1, 0.9]), 0.2)  # 1 is lost
+    assert tracker.shown(tracker.tracks()).tolist() == [True]  # 2 after its tick
+    assert kinds(tracker.add_detections(dets([(150.0, 300.0)]), 0.25)) == [("reassigned", 1)]
+
+
+def test_a_newcomer_on_someone_tracked_is_not_confirmed_early() -> None:
+    # A detection beside a tracked person whose region overlaps theirs (a duplicate or a part
+    # the keypoints may tell only a tick later) waits for its confirmation tick.
+    tracker = Tracker(TrackerConfig(confirm_ticks=1))
+    tracker.add_detections(dets([(100.0, 300.0)]), 0.0)
+    for t in (0.1, 0.2):
+        tracker.tracks()
+        tracker.update(poses([(100.0, 300.0)], [0.9]), t)
+    # 60 px off a 200 px region: past the match gate.
+    assert kinds(tracker.add_detections(dets([(160.0, 300.0), (900.0, 300.0)]), 0.25)) == [
+        ("entered", 2), ("entered", 3)]
+    tracker.tracks()
+    # Different poses (not merged), regions overlapping by 0.6 of a region.
+    tracker.update(poses([(100.0, 300.0), (160.0, 330.0), (900.0, 300.0)], [0.9, 0.9, 0.9]),
+                   0.3)
+    tracker.confirm(np.array([2, 3], np.int64))
+    kept = tracker.tracks()
+    assert kept.ids.tolist() == [1, 2, 3]
+    assert tracker.shown(kept).tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("hold", [True, False])
+def test_realtime_holds_back_a_likely_duplicate_past_its_confirmation_tick(hold: bool) -> None:
+    # A second track centred on a published person (here a third of a region off, poses too
+    # far apart to merge) is shown only once it has lasted Tracker.HOLD_S, with ``hold``
+    # (realtime mode); without, after its confirmation tick. Dying held, it was never
+    # published: its ID is given back unused.
+    tracker = Tracker(TrackerConfig(confirm_ticks=1))
+    tracker.add_detections(dets([(100.0, 300.0)]), 0.0)
+    for t in (0.1, 0.2):
+        tracker.tracks()
+        tracker.update(poses([(100.0, 300.0)], [0.9]), t)
+        assert tracker.shown(tracker.tracks(), hold).tolist() == [t > 0.1]
+    tracker.add_detections(dets([(160.0, 330.0)]), 0.25)
+    shown = []
+    for t in (0.3, 0.4, 0.5, 0.6):
+        tracker.tracks()
+        tracker.update(poses([(100.0, 300.0), (160.0, 330.0)], [0.9, 0.9]), t)
+        shown.append(tracker.shown(tracker.tracks(), hold).tolist())
+    assert shown == ([[True, False], [True, False], [True, False], [True, True]] if hold
+                     else [[True, False], [True, True], [True, True], [True, True]])
+    if hold:  # a fresh run: dies while held
+        tracker.reset()
+        tracker.add_detections(dets([(100.0, 300.0)]), 0.0)
+        for t in (0.1, 0.2):
+            tracker.tracks()
+            tracker.update(poses([(100.0, 300.0)], [0.9]), t)
+            tracker.shown(tracker.tracks(), hold)
+        tracker.add_detections(dets([(160.0, 330.0)]), 0.25)
+        for t, p in ((0.3, 0.9), (0.4, 0.9), (0.5, 0.1)):
+            tracker.tracks()
+            tracker.update(poses([(100.0, 300.0), (160.0, 330.0)], [0.9, p]), t)
+            tracker.shown(tracker.tracks(), hold)
+        assert kinds(tracker.add_detections(dets([(900.0, 300.0)]), 0.55)) == [("entered", 2)]
+
+
+def test_a_lost_person_coasts_hidden_and_a_newcomer_near_takes_their_id() -> None:
+    # Realtime mode (``coast``): a published person whose pose is lost is kept, hidden, at
+    # their last region for Tracker.COAST_S and comes back under their ID; one the detector
+    # finds again elsewhere meanwhile hands their ID to that newcomer; past COAST_S the track
+    # ends.
+    tracker = Tracker(TrackerConfig(confirm_ticks=1))
+    tracker.add_detections(dets([(100.0, 300.0)]), 0.0)
+    for t in (0.1, 0.2):
+        tracker.tracks()
+        tracker.update(poses([(100.0, 300.0)], [0.9]), t, coast=np.array([True]))
+        tracker.shown(tracker.tracks())
+    tracker.tracks()
+    assert tracker.update(poses([(100.0, 300.0)], [0.1]), 0.3, coast=np.array([True])) == []
+    kept = tracker.tracks()
+    assert kept.ids.tolist() == [1] and kept.last_seen.tolist() == [0.2]  # hidden: no pose
+    tracker.update(poses([(110.0, 300.0)], [0.9]), 0.4, coast=np.array([True]))
+    assert tracker.tracks().last_seen.tolist() == [0.4]  # back, same ID
+    tracker.tracks()
+    tracker.update(poses([(110.0, 300.0)], [0.1]), 0.5, coast=np.array([True]))
+    # Found again by the detector, turned (a region the gates do not match): it takes ID 1.
+    assert kinds(tracker.add_detections(dets([(260.0, 340.0)]), 0.55)) == [("reassigned", 1)]
+    assert tracker.tracks().ids.tolist() == [1]
+    # Without coast (every-frame mode) the track ends at once; with it, after COAST_S.
+    for coast, ends_at in ((None, 0.45), (np.array([True]), 0.65)):
+        tracker.reset()
+        tracker.add_detections(dets([(100.0, 300.0)]), 0.0)
+        for t in (0.1, 0.2, 0.3):
+            tracker.tracks()
+            tracker.update(poses([(100.0, 300.0)], [0.9]), t, coast=coast)
+            tracker.shown(tracker.tracks())
+        left = []
+        for t in (0.45, 0.55, 0.65, 0.75):
+            if not len(tracker.tracks()):
+                break
+            events = tracker.update(poses([(100.0, 300.0)], [0.1]), t, coast=coast)
+            left += [t for e in events if e.kind == "left"]
+        assert left == [ends_at]
+
+
+def test_a_person_found_again_a_tick_before_their_track_ends_keeps_their_id() -> None:
+    # Under load (realtime): the detector finds the man again while his old track still
+    # coasts; his old track ends on the next tick, the newcomer not yet published: it takes
+    # the lost ID rather than keeping its fresh one.
+    tracker = Tracker(TrackerConfig(confirm_ticks=1))
+    tracker.add_detections(dets([(100.0, 300.0)]), 0.0)
+    for t in (0.05, 0.1):
+        tracker.tracks()
+        tracker.update(poses([(100.0, 300.0)], [0.9]), t)
+    tracker.shown(tracker.tracks())  # 1 published
+    assert kinds(tracker.add_detections(dets([(180.0, 300.0)]), 0.15)) == [("entered", 2)]
+    tracker.tracks()
+    tracker.update(poses([(100.0, 300.0), (180.0, 300.0)], [0.9, 0.9]), 0.2)
+    tracker.tracks()
+    ev = kinds(tracker.update(poses([(100.0, 300.0), (180.0, 300.0)], [0.1, 0.9]), 0.25))
+    assert ev == [("left", 1), ("merged", 2), ("reassigned", 1)]
+    kept = tracker.tracks()
+    assert kept.ids.tolist() == [1] and tracker.shown(kept).tolist() == [True]
