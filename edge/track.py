@@ -595,6 +595,7 @@ class Tracker:
         by_id = {tr.id: tr for tr in self._tracks}
         posed: set[int] = set()
         dropped: set[int] = set()
+        newly: set[int] = set()  # tracks whose pose was lost this tick (coasting from now)
         if poses is not None and row_ids:
             presence = poses.presence.astype(np.float64)
             for row, tid in enumerate(row_ids):
@@ -605,6 +606,8 @@ class Tracker:
                 if not (presence[row] >= cfg.min_presence and _valid_region(nxt)):
                     if (coast is not None and bool(coast[row]) and tr.confirmed
                             and t - tr.last_seen <= self.COAST_S):
+                        if not tr.coasting:
+                            newly.add(tid)
                         tr.coasting = True
                         continue
                     dropped.add(tid)
@@ -624,6 +627,16 @@ class Tracker:
                        if j != k and tr.id in posed):
                     dropped.add(self._tracks[k].id)
                     posed.discard(self._tracks[k].id)
+        # A published person lost this tick while a newcomer near them, not yet published, has
+        # a pose: the detector found them in a posture their region no longer matched (a
+        # backflip's landing), just before the landmarks lost them. The old track ends now, so
+        # the hand-over below gives the newcomer their ID instead of a fresh one.
+        if newly:
+            fresh = [tr.region for tr in self._tracks
+                     if tr.id in posed and not tr.confirmed and tr.reused is None
+                     and tr.age <= cfg.confirm_ticks]
+            dropped |= {tr.id for tr in self._tracks if tr.id in newly
+                        and any(self._near(tr, region, t) for region in fresh)}
         for tr in self._tracks:
             if tr.id in dropped:
                 events.append(TrackEvent("left", tr.id, t))
@@ -972,18 +985,25 @@ class Tracker:
         again, elsewhere or turned, is that newcomer: their track ends here, so that the
         newcomer takes its ID (:meth:`_reuse`) rather than a fresh one.
         """
+        for tr in [tr for tr in self._tracks if tr.coasting and self._near(tr, region, t)]:
+            self._tracks.remove(tr)
+            self._release(tr, t)
+            self._count(left=1)
+
+    def _near(self, track: _Track, region: F32, t: float) -> bool:
+        """Whether a new person at ``region`` may be ``track``'s, lost since its last pose.
+
+        Of a similar size (:data:`REUSE_SIZE`) and within :data:`REUSE_REACH` plus
+        :data:`REUSE_SPEED` region sizes a second since its last pose, as :meth:`_reuse`.
+        """
         side = float(np.sqrt(max(float(region[2] * region[3]), 0.0)))
-        for tr in [tr for tr in self._tracks if tr.coasting]:
-            last = tr.region
-            size = float(np.sqrt(max(float(last[2] * last[3]), 0.0)))
-            lo, hi = tr.sides
-            if size <= 0.0 or not lo / self.REUSE_SIZE <= side <= hi * self.REUSE_SIZE:
-                continue
-            dist = float(np.hypot(*(region[:2] - last[:2]))) / size
-            if dist <= self.REUSE_REACH + self.REUSE_SPEED * max(t - tr.last_seen, 0.0):
-                self._tracks.remove(tr)
-                self._release(tr, t)
-                self._count(left=1)
+        last = track.region
+        size = float(np.sqrt(max(float(last[2] * last[3]), 0.0)))
+        lo, hi = track.sides
+        if size <= 0.0 or not lo / self.REUSE_SIZE <= side <= hi * self.REUSE_SIZE:
+            return False
+        dist = float(np.hypot(*(region[:2] - last[:2]))) / size
+        return dist <= self.REUSE_REACH + self.REUSE_SPEED * max(t - track.last_seen, 0.0)
 
     def _take_id(self, region: F32, t: float) -> tuple[int, _Lost | None]:
         """Pops the ID for a new track at ``region``: (id, the pool entry if re-used).

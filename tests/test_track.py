@@ -667,3 +667,28 @@ def test_a_person_found_again_a_tick_before_their_track_ends_keeps_their_id() ->
     assert ev == [("left", 1), ("merged", 2), ("reassigned", 1)]
     kept = tracker.tracks()
     assert kept.ids.tolist() == [1] and tracker.shown(kept).tolist() == [True]
+
+
+def test_a_newcomer_found_as_a_person_is_lost_takes_their_id() -> None:
+    # Realtime (``coast``): the detector finds a published person in a posture their region no
+    # longer matches (a backflip's landing: smaller, lower), and in the next tick the
+    # landmarks lose them on the old region. The newcomer, not yet published, is them: the
+    # old track ends at once and the newcomer takes its ID (before, the old track coasted
+    # hidden while the newcomer was published under a fresh ID: a third ID on the demo clip).
+    tracker = Tracker(TrackerConfig(confirm_ticks=1))
+    tracker.add_detections(dets([(500.0, 300.0)], size=600.0), 0.0)
+    for t in (0.1, 0.2):
+        tracker.tracks()
+        tracker.update(poses([(500.0, 300.0)], [0.9], size=600.0), t, coast=np.array([True]))
+        tracker.shown(tracker.tracks())
+    assert kinds(tracker.add_detections(dets([(620.0, 480.0)], size=330.0), 0.25)) == [
+        ("entered", 2)]
+    tracks = tracker.tracks()
+    assert tracks.ids.tolist() == [1, 2]
+    events = tracker.update(poses([(500.0, 300.0), (620.0, 480.0)], [0.1, 0.9], size=330.0),
+                            0.3, coast=np.array([True, True]))
+    assert ("left", 1) in kinds(events) and ("reassigned", 1) in kinds(events)
+    assert tracker.tracks().ids.tolist() == [1]
+    tracker.update(poses([(620.0, 480.0)], [0.9], size=330.0), 0.35, coast=np.array([True]))
+    kept = tracker.tracks()
+    assert kept.ids.tolist() == [1] and tracker.shown(kept).tolist() == [True]
