@@ -122,7 +122,7 @@ class PoseCore:
             confirmation tick (``Tracker.shown``) and lets a published person whose pose is
             lost coast hidden for ``Tracker.COAST_S`` (``Tracker.update``). Demo replays,
             seeds 0-15: recall >= 0.95 in 4 -> 9 of 16, 2 IDs and no extra person in
-            11 -> 14 of 16; every 2nd frame: recall 0.907 -> 0.969.
+            11 -> 15 of 16; every 2nd frame: recall 0.907 -> 0.969.
 
     A new track is published only after its pose has been confirmed in
     ``tracker.config.confirm_ticks`` ticks after the first (0: at once). The detector can report

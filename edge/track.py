@@ -636,7 +636,7 @@ class Tracker:
                      if tr.id in posed and not tr.confirmed and tr.reused is None
                      and tr.age <= cfg.confirm_ticks]
             dropped |= {tr.id for tr in self._tracks if tr.id in newly
-                        and any(self._near(tr, region, t) for region in fresh)}
+                        and any(self._near(tr, region, t - tr.last_seen) for region in fresh)}
         for tr in self._tracks:
             if tr.id in dropped:
                 events.append(TrackEvent("left", tr.id, t))
@@ -955,12 +955,9 @@ class Tracker:
         if track.coasting:  # lost when its pose was, not when it stopped being tried
             t = min(t, track.last_seen)
         if track.confirmed or (track.age > self.config.confirm_ticks and not track.held):
-            at = next((i for i, p in enumerate(self._pool) if p.t > t), len(self._pool))
-            self._pool.insert(at, _Lost(track.id, t, track))
+            bisect.insort(self._pool, _Lost(track.id, t, track), key=lambda p: p.t)
         elif track.reused is not None:
-            lost = track.reused
-            at = next((i for i, p in enumerate(self._pool) if p.t > lost.t), len(self._pool))
-            self._pool.insert(at, lost)
+            bisect.insort(self._pool, track.reused, key=lambda p: p.t)
         else:
             bisect.insort(self._unused, track.id)
 
@@ -985,16 +982,20 @@ class Tracker:
         again, elsewhere or turned, is that newcomer: their track ends here, so that the
         newcomer takes its ID (:meth:`_reuse`) rather than a fresh one.
         """
-        for tr in [tr for tr in self._tracks if tr.coasting and self._near(tr, region, t)]:
+        for tr in [tr for tr in self._tracks
+                   if tr.coasting and self._near(tr, region, t - tr.last_seen)]:
             self._tracks.remove(tr)
             self._release(tr, t)
             self._count(left=1)
 
-    def _near(self, track: _Track, region: F32, t: float) -> bool:
-        """Whether a new person at ``region`` may be ``track``'s, lost since its last pose.
+    def _near(self, track: _Track, region: F32, away_s: float) -> bool:
+        """Whether a new person at ``region`` may be ``track``'s person, lost ``away_s`` ago.
 
-        Of a similar size (:data:`REUSE_SIZE`) and within :data:`REUSE_REACH` plus
-        :data:`REUSE_SPEED` region sizes a second since its last pose, as :meth:`_reuse`.
+        Of a similar size (the new side within :data:`REUSE_SIZE` of the smallest and largest
+        sides the person had) and at most :data:`REUSE_REACH` plus :data:`REUSE_SPEED` region
+        sizes a second of absence from the track's last region. The one test of the lost-ID
+        pool (:meth:`_reuse`), of a coasting track found again (:meth:`_end_coasting_near`) and
+        of one lost as a newcomer appears (:meth:`update`).
         """
         side = float(np.sqrt(max(float(region[2] * region[3]), 0.0)))
         last = track.region
@@ -1003,7 +1004,7 @@ class Tracker:
         if size <= 0.0 or not lo / self.REUSE_SIZE <= side <= hi * self.REUSE_SIZE:
             return False
         dist = float(np.hypot(*(region[:2] - last[:2]))) / size
-        return dist <= self.REUSE_REACH + self.REUSE_SPEED * max(t - track.last_seen, 0.0)
+        return dist <= self.REUSE_REACH + self.REUSE_SPEED * max(away_s, 0.0)
 
     def _take_id(self, region: F32, t: float) -> tuple[int, _Lost | None]:
         """Pops the ID for a new track at ``region``: (id, the pool entry if re-used).
@@ -1039,19 +1040,8 @@ class Tracker:
         hits = np.flatnonzero(gate)
         k: int | None = int(hits[-1]) if hits.size else None  # most recent first
         if k is None:
-            side = float(np.sqrt(max(float(region[2] * region[3]), 0.0)))
-            for j, p in enumerate(self._pool):
-                lo, hi = p.track.sides
-                if not lo / self.REUSE_SIZE <= side <= hi * self.REUSE_SIZE:
-                    continue
-                last = p.track.region
-                size = float(np.sqrt(max(float(last[2] * last[3]), 0.0)))
-                if size <= 0.0:
-                    continue
-                dist = float(np.hypot(*(region[:2] - last[:2]))) / size
-                reach = self.REUSE_REACH + self.REUSE_SPEED * max(t - p.t, 0.0)
-                if dist <= reach:
-                    k = j  # the most recently lost of those that fit
+            fit = [j for j, p in enumerate(self._pool) if self._near(p.track, region, t - p.t)]
+            k = fit[-1] if fit else None  # the most recently lost of those that fit
         return None if k is None else self._pool.pop(k)
 
     @staticmethod
