@@ -382,6 +382,9 @@ class WorldLandmarkLifter:
 
 #: COCO-17 joints that have a mirror partner (all but the nose).
 _PAIRED = np.array([j for j in range(N_JOINTS) if COCO17_FLIP[j] != j], np.intp)
+#: Each paired joint's partner, as an index into :data:`_PAIRED`.
+_PAIRED_FLIP = np.array([list(_PAIRED).index(COCO17_FLIP[j]) for j in _PAIRED], np.intp)
+_FLIP = np.array(COCO17_FLIP, np.intp)
 
 
 #: :class:`LeftRight`'s defaults, chosen on the development set (Demo_MultiPerson's tracks at
@@ -401,16 +404,24 @@ LR_RATE_START = 0.639
 LR_RATE_END = 3.196
 #: A frame whose better labelling still costs more than ``LR_MISFIT`` (RMS radii; a frame's
 #: noise and motion cost 0.01-0.1, a flip 0.4-1.0) is a misfit (a half-turned frame of the 2D
-#: model): the next frame is also compared with the last frame that fitted, if at most
-#: ``LR_BRIDGE_S`` back. Development set (``lifter.sides_dev``: 6 draws of injected flicker on
-#: Demo_MultiPerson's tracks), swapped frames left at 60 / 30 fps with half-turned frames next
-#: to the flips: 288 / 468 without the bridge (the guard before it), 101 / 155 with it;
-#: misfit 0.07: 94 / 199, 0.15: 130 / 154, 0.2: 163 / 232; bridge 0.15 s: 91 / 167, 0.2 s:
-#: 82 / 173 (both swap a frame of the demo clip's real turn); reckoning the bridge from the
-#: last frame instead of the new one: 93 / 172. Without half-turned frames and on the real
-#: flips the bridge changes nothing (56 / 61 injected, 8 / 10 real, the demo clip right).
+#: model): later frames are compared with the last frame and with every frame up to
+#: ``LR_BRIDGE_S`` back that fitted, the best-fitting one carrying the chain. Development set
+#: (``lifter.sides_dev``: 6 draws of injected flicker on Demo_MultiPerson's tracks), swapped
+#: frames left at 60 / 30 fps with half-turned frames next to the flips: 288 / 468 without a
+#: bridge; 101 / 155 with the former bridge (the last frame and the last that fitted, 0.1 s;
+#: its misfit 0.07: 94 / 199, 0.15: 130 / 154, 0.2: 163 / 232; bridge 0.15 s: 91 / 167, 0.2 s:
+#: 82 / 173); every fitted frame in the window: 0.05 s 99 / 468, 0.1 s 86 / 155, 0.15 s
+#: 85 / 135 (kept), 0.2 s 76 / 135 (swaps the 30 deg/frame full turn of
+#: ``tests/test_lifter_sides.py``), 0.25 s 76 / 135 (swaps 16 frames of the demo clip's real
+#: turn); misfit 0.07 at 0.2 s: 77 / 145, 0.15 at 0.15 s: 82 / 133 (real flips 10 / 10, not
+#: 8 / 10); every frame in the window, fitted or not: 94 / 136 (0.1 s), 83 / 137 (0.2 s);
+#: choosing the reference by the larger evidence instead of the better fit: 95 / 152 (0.1 s);
+#: mixing the chains of all references weighted by their fit: 84-91 / 133-134 and 10 real
+#: flips at 60 fps, not 8; a new track's prior share of swapped 0.01-0.1 instead of 0.001:
+#: 84-86 / 133-136, the stationary 1/6: 122 / 182. Without half-turned frames the window
+#: changes nothing (56 / 61 injected, 8 / 10 real, the demo clip right).
 LR_MISFIT = 0.1
-LR_BRIDGE_S = 0.1
+LR_BRIDGE_S = 0.15
 #: A track absent for up to this long (s) keeps its state (the chain runs over the gap);
 #: after longer it starts afresh as labelled. The development set's tracks have gaps of up to
 #: 0.75 s; forgetting after 0.5 s, or a cost scale grown with the gap, left 74-85 / 89-94
@@ -422,18 +433,11 @@ LR_MAX_GAP_S = 1.0
 class _SideFrame:
     """One frame of a track's left/right history (see :class:`LeftRight`)."""
 
-    x: F32  # (17, 2) the pose as the 2D model labelled it, normalised
-    seen: npt.NDArray[np.bool_]  # (17,) joints of ``x`` that were seen
+    x: F32  # (16, 2) the paired joints (:data:`_PAIRED`) as the 2D model labelled them
+    seen: npt.NDArray[np.bool_]  # (16,) those of ``x`` seen, with their partner
     log_p: npt.NDArray[np.float64]  # (2,) log-probability, normalised: as labelled, swapped
     t_s: float  # capture time, seconds
-
-
-@dataclass
-class _SideTrack:
-    """One track's left/right state: its last frame, and the last that fitted its reference."""
-
-    last: _SideFrame
-    fitted: _SideFrame
+    fits: bool = True  # its better labelling fitted its reference (cost <= ``misfit``)
 
 
 class LeftRight:
@@ -471,10 +475,11 @@ class LeftRight:
     between the two labellings (the shoulders squeezed together). It fits neither labelling of
     its neighbours, so it carries no evidence, and a frame compared with it carries none
     either: the chain loses the thread and the prior hands the track to the model's labelling.
-    A new frame is therefore compared with the last frame and, when that one fitted its own
-    reference no better than ``misfit`` (its better labelling costing more), also with the last
-    frame that did, up to ``bridge_s`` back; the reference that fits the new frame better
-    carries the chain (run over the longer interval if it is the older one).
+    A new frame is therefore compared with the last frame and with every earlier frame up to
+    ``bridge_s`` back that fitted its own reference (its better labelling costing at most
+    ``misfit``); the reference that fits the new frame best carries the chain (run over the
+    interval from it). So a run of half-turned frames up to ``bridge_s`` long is bridged; the
+    comparisons with the window's frames are one vectorised step.
 
     Frame times come from ``t_s`` of each call (the pipeline passes each frame's capture time);
     without them, frames are ``1 / fps`` apart. A track starts as labelled; a track absent for
@@ -492,9 +497,10 @@ class LeftRight:
         rate_end: Rate (1/s) at which such an error ends.
         fps: Nominal frame rate (Hz) for calls without a time.
         min_confidence: Joints below it are left out of the comparison.
-        misfit: Cost (RMS radii) of the better labelling above which a frame does not become
-            the reference.
-        bridge_s: Longest time (s) the reference is kept over frames that do not fit.
+        misfit: Cost (RMS radii) of the better labelling above which a frame is not a
+            reference for the frames after the next.
+        bridge_s: How far back (s) frames that fitted are kept as references (0: the last
+            frame alone).
         max_gap_s: Longest absence (s) of a track that keeps its state.
     """
 
@@ -514,7 +520,7 @@ class LeftRight:
         self.rate_start, self.rate_end, self.fps = rate_start, rate_end, fps
         self.min_confidence = min_confidence
         self.misfit, self.bridge_s, self.max_gap_s = misfit, bridge_s, max_gap_s
-        self._tracks: dict[int, _SideTrack] = {}
+        self._tracks: dict[int, deque[_SideFrame]] = {}
         self._clock: float | None = None
 
     def reset(self) -> None:
@@ -532,30 +538,32 @@ class LeftRight:
                                                         [p_end, 1 - p_end]]))
         return out
 
-    def _log_evidence(self, x: F32, ok: npt.NDArray[np.bool_], ref: _SideFrame, dt: float
-                      ) -> tuple[npt.NDArray[np.float64], float]:
-        """The pair's continuity: (2, 2) log-likelihood [state of ``ref``, state of ``x``].
+    def _costs(self, x: F32, seen: npt.NDArray[np.bool_], refs: Sequence[_SideFrame]
+               ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """The new pose's ``same`` and ``swap`` costs against each of ``refs``: two (k,).
 
-        Also the cost of the better labelling (0 without evidence).
+        ``x`` and ``seen`` as in :class:`_SideFrame`. NaN where fewer than 4 joints were seen
+        in both frames (no evidence).
         """
-        flip = list(COCO17_FLIP)
-        w = (ok & ok[flip] & ref.seen & ref.seen[flip])[_PAIRED].astype(np.float64)
-        if w.sum() < 4:  # too few joints seen in both frames: no evidence
-            return np.zeros((2, 2)), 0.0
-        same = float(np.linalg.norm(x[_PAIRED] - ref.x[_PAIRED], axis=-1) @ w / w.sum())
-        swap = float(np.linalg.norm(x[flip][_PAIRED] - ref.x[_PAIRED], axis=-1) @ w / w.sum())
-        scale = self.sigma + self.motion * dt
-        out: npt.NDArray[np.float64] = -np.array([[same, swap], [swap, same]]) / scale
-        return out, min(same, swap)
+        ref_x = np.stack([r.x for r in refs])  # (k, 16, 2)
+        w = (seen & np.stack([r.seen for r in refs])).astype(np.float64)  # (k, 16)
+        n = w.sum(1)
+        n[n < 4] = np.nan
+        same = (np.sqrt(((x - ref_x) ** 2).sum(-1)) * w).sum(1) / n
+        swap = (np.sqrt(((x[_PAIRED_FLIP] - ref_x) ** 2).sum(-1)) * w).sum(1) / n
+        return same, swap
 
-    def _step(self, x: F32, ok: npt.NDArray[np.bool_], ref: _SideFrame, t: float
-              ) -> tuple[float, npt.NDArray[np.float64], _SideFrame]:
-        """The new frame's fit to ``ref``, its (2,) normalised log-probability, and ``ref``."""
+    def _step(self, same: float, swap: float, ref: _SideFrame, t: float
+              ) -> npt.NDArray[np.float64]:
+        """The new frame's (2,) normalised log-probability, from ``ref`` and their costs."""
         dt = t - ref.t_s
-        ev, fit = self._log_evidence(x, ok, ref, dt)
+        scale = self.sigma + self.motion * dt
+        ev = (np.zeros((2, 2)) if np.isnan(same) else
+              -np.array([[same, swap], [swap, same]]) / scale)
         m = ref.log_p[:, None] + self._log_transition(dt) + ev
-        log_p = np.logaddexp(m[0], m[1])
-        return fit, log_p - np.logaddexp(log_p[0], log_p[1]), ref
+        log_p: npt.NDArray[np.float64] = np.logaddexp(m[0], m[1])
+        out: npt.NDArray[np.float64] = log_p - np.logaddexp(log_p[0], log_p[1])
+        return out
 
     def _time(self, t_s: float | None) -> float:
         """The frame's time on the guard's clock.
@@ -571,10 +579,9 @@ class LeftRight:
             t = self._clock + step
             if t_s is not None:  # a clock reset: move the past to the new clock
                 shift = t_s - t
-                for tr in self._tracks.values():
-                    tr.last.t_s += shift
-                    if tr.fitted is not tr.last:
-                        tr.fitted.t_s += shift
+                for history in self._tracks.values():
+                    for f in history:
+                        f.t_s += shift
                 t = t_s
         else:
             t = t_s
@@ -601,30 +608,30 @@ class LeftRight:
         feats = normalise_2d(kp, cf, self.min_confidence).reshape(-1, N_JOINTS, N_FEATURES)
         out = np.zeros(len(kp), bool)
         for i, tid in enumerate(track_ids):
-            x, ok = feats[i, :, :2].copy(), feats[i, :, 2] > 0
-            track = self._tracks.get(tid)
-            if track is not None and t - track.last.t_s > self.max_gap_s:
-                track = None
-            if track is None:
-                first = _SideFrame(x, ok, np.log(np.array([1 - 1e-3, 1e-3])), t)
-                track = self._tracks[tid] = _SideTrack(first, first)
+            ok = feats[i, :, 2] > 0
+            x, seen = feats[i, _PAIRED, :2], (ok & ok[_FLIP])[_PAIRED]
+            history = self._tracks.get(tid)
+            if history is not None and t - history[-1].t_s > self.max_gap_s:
+                history = None
+            if history is None:
+                first = _SideFrame(x, seen, np.log(np.array([1 - 1e-3, 1e-3])), t)
+                history = self._tracks[tid] = deque([first])
                 log_p = first.log_p
             else:
-                # compared with the last frame and, while the last that fitted is another one
-                # at most ``bridge_s`` back, with that one too: whichever fits the new frame
-                # better carries the chain; the new frame fits if it fits a frame that did
-                anchor = (track.fitted is not track.last
-                          and t - track.fitted.t_s <= self.bridge_s)
-                fit, log_p, ref = self._step(x, ok, track.last, t)
-                if anchor:
-                    fit2, log_p2, ref2 = self._step(x, ok, track.fitted, t)
-                    if fit2 < fit:
-                        fit, log_p, ref = fit2, log_p2, ref2
-                track.last = _SideFrame(x, ok, log_p, t)
-                if fit <= self.misfit and (ref is track.fitted or not anchor):
-                    track.fitted = track.last
+                # compared with the last frame and every earlier one at most ``bridge_s`` back
+                # that fitted: the reference that fits the new frame best carries the chain
+                refs = [history[-1]] + [f for f in list(history)[:-1]
+                                        if f.fits and t - f.t_s <= self.bridge_s]
+                same, swap = self._costs(x, seen, refs)
+                fit = np.minimum(same, swap)
+                fit[np.isnan(fit)] = 0.0
+                k = int(np.argmin(fit))
+                log_p = self._step(float(same[k]), float(swap[k]), refs[k], t)
+                history.append(_SideFrame(x, seen, log_p, t, bool(fit[k] <= self.misfit)))
+                while len(history) > 1 and t - history[0].t_s > self.bridge_s:
+                    history.popleft()
             out[i] = log_p[1] > log_p[0]
-        for tid in [k for k, tr in self._tracks.items() if t - tr.last.t_s > self.max_gap_s]:
+        for tid in [k for k, h in self._tracks.items() if t - h[-1].t_s > self.max_gap_s]:
             del self._tracks[tid]
         return out
 

@@ -144,7 +144,7 @@ def cost_us(make: Guard, n: int = 2000) -> float:
 def main() -> None:
     """Prints the figures of no guard, the guard without its bridge, and the default."""
     lifter = Lifter.load("lifter_single_int8", 1)
-    for name, make in (("none", None), ("no bridge", partial(LeftRight, misfit=1e9)),
+    for name, make in (("none", None), ("no bridge", partial(LeftRight, bridge_s=0.0)),
                        ("default", LeftRight)):
         print(name, evaluate(make, lifter), "" if make is None else f"{cost_us(make):.0f} us")
 

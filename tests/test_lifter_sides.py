@@ -286,13 +286,38 @@ def test_flicker_with_half_turned_frames_is_undone(fps: float) -> None:
         lam[k:k + step] = 1.0
     seq = (1 - lam[:, None, None]) * kp + lam[:, None, None] * kp[:, list(COCO17_FLIP)]
     out = {}
-    for name, guard in (("bridge", LeftRight()), ("none", LeftRight(misfit=1e9))):
+    for name, guard in (("bridge", LeftRight()), ("none", LeftRight(bridge_s=0.0))):
         out[name] = np.array([guard(seq[k][None], conf, [2], t_s=k / fps)[0]
                               for k in range(n)])
     flipped = lam == 1.0
     assert (out["bridge"] == flipped).all(), np.flatnonzero(out["bridge"] != flipped)
     assert (out["none"] != flipped).sum() >= 2 * step  # the chain lost: flips taken as labelled
 
+
+
+@pytest.mark.parametrize("fps", [30.0, 60.0])
+def test_runs_of_half_turned_frames_are_bridged(fps: float) -> None:
+    """Half-turned frames in runs of up to 0.1 s before, after or around a flip of 1/30 s (a
+    half-turned frame fits the one before it, so the last frame that fitted may itself be
+    half-turned): the new frame is compared with every frame that fitted within ``bridge_s``
+    and the flips are undone; without the bridge, or with runs longer than it, they are not."""
+    kp = _walking(fps, 3.0, 2)
+    conf = np.ones((1, N_JOINTS))
+    step = round(fps / 30)  # frames per 1/30 s
+    for pre, post, bridged in ((3, 0, True), (2, 2, True), (0, 3, True), (5, 0, False)):
+        lam = np.zeros(len(kp))
+        for start in (30, 45, 60, 75):  # in 1/30 s
+            k = start * step
+            lam[k - pre * step:k] = 0.5
+            lam[k:k + step] = 1.0
+            lam[k + step:k + (1 + post) * step] = 0.5
+        seq = (1 - lam[:, None, None]) * kp + lam[:, None, None] * kp[:, list(COCO17_FLIP)]
+        whole = (lam == 0) | (lam == 1)  # a half-turned frame has no right labelling
+        for guard, want in ((LeftRight(), bridged), (LeftRight(bridge_s=0.0), False)):
+            out = np.array([guard(seq[k][None], conf, [2], t_s=k / fps)[0]
+                            for k in range(len(kp))])
+            wrong = np.flatnonzero((out != (lam == 1)) & whole)
+            assert (len(wrong) == 0) == want, (pre, post, guard.bridge_s, wrong)
 
 def test_a_short_absence_keeps_the_state() -> None:
     """A track missing from a few frames (another person in the frame) comes back still
