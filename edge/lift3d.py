@@ -413,7 +413,7 @@ LR_RATE_END = 3.196
 #: 82 / 173); every fitted frame in the window: 0.05 s 99 / 468, 0.1 s 86 / 155, 0.15 s
 #: 85 / 135 (kept), 0.2 s 76 / 135 (swaps the 30 deg/frame full turn of
 #: ``tests/test_lifter_sides.py``), 0.25 s 76 / 135 (swaps 16 frames of the demo clip's real
-#: turn); misfit 0.07 at 0.2 s: 77 / 145, 0.15 at 0.15 s: 82 / 133 (real flips 10 / 10, not
+#: turn); at 0.15 s misfit 0.08: the same, 0.12: 82 / 133, 0.15: 82 / 133 (real flips 10 / 10, not
 #: 8 / 10); every frame in the window, fitted or not: 94 / 136 (0.1 s), 83 / 137 (0.2 s);
 #: choosing the reference by the larger evidence instead of the better fit: 95 / 152 (0.1 s);
 #: mixing the chains of all references weighted by their fit: 84-91 / 133-134 and 10 real
