@@ -37,6 +37,7 @@ from edge.lift3d import (
 )
 from edge.pose2d import PoseLandmarker
 from edge.runtime import Manifest, ModelError, load_manifest, load_model, runtime_name
+from edge.skeleton import BlazePose
 from edge.smooth import OneEuroConfig, PoseSmoother
 from edge.track import (
     Tracker,
@@ -198,6 +199,10 @@ class PoseCore:
     #: a region on the frame's edge where the model still imagines a body).
     MIN_INSIDE = 4
 
+    #: :meth:`_outside`: BlazePose's shoulder and hip landmarks (a side of the torso).
+    SHOULDERS = (BlazePose.LEFT_SHOULDER, BlazePose.RIGHT_SHOULDER)
+    HIPS = (BlazePose.LEFT_HIP, BlazePose.RIGHT_HIP)
+
     #: :meth:`_outside`: the largest region side, in frame heights, that a stream's pose may
     #: come from.
     MAX_REGION = 2.0
@@ -235,6 +240,18 @@ class PoseCore:
             # reappearing (replay seed 7: 3 IDs).
             cx = (kp[..., 0].min(axis=1) + kp[..., 0].max(axis=1)) / 2
             gone |= (cx < 0) | (cx >= w)
+            # Cut by the left or right side (some landmark beyond it), a pose counts only
+            # while a side of the torso (a shoulder and a hip) is seen inside: what a doorway
+            # camera's user counts as a person in view. Someone's last arm on the edge, as
+            # they walk out, makes a detection whose crop the model fills with a whole small
+            # body (demo clip, realtime: the woman's lost ID taken again by her arm at the
+            # left edge, 0.13 of the frame high, published until frame 208-210).
+            seen = ((kp[..., 0] >= 0) & (kp[..., 0] < w) & (kp[..., 1] >= 0)
+                    & (kp[..., 1] < h) & (poses.visibility >= 0.5))
+            cut = (kp[..., 0].min(axis=1) < 0) | (kp[..., 0].max(axis=1) >= w)
+            torso = (seen[:, list(self.SHOULDERS)].any(axis=1)
+                     & seen[:, list(self.HIPS)].any(axis=1))
+            gone |= cut & ~torso
         gone = np.flatnonzero(gone)
         if gone.size == 0:
             return poses
