@@ -125,11 +125,12 @@ def test_realtime_demo_keeps_two_ids_at_a_quiet_hosts_pace(realtime_pipeline: Pi
 def test_a_last_arm_on_the_frame_edge_is_nobody(realtime_pipeline: Pipeline) -> None:
     """From frame 204 only the woman's arm (and a strand of hair) is in view at the left edge,
     by eye: nobody a doorway camera should count. At a quiet host's pace (seed 6) a detection
-    of that arm took her lost ID again and its pose, a whole small body the model put into
-    the arm's crop (0.13 of the frame high against her 0.38), was published in frames 207-208
-    (seeds 0-11: in 9, at 206-208; real 2-thread runs: at 209-210, past the ambiguous
-    frames). A pose cut by the frame's side now counts only while a shoulder and a hip are
-    seen inside: no one at the left edge from frame 204 in seeds 0-11, recall unchanged."""
+    of that arm took her lost ID again and its pose, a whole small body the model fitted into
+    the arm's crop (134 px tall against her 593 px region a moment before), was published in
+    frames 207-208 (quiet seeds 0-11: in 9 of them, within 206-208; real 2-thread runs: at
+    209-210, past the ambiguous frames). A pose cut by the frame's side whose body shrank
+    under 0.4 of its person's recent size now ends: no one at the left edge from frame 204
+    in seeds 0-11, recall unchanged."""
     schedule = realtime_schedule(N_FRAMES, FPS, tick_ms=35.0, det_ms=30.0,
                                  detector_hz=realtime_pipeline.config.scheduler.detector_hz,
                                  jitter=0.4, seed=6)
