@@ -465,6 +465,28 @@ class Tracker:
                       np.array([tr.last_seen for tr in trs], np.float64),
                       np.array([tr.box for tr in trs], np.float32).reshape(-1, 4))
 
+    def recent_sides(self) -> F64:
+        """The largest region side (px) each track had a moment ago, in creation order.
+
+        Over its regions of the last ``max_detection_age_s`` before its newest, with those of
+        the lost track whose ID it took (lost within that time); for
+        :class:`~edge.pipeline.PoseCore` to tell a body that shrank on the frame's edge
+        (someone's last arm as they walk out).
+
+        Returns:
+            (n,) float64, one per track of :meth:`tracks`.
+        """
+        horizon = self.config.max_detection_age_s
+        out = np.zeros(len(self._tracks), np.float64)
+        for k, tr in enumerate(self._tracks):
+            entries = list(tr.history)
+            if tr.reused is not None:
+                entries += tr.reused.track.history
+            newest = max((ti for ti, _ in tr.history), default=tr.last_seen)
+            regions = [r for ti, r in entries if ti >= newest - horizon] + [tr.region]
+            out[k] = max(float(np.sqrt(max(float(r[2] * r[3]), 0.0))) for r in regions)
+        return out
+
     def confirm(self, ids: I64) -> None:
         """Publishes the tracks of ``ids`` before their confirmation ticks are over.
 

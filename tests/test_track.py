@@ -692,3 +692,26 @@ def test_a_newcomer_found_as_a_person_is_lost_takes_their_id() -> None:
     tracker.update(poses([(620.0, 480.0)], [0.9], size=330.0), 0.35, coast=np.array([True]))
     kept = tracker.tracks()
     assert kept.ids.tolist() == [1] and tracker.shown(kept).tolist() == [True]
+
+
+def test_recent_sides_remember_the_size_a_reused_id_had_a_moment_ago() -> None:
+    """A new track that takes a lost person's ID carries that person's size of a moment ago
+    (``PoseCore`` ends a pose cut by the frame's side that shrank far below it); older
+    sizes are forgotten after ``max_detection_age_s``."""
+    tracker = Tracker(TrackerConfig(confirm_ticks=0))
+    tracker.add_detections(dets([(500.0, 300.0)]), 0.0)
+    tracker.tracks()
+    tracker.update(poses([(500.0, 300.0)], [0.9]), 0.05)
+    tracker.tracks()
+    tracker.update(poses([(500.0, 300.0)], [0.1]), 0.1)  # lost
+    assert kinds(tracker.add_detections(dets([(520.0, 300.0)], size=150.0), 0.2)) == [
+        ("reassigned", 1)]
+    tracker.tracks()
+    tracker.update(poses([(520.0, 300.0)], [0.9], size=60.0), 0.25)  # shrunk onto a part
+    assert tracker.recent_sides().tolist() == pytest.approx([SIZE])
+    t = 0.25
+    while t < 1.5:  # a second and more at the small size: that is its size now
+        t += 0.1
+        tracker.tracks()
+        tracker.update(poses([(520.0, 300.0)], [0.9], size=60.0), t)
+    assert tracker.recent_sides().tolist() == pytest.approx([60.0])
