@@ -207,23 +207,20 @@ class PoseCore:
     #: come from.
     MAX_REGION = 2.0
 
-    def _outside(self, frame: Frame, poses: Poses2D,
-                 recent: npt.NDArray[np.float64] | None = None) -> Poses2D:
+    def _outside(self, frame: Frame, poses: Poses2D) -> Poses2D:
         """Poses whose visible landmarks lie almost all outside the frame, with presence 0.
 
         In a stream (not still images), also poses whose landmarks' box (all of them, seen or
         not) has its centre left or right of the frame: the track ends. Demo clip: the woman's track
         lingered 1-7 frames on the left edge after she walked out (every-frame and replays of
         realtime mode); crowd clips, every frame: clip02 precision 0.926 -> 0.974, MOTA
-        0.510 -> 0.540, the other clips' figures unchanged or up by 0.002. And, with
-        ``recent``, poses cut by the left or right side whose landmarks' extent shrank under
-        :data:`SHRUNK` of their track's size a moment ago (someone's last arm on the edge).
+        0.510 -> 0.540, the other clips' figures unchanged or up by 0.002. And poses cut by the
+        left or right side whose landmarks' extent shrank under :data:`SHRUNK` of their track's
+        size a moment ago (someone's last arm on the edge).
 
         Args:
             frame: The frame the poses are from.
             poses: One pose per track, in the order of ``Tracker.tracks()``.
-            recent: (n,) float64 px, each track's largest region side a moment ago
-                (``Tracker.recent_sides``), or None.
 
         Returns:
             ``poses`` with presence 0 for those gone.
@@ -250,9 +247,11 @@ class PoseCore:
             # edge is someone mid-jump (or a region lost in a backflip, which ends anyway when
             # its visible landmarks leave), and ending it there cost the man his ID on
             # reappearing (replay seed 7: 3 IDs).
-            cx = (kp[..., 0].min(axis=1) + kp[..., 0].max(axis=1)) / 2
+            left, right = kp[..., 0].min(axis=1), kp[..., 0].max(axis=1)
+            cx = (left + right) / 2
             gone |= (cx < 0) | (cx >= w)
-            if recent is not None:
+            cut = (left < 0) | (right >= w)
+            if cut.any():  # the tracks' sizes only when someone is cut by a side
                 # Cut by the left or right side (a landmark beyond it) and the body (its
                 # landmarks' extent) under SHRUNK of the largest region its person had a
                 # moment ago: the model has fitted a whole small body into what is left on
@@ -261,9 +260,8 @@ class PoseCore:
                 # re-took her lost ID, its body 134 px against her 593 px region (0.23; she
                 # in view: 0.61-0.66), published in frames 206-208 (real 2-thread runs: to
                 # 210). Crowd clips, every frame: figures unchanged.
-                cut = (kp[..., 0].min(axis=1) < 0) | (kp[..., 0].max(axis=1) >= w)
                 extent = (kp.max(axis=1) - kp.min(axis=1)).max(axis=1)  # the body's size, px
-                gone |= cut & (extent < self.SHRUNK * recent)
+                gone |= cut & (extent < self.SHRUNK * self.tracker.recent_sides())
         gone = np.flatnonzero(gone)
         if gone.size == 0:
             return poses
@@ -595,7 +593,7 @@ class PoseCore:
         late = ((tracks.age == 0) & ~np.isfinite(tracks.boxes).all(axis=1)
                 & (t - tracks.first_seen > self.STALE_S))
         poses = self._rescue(frame, tracks.regions, poses, late)
-        poses = self._outside(frame, poses, self.tracker.recent_sides())
+        poses = self._outside(frame, poses)
         early = np.zeros(0, np.int64)
         if self.still:
             poses = self._confirm(frame, tracks, poses)

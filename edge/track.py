@@ -483,8 +483,9 @@ class Tracker:
             if tr.reused is not None:
                 entries += tr.reused.track.history
             newest = max((ti for ti, _ in tr.history), default=tr.last_seen)
-            regions = [r for ti, r in entries if ti >= newest - horizon] + [tr.region]
-            out[k] = max(float(np.sqrt(max(float(r[2] * r[3]), 0.0))) for r in regions)
+            regions = np.array([r for ti, r in entries if ti >= newest - horizon]
+                               + [tr.region])  # (m, 5) px / rad
+            out[k] = np.sqrt(np.clip(regions[:, 2] * regions[:, 3], 0.0, None)).max()
         return out
 
     def confirm(self, ids: I64) -> None:
