@@ -34,7 +34,7 @@ import numpy as np
 from edge.config import Config
 from edge.detect.tiles import TiledDetector
 from edge.pipeline import Pipeline, StepResult, build_pipeline
-from edge.scheduler import combine_results
+from edge.scheduler import WARM_START_S, combine_results
 from edge.types import U8, DetectorResult, Frame
 
 
@@ -71,7 +71,8 @@ def realtime_schedule(n_frames: int, fps: float, *, tick_ms: float, det_ms: floa
     standard deviation ``jitter`` (0: exact), drawn from ``numpy.random.default_rng(seed)``.
     A tick starts on the newest frame captured by then (at least the next one); the detector
     starts every ``1 / detector_hz`` s (right away after an overrun) on the newest frame, and
-    its result is taken by the first tick starting after it ends.
+    its result is taken by the first tick starting after it ends. The first tick waits for the
+    first detector run (at most ``edge.scheduler.WARM_START_S``) and takes its result.
 
     Args:
         n_frames: Frames in the source.
@@ -116,14 +117,21 @@ def realtime_schedule(n_frames: int, fps: float, *, tick_ms: float, det_ms: floa
     processed: list[int] = []
     starts: list[float] = []
     f, t = 0, 0.0
+    if runs:  # the warm start: the first tick waits for the first detections
+        t = min(runs[0][1], WARM_START_S)
+        f = min(newest(t), n_frames - 1)
     while f < n_frames:
         processed.append(f)
         starts.append(t)
         t = max(t + dur(tick_ms), (f + 1) / fps)
         f = max(newest(t), f + 1)
     detections: list[tuple[int, int]] = []
-    for f_run, end in runs:
-        k = next((i for i, s in enumerate(starts) if s >= end and processed[i] > f_run), None)
+    for j, (f_run, end) in enumerate(runs):
+        # The result reaches a tick on a newer frame than the run's; the first run's (waited
+        # for, at most WARM_START_S) may reach the very first tick, on the same frame.
+        due, first_frame = (min(end, WARM_START_S), f_run) if j == 0 else (end, f_run + 1)
+        k = next((i for i, s in enumerate(starts) if s >= due and processed[i] >= first_frame),
+                 None)
         if k is not None:
             detections.append((f_run, processed[k]))
     return Schedule(fps, tuple(processed), tuple(detections))

@@ -6,7 +6,9 @@ detector on the newest frame at ``detector_hz`` and posts its detections; the co
 ``rate_hz``, takes the newest frame and the detections posted since the last tick (merged,
 :func:`combine_results`), runs the stateful core once and
 hands the annotation to the sinks. A tick that overruns is not queued behind: the next tick
-starts from the newest frame. Frames never processed are counted as dropped.
+starts from the newest frame. Frames never processed are counted as dropped. The first tick waits
+for the detector's first result (at most :data:`WARM_START_S`), as MediaPipe's graphs run the
+detector before the first landmarks: a cold core would publish nobody for the first detector run.
 
 Every-frame (:func:`run_every_frame`): every frame of a file, in order, with the detector on
 frames whose index is a multiple of ``detector_every``. A reading thread decodes the file and
@@ -44,6 +46,12 @@ STAGES = ("detect", "pose2d", "pose3d", "track", "total")
 #: Frames a file is decoded (and detected) ahead in every-frame and image runs: enough for
 #: the reading thread to finish a detector run while the core works on the frames before.
 PREFETCH_FRAMES = 3
+
+#: Seconds the realtime loop's first tick waits at most for the detector's first result. Without
+#: the wait, the ticks before that result publish nobody: realtime runs of the demo clip on the
+#: 2-core VM published its first 3-6 frames empty (the man in view from frame 0), with two other
+#: busy processes 4-6 of ~120 published frames.
+WARM_START_S = 2.0
 
 
 class Core(Protocol):
@@ -439,6 +447,7 @@ def run_realtime(source: Source, core: Core, detector: Detector, sinks: Sequence
     frames = _Newest()
     posted = _Results()
     finished = threading.Event()
+    warm = threading.Event()  # the detector posted its first result (or ended)
     errors: list[BaseException] = []
 
     def reader() -> None:
@@ -481,6 +490,7 @@ def run_realtime(source: Source, core: Core, detector: Detector, sinks: Sequence
                 if frame is not None and frame.frame_id != last_id:
                     last_id = frame.frame_id
                     posted.put(detector(frame))
+                    warm.set()
                 next_t += period
                 now = time.perf_counter()
                 if next_t < now:
@@ -489,6 +499,8 @@ def run_realtime(source: Source, core: Core, detector: Detector, sinks: Sequence
         except BaseException as e:
             errors.append(e)
             stop.set()
+        finally:
+            warm.set()
 
     last_frame: list[Frame | None] = [None]
     threads = [threading.Thread(target=reader, name="reader", daemon=True),
@@ -498,8 +510,16 @@ def run_realtime(source: Source, core: Core, detector: Detector, sinks: Sequence
         th.start()
     period = 1.0 / rate_hz
     next_tick = time.perf_counter()
+    warm_until = next_tick + WARM_START_S
     try:
         while not stop.is_set():
+            if not warm.is_set() and time.perf_counter() < warm_until and not finished.is_set():
+                # Warm start: the newest frame waits in the mailbox for the first detections
+                # (frames replaced meanwhile count as dropped, as after any long tick).
+                warm.wait(period)
+                if on_idle is not None:
+                    on_idle()
+                continue
             frame: Frame | None = frames.take(timeout=period)
             if frame is None:
                 if finished.is_set():

@@ -122,13 +122,20 @@ def test_two_ids_over_the_whole_clip_through_the_backflip(demo_run: Path) -> Non
 
 
 def doorway(person: dict[str, Any]) -> bool:
-    """The third person of the demo clip: an onlooker in the shop doorway behind the tree, right
-    of the frame (about x 0.83-0.85, y 0.60-0.64; 30-40 px of a torso, checked by eye on frame
-    100). The hand labels of the issue count only the man and the woman; finding him is right,
-    so the presence scores leave him out rather than count him as a false person."""
+    """The demo clip's people in the background: an onlooker in the shop doorway behind the
+    tree, right of the frame (about x 0.83-0.85, y 0.60-0.64; 30-40 px of a torso, checked by eye
+    on frame 100), and passers-by behind the hedge (x 0.68-0.76, y 0.58-0.66, 40-60 px, heads
+    and shirts above the bushes in frames 120-180, checked by eye; a realtime replay found one
+    at frame 162). The hand labels of the issue count only the man and the woman; finding the
+    others is right, so the presence scores leave them out rather than count them as false
+    persons. Both places lie far from the man and the woman, who are over 0.3 of the frame
+    tall."""
     b = person["bbox"]
     cx, cy = (b["x1"] + b["x2"]) / 2, (b["y1"] + b["y2"]) / 2
-    return bool(0.80 <= cx <= 0.88 and 0.57 <= cy <= 0.67 and b["y2"] - b["y1"] < 0.08)
+    small = b["y2"] - b["y1"] < 0.08
+    shop = 0.80 <= cx <= 0.88 and 0.57 <= cy <= 0.67
+    hedge = 0.66 <= cx <= 0.78 and 0.55 <= cy <= 0.68
+    return bool(small and (shop or hedge))
 
 
 # Hand-labelled presence on the demo clip (issue "See everyone the camera sees"): the man is in
@@ -330,7 +337,9 @@ def test_regions_of_the_wrong_shape_are_refused(manifest: Manifest,
 def test_realtime_mode_drops_frames_it_cannot_keep_up_with(manifest: Manifest,
                                                            tmp_path: Path) -> None:
     """Realtime on the demo clip played at its own 30 fps: the newest frame is processed each
-    tick, every frame is either processed or counted as dropped, annotations carry timings."""
+    tick, every frame is either processed or counted as dropped, annotations carry timings.
+    The first tick waits for the detector's first result (the warm start): the man, in view
+    from frame 0, is in the first annotation (before, the first 3-6 frames came out empty)."""
     config = _config(manifest, source={"uri": str(DEMO_CLIP)},
                      output={"dir": str(tmp_path), "video": False},
                      scheduler={"mode": "realtime", "rate_hz": 15.0, "detector_hz": 5.0})
@@ -343,6 +352,7 @@ def test_realtime_mode_drops_frames_it_cannot_keep_up_with(manifest: Manifest,
     assert stats["frames_dropped"] > 0  # a 15 Hz tick cannot take every frame of a 30 fps clip
     ids = [r["frame_id"] for r in rows]
     assert ids == sorted(set(ids))
+    assert rows[0]["persons"], f"frame {rows[0]['frame_id']}: nobody on the first tick"
     validator = jsonschema.Draft202012Validator(annotation.schema())
     for row in rows:
         validator.validate(row)

@@ -175,15 +175,18 @@ def test_a_newcomer_that_fits_its_box_is_published_on_its_first_realtime_tick(
     assert (len(first["persons"]) == 1) == first_tick, first["persons"]
 
 def test_realtime_schedule_is_reproducible_and_drops_like_a_busy_host() -> None:
-    """Same seed, same schedule; the newest frame is taken after each tick; a detection
+    """Same seed, same schedule; the first tick waits for the first detections (the warm
+    start) and takes them; the newest frame is taken after each tick; a later detection
     reaches a later tick."""
     a = realtime_schedule(N_FRAMES, FPS, tick_ms=60.0, det_ms=80.0, jitter=0.6, seed=3)
     assert a == realtime_schedule(N_FRAMES, FPS, tick_ms=60.0, det_ms=80.0, jitter=0.6, seed=3)
     assert a != realtime_schedule(N_FRAMES, FPS, tick_ms=60.0, det_ms=80.0, jitter=0.6, seed=4)
     exact = realtime_schedule(N_FRAMES, FPS, tick_ms=100.0, det_ms=40.0, detector_hz=10.0)
-    assert exact.processed == tuple(range(0, N_FRAMES, 3))
-    assert exact.dropped == 2 * (len(exact.processed) - 1)  # 2 of 3 frames skipped
-    assert all(got > ran and got in exact.processed for ran, got in exact.detections)
+    # The first detector run ends at 40 ms, when frame 1 is the newest: the first tick.
+    assert exact.processed == tuple(range(1, N_FRAMES, 3))
+    assert exact.dropped == 1 + 2 * (len(exact.processed) - 1)  # frame 0, then 2 of 3
+    assert exact.detections[0] == (0, 1)
+    assert all(got > ran and got in exact.processed for ran, got in exact.detections[1:])
     idle = realtime_schedule(N_FRAMES, FPS, tick_ms=10.0, det_ms=10.0)
     assert idle.processed == tuple(range(N_FRAMES)) and idle.dropped == 0
     with pytest.raises(ValueError, match="must be > 0"):
