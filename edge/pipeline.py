@@ -207,6 +207,12 @@ class PoseCore:
     #: come from.
     MAX_REGION = 2.0
 
+    #: :meth:`_stretched`: a stream's pose whose landmarks' extent is over this many times the
+    #: smallest region its track had within ``max_detection_age_s`` is spread over two
+    #: people (tracks at least :data:`STRETCH_AGE_S` old).
+    STRETCHED = 1.4
+    STRETCH_AGE_S = 0.5
+
     def _outside(self, frame: Frame, poses: Poses2D) -> Poses2D:
         """Poses whose visible landmarks lie almost all outside the frame, with presence 0.
 
@@ -268,6 +274,38 @@ class PoseCore:
         presence = poses.presence.copy()
         presence[gone] = 0.0
         return dataclasses.replace(poses, presence=presence)
+
+    def _stretched(self, frame: Frame, poses: Poses2D) -> tuple[Poses2D, npt.NDArray[np.bool_]]:
+        """Poses spread over two people, with presence 0 (streams only).
+
+        A body (its landmarks' extent) over :data:`STRETCHED` times the smallest region its
+        track had within ``max_detection_age_s`` (tracks at least :data:`STRETCH_AGE_S` old):
+        no one grows that fast; the model has spread one pose over two people. Realtime
+        replays of the demo clip: mid-backflip, the man's pose stretched over him and the
+        woman at the left edge (extent 1.5-2.3x that size; every other pose of 16 seeds at most
+        1.1x, typically 0.72x); her track was then merged into his as a duplicate, his ID went
+        on with her, and he came back under a third ID.
+
+        Args:
+            frame: The frame the poses are from.
+            poses: One pose per track, in the order of ``Tracker.tracks()``.
+
+        Returns:
+            ``poses`` with presence 0 for the stretched ones, and (n,) bool marking them (a
+            published one coasts in realtime mode: tried again at its last region).
+        """
+        stretched = np.zeros(len(poses), bool)
+        if len(poses) == 0 or self.still:
+            return poses, stretched
+        kp = poses.keypoints
+        extent = (kp.max(axis=1) - kp.min(axis=1)).max(axis=1)  # the body's size, px
+        smallest = self.tracker.smallest_sides(frame.t_capture_ns / 1e9, self.STRETCH_AGE_S)
+        stretched = (poses.presence > 0.0) & (extent > self.STRETCHED * smallest)
+        if not stretched.any():
+            return poses, stretched
+        presence = poses.presence.copy()
+        presence[stretched] = 0.0
+        return dataclasses.replace(poses, presence=presence), stretched
 
     #: Boxes at least this share of the frame height are close-ups, not checked by
     #: :meth:`_misfit`: someone that near is often cut by the frame edge, seen in part, and
@@ -594,6 +632,7 @@ class PoseCore:
                 & (t - tracks.first_seen > self.STALE_S))
         poses = self._rescue(frame, tracks.regions, poses, late)
         poses = self._outside(frame, poses)
+        poses, stretched = self._stretched(frame, poses)
         early = np.zeros(0, np.int64)
         if self.still:
             poses = self._confirm(frame, tracks, poses)
@@ -605,7 +644,7 @@ class PoseCore:
         # Realtime: a published person whose pose is lost (mid-backflip, a fast turn) is kept
         # hidden at their last region for Tracker.COAST_S and tried again (with the rescue's
         # variants) each tick; not one who left the frame (_outside).
-        coast = (poses.presence > 0.0) if self.early else None
+        coast = ((poses.presence > 0.0) | stretched) if self.early else None
         events += self.tracker.update(poses, t, coast=coast)
         if early.size:
             self.tracker.confirm(early)

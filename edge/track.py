@@ -488,6 +488,33 @@ class Tracker:
             out[k] = np.sqrt(np.clip(regions[:, 2] * regions[:, 3], 0.0, None)).max()
         return out
 
+    def smallest_sides(self, t: float, min_age_s: float) -> F64:
+        """The smallest region side (px) each track had in the last ``max_detection_age_s``.
+
+        Over its own regions since ``t - max_detection_age_s`` and its current one, leaving out
+        those of its first ``min_age_s`` (a track's first regions may hold only a part of its
+        person: crowd clip00, a walker's region grew 116 -> 168 px in 0.5 s); inf for a track
+        found less than ``min_age_s`` ago. For :class:`~edge.pipeline.PoseCore` to tell a body
+        stretched over two people.
+
+        Args:
+            t: Now, monotonic seconds (the frame being posed).
+            min_age_s: A track's first seconds left out (inf while it is younger).
+
+        Returns:
+            (n,) float64, one per track of :meth:`tracks`.
+        """
+        horizon = t - self.config.max_detection_age_s
+        out = np.full(len(self._tracks), np.inf)
+        for k, tr in enumerate(self._tracks):
+            if t - tr.first_seen < min_age_s:
+                continue
+            since = max(horizon, tr.first_seen + min_age_s)
+            regions = np.array([r for ti, r in tr.history if ti >= since]
+                               + [tr.region])  # (m, 5) px / rad
+            out[k] = np.sqrt(np.clip(regions[:, 2] * regions[:, 3], 0.0, None)).min()
+        return out
+
     def confirm(self, ids: I64) -> None:
         """Publishes the tracks of ``ids`` before their confirmation ticks are over.
 

@@ -717,3 +717,25 @@ def test_recent_sides_remember_the_size_a_reused_id_had_a_moment_ago() -> None:
         tracker.tracks()
         tracker.update(poses([(520.0, 300.0)], [0.9], size=60.0), t)
     assert tracker.recent_sides().tolist() == pytest.approx([60.0])
+
+
+def test_smallest_sides_leave_out_a_tracks_first_moments_and_forget_old_sizes() -> None:
+    """``PoseCore`` drops a pose stretched far over the smallest size its track had a moment
+    ago: that size leaves out the track's first ``min_age_s`` (its first region may hold a
+    part of its person), is inf before, and forgets sizes older than ``max_detection_age_s``."""
+    tracker = Tracker(TrackerConfig(confirm_ticks=0))
+    tracker.add_detections(dets([(500.0, 300.0)], size=80.0), 0.0)  # a part of someone
+    assert tracker.smallest_sides(0.0, 0.5).tolist() == [np.inf]
+    t = 0.0
+    for size in (SIZE, SIZE, 150.0, SIZE, SIZE, SIZE):  # 0.1-0.6 s
+        t += 0.1
+        tracker.tracks()
+        tracker.update(poses([(500.0, 300.0)], [0.9], size=size), t)
+    # Since 0.5 s: the regions of 0.5 and 0.6 s, not the 80 px first one nor 150 px at 0.3 s.
+    assert tracker.smallest_sides(t, 0.5).tolist() == pytest.approx([SIZE])
+    assert tracker.smallest_sides(t, 0.2).tolist() == pytest.approx([150.0])
+    while t < 1.45:  # over a second later, 150 px is forgotten
+        t += 0.1
+        tracker.tracks()
+        tracker.update(poses([(500.0, 300.0)], [0.9], size=SIZE), t)
+    assert tracker.smallest_sides(t, 0.2).tolist() == pytest.approx([SIZE])
