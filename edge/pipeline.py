@@ -45,6 +45,7 @@ from edge.track import (
     Tracks,
     box_fit,
     keypoint_similarity,
+    region_sides,
 )
 from edge.types import I64, DetectorResult, Frame, Poses2D, Poses3D
 
@@ -244,7 +245,7 @@ class PoseCore:
             # a backflip and grown by rescues, whose "pose" is the model's guess in a crop of
             # mostly padding (demo replays: such a track at 2-2.9x swallowed the man, found
             # again beside it, as a "part" of it).
-            side = np.sqrt(np.clip(poses.regions[:, 2] * poses.regions[:, 3], 0.0, None))
+            side = region_sides(poses.regions)
             gone |= side > self.MAX_REGION * h
             # Every landmark, seen or not: the body as the model places it. One who walks out
             # of the frame's side keeps a few visible landmarks on the edge (an arm, a
@@ -378,7 +379,7 @@ class PoseCore:
         for k, r in enumerate(rows):
             if not ok[k] or again.presence[k] < cfg.min_presence:
                 continue
-            scale = float(np.sqrt(max(poses.regions[r, 2] * poses.regions[r, 3], 0.0)))
+            scale = float(region_sides(poses.regions[r]))
             out[k] = keypoint_similarity(
                 poses.keypoints[r], poses.visibility[r], again.keypoints[k],
                 again.visibility[k], scale, cfg.similarity_kappa) >= cfg.merge_similarity
@@ -531,7 +532,7 @@ class PoseCore:
         fit = np.nan_to_num(box_fit(boxes, kp, wh), nan=-1.0)
         out = np.zeros(rows.size, bool)
         for a in np.flatnonzero(good):
-            scale = float(np.sqrt(max(poses.regions[rows[a], 2] * poses.regions[rows[a], 3], 0.0)))
+            scale = float(region_sides(poses.regions[rows[a]]))
             for b in range(rows.size):
                 if a == b or fit[a] >= fit[b]:
                     continue

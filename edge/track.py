@@ -258,6 +258,19 @@ def region_boxes(regions: F32) -> F32:
     return out.astype(np.float32)
 
 
+def region_sides(regions: F32) -> F64:
+    """The size of regions: the side of the square of the same area.
+
+    Args:
+        regions: (..., 5) float32, ``cx, cy, w, h`` px, rotation rad (one region or many).
+
+    Returns:
+        (...) float64, ``sqrt(w * h)`` px; 0 for a region without area.
+    """
+    r = np.asarray(regions, np.float64)
+    return np.sqrt(np.clip(r[..., 2] * r[..., 3], 0.0, None))
+
+
 def center_distance(a: F32, b: F32) -> F64:
     """Pairwise distance of region centres, as a fraction of the size of ``b``'s regions.
 
@@ -270,7 +283,7 @@ def center_distance(a: F32, b: F32) -> F64:
     """
     d = np.linalg.norm(a[:, None, :2].astype(np.float64) - b[None, :, :2].astype(np.float64),
                        axis=2)
-    size = np.sqrt(np.clip(b[:, 2].astype(np.float64) * b[:, 3], 0.0, None))[None, :]
+    size = region_sides(b)[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where(size > 0.0, d / size, np.inf)
     return np.nan_to_num(out, nan=np.inf)
@@ -291,7 +304,7 @@ def whole_body_boxes(detections: Detections) -> F32:
         (n, 4) float32 ``x1, y1, x2, y2`` px, rows of NaN where the box is not a body's.
     """
     b, r = detections.boxes, detections.regions
-    side = np.sqrt(np.clip(r[:, 2] * r[:, 3], 0.0, None))
+    side = region_sides(r)
     off = np.hypot((b[:, 0] + b[:, 2]) / 2 - r[:, 0], (b[:, 1] + b[:, 3]) / 2 - r[:, 1])
     body = (r[:, 4] == 0.0) & (off <= 0.01 * side)
     return np.where(body[:, None], b, np.float32(np.nan)).astype(np.float32)
@@ -382,7 +395,7 @@ class _Track:
 
     def grow(self, region: F32) -> None:
         """Widens :attr:`sides` by a region's side."""
-        side = float(np.sqrt(max(float(region[2] * region[3]), 0.0)))
+        side = float(region_sides(region))
         lo, hi = self.sides
         self.sides = (side, side) if hi <= 0.0 else (min(lo, side), max(hi, side))
 
@@ -485,7 +498,7 @@ class Tracker:
             newest = max((ti for ti, _ in tr.history), default=tr.last_seen)
             regions = np.array([r for ti, r in entries if ti >= newest - horizon]
                                + [tr.region])  # (m, 5) px / rad
-            out[k] = np.sqrt(np.clip(regions[:, 2] * regions[:, 3], 0.0, None)).max()
+            out[k] = region_sides(regions).max()
         return out
 
     def smallest_sides(self, t: float, min_age_s: float) -> F64:
@@ -512,7 +525,7 @@ class Tracker:
             since = max(horizon, tr.first_seen + min_age_s)
             regions = np.array([r for ti, r in tr.history if ti >= since]
                                + [tr.region])  # (m, 5) px / rad
-            out[k] = np.sqrt(np.clip(regions[:, 2] * regions[:, 3], 0.0, None)).min()
+            out[k] = region_sides(regions).min()
         return out
 
     def confirm(self, ids: I64) -> None:
@@ -602,7 +615,7 @@ class Tracker:
         if not self._tracks:
             return np.zeros((0, 0), bool)
         r = np.stack([tr.region for tr in self._tracks]).astype(np.float32)
-        side = np.sqrt(np.clip(r[:, 2] * r[:, 3], 0.0, None))
+        side = region_sides(r)
         ratio = side[:, None] / np.maximum(side[None, :], 1e-9)
         return np.asarray((center_distance(r, r) <= self.DUP_CENTRE)
                           & (ratio >= 0.5) & (ratio <= 2.0))
@@ -1051,9 +1064,9 @@ class Tracker:
         pool (:meth:`_reuse`), of a coasting track found again (:meth:`_end_coasting_near`) and
         of one lost as a newcomer appears (:meth:`update`).
         """
-        side = float(np.sqrt(max(float(region[2] * region[3]), 0.0)))
+        side = float(region_sides(region))
         last = track.region
-        size = float(np.sqrt(max(float(last[2] * last[3]), 0.0)))
+        size = float(region_sides(last))
         lo, hi = track.sides
         if size <= 0.0 or not lo / self.REUSE_SIZE <= side <= hi * self.REUSE_SIZE:
             return False
