@@ -125,6 +125,29 @@ class Container:
         self.pid1 = 0
         self._mounted = False
 
+    def _init_pid(self) -> int:
+        """The container's init: the child of systemd-nspawn in a PID namespace of its own.
+
+        systemd-nspawn briefly has a second child (its "outer child", which sets the container
+        up and exits), in the host's PID namespace: taking the first child found made
+        ``nsenter`` fail for the whole boot when that was the one caught (CI, session 7).
+
+        Returns:
+            Its PID, or 0 while there is none.
+        """
+        if self.proc is None:
+            return 0
+        own = os.readlink("/proc/self/ns/pid")
+        kids = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                              text=True).stdout.split()
+        for kid in kids:
+            try:
+                if os.readlink(f"/proc/{kid}/ns/pid") != own:
+                    return int(kid)
+            except OSError:  # gone meanwhile
+                continue
+        return 0
+
     def start(self, timeout: float = 240.0) -> Container:
         """Mounts the overlay, copies this checkout to /root/edge-pose and boots."""
         base = base_root(self.cache)
@@ -161,14 +184,16 @@ class Container:
             if self.proc.poll() is not None:
                 raise ContainerError(f"systemd-nspawn exited with {self.proc.returncode}: "
                                      f"{self.log.read_text(errors='replace')[-2000:]}")
-            kids = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
-                                  text=True).stdout.split()
-            self.pid1 = int(kids[0]) if kids else 0
+            self.pid1 = self._init_pid()
             time.sleep(0.2)
         if not self.pid1:
             raise ContainerError("systemd-nspawn started no init")
         state = ""
         while time.monotonic() < end:
+            if not Path(f"/proc/{self.pid1}").exists():  # not the init after all: look again
+                self.pid1 = self._init_pid()
+                time.sleep(0.2)
+                continue
             res = self.run("systemctl", "is-system-running", check=False)
             state = res.stdout.strip() or res.stderr.strip()
             if state in ("running", "degraded"):
