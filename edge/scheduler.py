@@ -49,8 +49,8 @@ PREFETCH_FRAMES = 3
 
 #: Seconds the realtime loop's first tick waits at most for the detector's first result. Without
 #: the wait, the ticks before that result publish nobody: realtime runs of the demo clip on the
-#: 2-core VM published its first 3-6 frames empty (the man in view from frame 0), with two other
-#: busy processes 4-6 of ~120 published frames.
+#: 2-core VM with two other busy processes published nobody until frame 3-5 (the man is in view
+#: from frame 0), seeded replays of a loaded host until frame 0-7.
 WARM_START_S = 2.0
 
 
