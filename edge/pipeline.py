@@ -52,6 +52,19 @@ from edge.types import I64, DetectorResult, Frame, Poses2D, Poses3D
 logger = logging.getLogger(__name__)
 
 
+def _extent(keypoints: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """The body's size: the longer side of each pose's landmark box.
+
+    Args:
+        keypoints: (n, k, 2) float32 px, every landmark (seen or not).
+
+    Returns:
+        (n,) float32 px.
+    """
+    out: npt.NDArray[np.float32] = (keypoints.max(axis=1) - keypoints.min(axis=1)).max(axis=1)
+    return out
+
+
 #: How frames relate to each other: a live stream, every frame of a video, or still images.
 RunMode = Literal["realtime", "every-frame", "image"]
 
@@ -259,6 +272,7 @@ class PoseCore:
             gone |= (cx < 0) | (cx >= w)
             cut = (left < 0) | (right >= w)
             if cut.any():  # the tracks' sizes only when someone is cut by a side
+                extent = _extent(kp)
                 # Cut by the left or right side (a landmark beyond it) and the body (its
                 # landmarks' extent) under SHRUNK of the largest region its person had a
                 # moment ago: the model has fitted a whole small body into what is left on
@@ -267,7 +281,6 @@ class PoseCore:
                 # re-took her lost ID, its body 134 px against her 593 px region (0.23; she
                 # in view: 0.61-0.66), published in frames 206-208 (real 2-thread runs: to
                 # 210). Crowd clips, every frame: figures unchanged.
-                extent = (kp.max(axis=1) - kp.min(axis=1)).max(axis=1)  # the body's size, px
                 gone |= cut & (extent < self.SHRUNK * self.tracker.recent_sides())
         gone = np.flatnonzero(gone)
         if gone.size == 0:
@@ -298,8 +311,7 @@ class PoseCore:
         stretched = np.zeros(len(poses), bool)
         if len(poses) == 0 or self.still:
             return poses, stretched
-        kp = poses.keypoints
-        extent = (kp.max(axis=1) - kp.min(axis=1)).max(axis=1)  # the body's size, px
+        extent = _extent(poses.keypoints)
         smallest = self.tracker.smallest_sides(frame.t_capture_ns / 1e9, self.STRETCH_AGE_S)
         stretched = (poses.presence > 0.0) & (extent > self.STRETCHED * smallest)
         if not stretched.any():

@@ -271,6 +271,20 @@ def region_sides(regions: F32) -> F64:
     return np.sqrt(np.clip(r[..., 2] * r[..., 3], 0.0, None))
 
 
+def _sides_since(history: list[tuple[float, F32]], since: float, region: F32) -> F64:
+    """Sizes of a track's regions from a time on, and of one more region.
+
+    Args:
+        history: ``(time, region)`` pairs, monotonic s and (5,) float32 px / rad.
+        since: Regions of ``history`` at or after this time count, monotonic s.
+        region: (5,) float32, also counted (the track's current region).
+
+    Returns:
+        (m + 1,) float64 px (:func:`region_sides`).
+    """
+    return region_sides(np.array([r for ti, r in history if ti >= since] + [region]))
+
+
 def center_distance(a: F32, b: F32) -> F64:
     """Pairwise distance of region centres, as a fraction of the size of ``b``'s regions.
 
@@ -496,9 +510,7 @@ class Tracker:
             if tr.reused is not None:
                 entries += tr.reused.track.history
             newest = max((ti for ti, _ in tr.history), default=tr.last_seen)
-            regions = np.array([r for ti, r in entries if ti >= newest - horizon]
-                               + [tr.region])  # (m, 5) px / rad
-            out[k] = region_sides(regions).max()
+            out[k] = _sides_since(entries, newest - horizon, tr.region).max()
         return out
 
     def smallest_sides(self, t: float, min_age_s: float) -> F64:
@@ -523,9 +535,7 @@ class Tracker:
             if t - tr.first_seen < min_age_s:
                 continue
             since = max(horizon, tr.first_seen + min_age_s)
-            regions = np.array([r for ti, r in tr.history if ti >= since]
-                               + [tr.region])  # (m, 5) px / rad
-            out[k] = region_sides(regions).min()
+            out[k] = _sides_since(tr.history, since, tr.region).min()
         return out
 
     def confirm(self, ids: I64) -> None:
