@@ -219,6 +219,8 @@ class Runtime:
                                   reconnect_max_s=src.reconnect_max_s)
         try:
             self.mode = resolve_mode(self.config, isinstance(self.source, ImageFolderSource))
+            if self.mode == "image":  # a still's own limit (``set/max_persons`` changes it)
+                self.controls.max_persons = self.config.tracking.max_persons_image
             timings = self.mode == "realtime" if self._timings is None else self._timings
             self.pipeline = build_pipeline(self.config, timings=timings, mode=self.mode)
         except BaseException:

@@ -168,6 +168,7 @@ def _run_config(args: argparse.Namespace) -> Config:
 
     put("source", "uri", args.source)
     put("tracking", "max_persons", args.max_persons)
+    put("tracking", "max_persons_image", args.max_persons)
     put("models", "landmark", args.model)
     put("models", "precision", args.precision)
     put("models", "threads", args.threads)
@@ -259,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "picamera2 or demo (default: the config's)")
         pr.add_argument("--config", type=Path, help="TOML config file")
         pr.add_argument("--out", type=Path, help="output folder (default: out/)")
-        pr.add_argument("--max-persons", type=int)
+        pr.add_argument("--max-persons", type=int, help="most people at once: "
+                        "tracking.max_persons and tracking.max_persons_image")
         pr.add_argument("--model", choices=["lite", "full", "heavy"])
         pr.add_argument("--precision", choices=["int8", "float"])
         pr.add_argument("--threads", type=int, help="interpreter threads per model")

@@ -155,6 +155,10 @@ class TrackingConfig(_Section):
         default=6, ge=1, le=32, description="people tracked at once; each costs one landmark "
         "call per tick (8.4 ms at 1 thread, about 5.4 ms at 2, x86): 6 people keep 25 fps at "
         "2 threads (edge-bench)")
+    max_persons_image: int = Field(
+        default=32, ge=1, le=32, description="people found in one still image (image mode, "
+        "POST /v1/pose): a still has no frame rate to keep; each person costs about 4 landmark "
+        "calls")
     min_presence: Probability = 0.5
     match_iou: Annotated[float, Field(gt=0, le=1)] = 0.5
     match_center_dist: PositiveFloat = 0.15

@@ -890,7 +890,8 @@ def build_pipeline(config: Config, *, timings: bool = True,
         timings: Whether annotations carry timings (False in every-frame mode).
         manifest: Models to use; the config's ``models.dir`` or the shipped ones when None.
         mode: The run mode (:func:`resolve_mode`). An image core publishes people at once (no
-            confirmation tick) and does not smooth (there is no time between images).
+            confirmation tick), does not smooth (there is no time between images) and takes
+            up to ``tracking.max_persons_image`` people.
 
     Returns:
         The pipeline.
@@ -906,8 +907,9 @@ def build_pipeline(config: Config, *, timings: bool = True,
     lifter = _stage_3d(config, manifest)
     # One validated section: the tracker's own config is built from it, not copied by hand.
     tracker = Tracker(TrackerConfig(**{
-        **config.tracking.model_dump(),
-        **({"confirm_ticks": 0} if mode == "image" else {})}))
+        **config.tracking.model_dump(exclude={"max_persons_image"}),
+        **({"confirm_ticks": 0, "max_persons": config.tracking.max_persons_image}
+           if mode == "image" else {})}))
     sc = config.smoothing
     smoother = (PoseSmoother(OneEuroConfig(sc.min_cutoff_2d, sc.beta_2d, sc.d_cutoff),
                              OneEuroConfig(sc.min_cutoff_3d, sc.beta_3d, sc.d_cutoff))
