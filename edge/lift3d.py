@@ -431,7 +431,8 @@ LR_MAX_GAP_S = 1.0
 #: 3D evidence (``sides_3d`` of :meth:`LeftRight.__call__`, the single-frame lifter's 3D of both
 #: labellings): the 2D is weak or neutral where a person is three-quarter, side-on or half-turned
 #: (both labellings look alike, or a half-turned frame sits midway), while the lifter turns
-#: the body about 150-180 deg for the other labelling of a three-quarter pose. The facing of
+#: the body about 150-180 deg for the other labelling of a three-quarter pose (of a side-on
+#: one only 20-40 deg: there neither tells much). The facing of
 #: each labelling (the horizontal direction of the left-minus-right vector of shoulders and
 #: hips) is compared with the reference frame's: a von Mises likelihood, cost ``(1 - cos(max(0,
 #: angle - LR_TURN_RATE * dt))) / LR_FACING_SCALE`` (a person turns up to ``LR_TURN_RATE``
@@ -439,26 +440,28 @@ LR_MAX_GAP_S = 1.0
 #: 2D's two costs are within ``LR_FACING_GATE`` of each other (the lifter sees the same 2D: where
 #: the 2D is clear the 3D adds no information, only its occasional wrong guesses).
 #: Development figures (``lifter.sides_dev``; the 2D alone: dev 0/3/0/5 and 0/5/0/5 swapped per
-#: view at 60 / 30 fps, injected flicker 56 / 61, with half-turned frames 85 / 135, demo clip
-#: right). Chosen, scale / turn rate / gate 0.15 / 3 rad/s / 0.2: dev unchanged, injected
-#: 56 / 60, half-turned 74 / 83, demo clip right. Around it: 0.1 / 3 / 0.2: 76 / 79;
-#: 0.2 / 3 / 0.2: 76 / 93; 0.1 / 2 / 0.2: 73 / 77; 0.1 / 4 / 0.2: 75 / 81; 0.1 / 3 / 0.15:
-#: 76 / 83; 0.1 / 3 / 0.1: 77 / 92; 0.05 / 3 / 0.2: 76 / 74 but a wrong swap in the demo
-#: clip's real turn; no free turn (rate 0): 72-73 / 74-88, 1-2 wrong swaps in the demo turn.
-#: Without the gate (3D everywhere, scale 0.1-0.15, rate 0-3): 64-67 / 76-83, but injected
-#: 60 / 60 and dev 0/5/0/5 at 60 fps (two frames of the fused truth's own flip, 79-83, now
-#: swapped as the 2D guard does at 30 fps, and one after a 0.75 s gap whose 2D labels were
-#: wrong before it); gate 0.3: the same. Tried and dropped: the angle itself as the cost (not
-#: 1 - cos): at best 74 / 93 (0.25 / 6 / 0.2), smaller scales or rates swap up to 13 frames
-#: of the demo turn, where the lifter's facing of a side-on pose jumps by up to 180 deg (the
-#: von Mises cost saturates there); a cost scale growing with the interval instead of a free
+#: view at 60 / 30 fps, injected flicker 56 / 61, with half-turned frames 85 / 135, flips of
+#: 1-3 frames injected into the demo clip's turn to side-on 393 frames wrong, demo clip
+#: right). Chosen, scale / turn rate / gate 0.15 / 6 rad/s / 0.2: dev and injected flicker
+#: unchanged, half-turned 78 / 87, turn 387, demo clip right. Around it: turn rate 3: 74 / 83
+#: but turn 414 (side-on, the lifter's two labellings face only 20-40 deg apart and its
+#: facing jitters by 10-15 deg: evidence from noise), 5: 77 / 84, turn 398; 8: 81 / 90, 387;
+#: 10: 81 / 92, 388; scale 0.1: 76 / 81, turn 400; 0.2: 79 / 94, 387; gate 0.15: 79 / 89, 391;
+#: gate 0.25: injected 50 / 61, half-turned 72 / 87, turn 391 (not kept: next to the edge);
+#: gate 0.3, 0.4 or none (3D everywhere): 70-72 / 87 but injected 60 / 61 and dev 0/5/0/5 at
+#: 60 fps (two frames of the fused truth's own flip, 79-83, now swapped as the 2D guard does
+#: at 30 fps). At scale 0.1, gate 0.2, no free turn (rate 0): 73 / 74, 2 wrong swaps in the
+#: demo turn; scale 0.05: the same. Tried and dropped: the angle itself as the cost (not 1 -
+#: cos): at best 74 / 93 (0.25 / 6 / 0.2), smaller scales or rates swap up to 13 frames of the
+#: demo turn, where the lifter's facing of a side-on pose jumps by up to 180 deg (the von
+#: Mises cost saturates there); a cost scale growing with the interval instead of a free
 #: turn: 70-75 / 88-107 ungated; the lifted joints instead of the facing (mean distance of
 #: the two labellings' 3D joints, scale 0.05-0.2 m): 69-73 / 120-130 ungated, 79 / 137 gated.
 #: A 2D facing cue (the nose against the ears) cannot help: it is the same for both
 #: labellings. Cost: the guard 85 -> 110 us per person per frame, and the 3D stage lifts 2
 #: poses per person instead of 1 (84 -> 111 us per call at 1 thread).
 LR_FACING_SCALE = 0.15
-LR_TURN_RATE = 3.0
+LR_TURN_RATE = 6.0
 LR_FACING_GATE = 0.2
 
 

@@ -8,6 +8,9 @@
   1/60 s to 0.25 s, flicker of one or two frames among them), the same count.
 * ``demo``: the demo clip (30 fps): frames swapped other than track 0's known flip (68-72),
   and those of the flip missed.
+* ``turn``: flips of 1, 2 and 3 frames injected at every frame of the demo clip's gradual turn
+  to side-on (track 0, frames 80-165, one flip per run): frames the guard labels wrongly,
+  summed (side-on, neither labelling looks wrong: most such flips stay whatever the guard).
 * cost: microseconds per person per frame (one person per call, the demo clip's poses); with
   3D evidence, the lift of both labellings (:func:`edge.lift3d.lift_both_sides`) included.
 
@@ -40,6 +43,8 @@ Guard = Callable[[], LeftRight]  # a guard factory
 FLIP = list(COCO17_FLIP)
 #: Demo clip frames of track 0 the 2D model labels the other way round.
 DEMO_FLIPPED = (68, 69, 70, 71, 72)
+#: Demo clip frames of track 0 turning gradually to side-on (the ``turn`` figure).
+DEMO_TURN = (80, 166)
 
 
 def sides_3d(lifter: Lifter | None, kp: npt.NDArray[Any], conf: npt.NDArray[Any]
@@ -154,7 +159,27 @@ def evaluate(make: Guard | None, lifter: Lifter, seeds: int = 6, use_3d: bool = 
     want = (demo["track"] == 0) & np.isin(demo["frame"], DEMO_FLIPPED)
     out["demo_wrong"] = int((sw & ~want).sum())
     out["demo_missed"] = int((want & ~sw).sum())
+    out["turn"] = turn_wrong(make, guide)
     return out
+
+
+def turn_wrong(make: Guard | None, lifter: Lifter | None) -> int:
+    """The ``turn`` figure: frames labelled wrongly with flips injected in the demo turn."""
+    demo = demo_tracks()
+    s = demo["track"] == 0
+    kp, conf, frame = demo["kp"][s], demo["conf"][s], demo["frame"][s]
+    own = np.isin(frame, DEMO_FLIPPED)
+    tr = np.zeros(len(kp), np.int64)
+    wrong = 0
+    for length in (1, 2, 3):
+        for start in range(*DEMO_TURN):
+            lam = (frame >= start) & (frame < start + length)
+            kpi = np.where(lam[:, None, None], kp[:, FLIP], kp)
+            cfi = np.where(lam[:, None], conf[:, FLIP], conf)
+            sw = (np.zeros(len(kp), bool) if make is None
+                  else run_guard(make, kpi, cfi, tr, frame / 30.0, lifter))
+            wrong += int((sw != (lam ^ own)).sum())
+    return wrong
 
 
 def cost_us(make: Guard, lifter: Lifter | None = None, n: int = 2000) -> float:
