@@ -60,6 +60,7 @@ OUTPUT_KEY = "joints_3d"
 #: Joints whose confidence is below this are treated as missing.
 DEFAULT_MIN_CONFIDENCE = 0.5
 _LHIP, _RHIP = int(Coco17.LEFT_HIP), int(Coco17.RIGHT_HIP)
+_LSHO, _RSHO = int(Coco17.LEFT_SHOULDER), int(Coco17.RIGHT_SHOULDER)
 #: COCO-17 index of each joint's mirror image (left <-> right; nose stays).
 COCO17_FLIP: tuple[int, ...] = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
 
@@ -427,6 +428,78 @@ LR_BRIDGE_S = 0.15
 #: 0.75 s; forgetting after 0.5 s, or a cost scale grown with the gap, left 74-85 / 89-94
 #: injected flips swapped at 60 / 30 fps, against 56 / 61 with 1 s (as never forgetting).
 LR_MAX_GAP_S = 1.0
+#: 3D evidence (``sides_3d`` of :meth:`LeftRight.__call__`, the single-frame lifter's 3D of both
+#: labellings): the 2D is weak or neutral where a person is three-quarter, side-on or half-turned
+#: (both labellings look alike, or a half-turned frame sits midway), while the lifter turns
+#: the body about 150-180 deg for the other labelling of a three-quarter pose (of a side-on
+#: one only 20-40 deg: there neither tells much). The facing of
+#: each labelling (the horizontal direction of the left-minus-right vector of shoulders and
+#: hips) is compared with the reference frame's: a von Mises likelihood, cost ``(1 - cos(max(0,
+#: angle - LR_TURN_RATE * dt))) / LR_FACING_SCALE`` (a person turns up to ``LR_TURN_RATE``
+#: rad/s freely, so after a gap of a second the facing tells nothing), used only where the
+#: 2D's two costs are within ``LR_FACING_GATE`` of each other (the lifter sees the same 2D: where
+#: the 2D is clear the 3D adds no information, only its occasional wrong guesses).
+#: Development figures (``lifter.sides_dev``; the 2D alone: dev 0/3/0/5 and 0/5/0/5 swapped per
+#: view at 60 / 30 fps, injected flicker 56 / 61, with half-turned frames 85 / 135, flips of
+#: 1-3 frames injected into the demo clip's turn to side-on 393 frames wrong, demo clip
+#: right). Chosen, scale / turn rate / gate 0.15 / 6 rad/s / 0.2: dev and injected flicker
+#: unchanged, half-turned 78 / 87, turn 387, demo clip right. Around it: turn rate 3: 74 / 83
+#: but turn 414 (side-on, the lifter's two labellings face only 20-40 deg apart and its
+#: facing jitters by 10-15 deg: evidence from noise), 5: 77 / 84, turn 398; 8: 81 / 90, 387;
+#: 10: 81 / 92, 388; scale 0.1: 76 / 81, turn 400; 0.2: 79 / 94, 387; gate 0.15: 79 / 89, 391;
+#: gate 0.25: injected 50 / 61, half-turned 72 / 87, turn 391 (not kept: next to the edge);
+#: gate 0.3, 0.4 or none (3D everywhere): 70-72 / 87 but injected 60 / 61 and dev 0/5/0/5 at
+#: 60 fps (two frames of the fused truth's own flip, 79-83, now swapped as the 2D guard does
+#: at 30 fps). At scale 0.1, gate 0.2, no free turn (rate 0): 73 / 74, 2 wrong swaps in the
+#: demo turn; scale 0.05: the same. Tried and dropped: the angle itself as the cost (not 1 -
+#: cos): at best 74 / 93 (0.25 / 6 / 0.2), smaller scales or rates swap up to 13 frames of the
+#: demo turn, where the lifter's facing of a side-on pose jumps by up to 180 deg (the von
+#: Mises cost saturates there); a cost scale growing with the interval instead of a free
+#: turn: 70-75 / 88-107 ungated; the lifted joints instead of the facing (mean distance of
+#: the two labellings' 3D joints, scale 0.05-0.2 m): 69-73 / 120-130 ungated, 79 / 137 gated.
+#: The facing from the shoulders alone: 80 / 89, turn 389; the hips alone: 75 / 92, 397. A 2D
+#: facing cue (the nose against the ears) cannot help: it is the same for both labellings.
+#: Cost, guard and lift of one person per frame at 1 thread: 186 -> 236 us (the stage lifts 2
+#: poses per person instead of 1, one batch, and keeps the guard's rows; the guard's facing
+#: comparisons 25 us).
+LR_FACING_SCALE = 0.15
+LR_TURN_RATE = 6.0
+LR_FACING_GATE = 0.2
+
+
+def _facing(sides_3d: npt.ArrayLike, n: int) -> F32:
+    """(n, 2, 2) unit facing (x, z) of each pose's two labellings (see :class:`LeftRight`).
+
+    The horizontal direction of the left-minus-right vector of the shoulders and hips (a
+    quarter turn from where the body faces; only angles between facings are used). A pose
+    with no horizontal width gets (0, 0): 90 deg from everything, no evidence.
+    """
+    y = np.asarray(sides_3d, np.float64)
+    if y.shape != (n, 2, N_JOINTS, 3):
+        raise ValueError(f"sides_3d must be ({n}, 2, {N_JOINTS}, 3), got {y.shape}")
+    lr = (y[:, :, _LSHO] - y[:, :, _RSHO]) + (y[:, :, _LHIP] - y[:, :, _RHIP])
+    h = lr[..., [0, 2]]
+    norm = np.linalg.norm(h, axis=-1, keepdims=True)
+    return np.where(norm > 1e-6, h / np.maximum(norm, 1e-6), 0.0).astype(np.float32)
+
+
+def lift_both_sides(lifter: Lifter, keypoints_px: npt.ArrayLike, confidence: npt.ArrayLike
+                    ) -> Lifted3D:
+    """Lifts each pose as labelled and with left and right exchanged, in one batch.
+
+    Args:
+        lifter: A single-frame lifter.
+        keypoints_px: (n, 33 or 17, 2) pixels.
+        confidence: (n, 33 or 17) in [0, 1].
+
+    Returns:
+        2n poses: rows ``0..n-1`` as labelled, rows ``n..2n-1`` exchanged (the network's
+        results do not depend on the batch: row ``i`` is ``lifter.lift`` of pose ``i``
+        alone). ``joints.reshape(2, n, 17, 3).swapaxes(0, 1)`` is :class:`LeftRight`'s
+        ``sides_3d``.
+    """
+    kp, cf = to_coco17(keypoints_px, confidence)
+    return lifter.lift(np.concatenate([kp, kp[:, _FLIP]]), np.concatenate([cf, cf[:, _FLIP]]))
 
 
 @dataclass
@@ -438,6 +511,7 @@ class _SideFrame:
     log_p: npt.NDArray[np.float64]  # (2,) log-probability, normalised: as labelled, swapped
     t_s: float  # capture time, seconds
     fits: bool = True  # its better labelling fitted its reference (cost <= ``misfit``)
+    facing: F32 | None = None  # (2, 2) unit facing (x, z) of each labelling's 3D, or None
 
 
 class LeftRight:
@@ -481,6 +555,15 @@ class LeftRight:
     interval from it). So a run of half-turned frames up to ``bridge_s`` long is bridged; the
     comparisons with the window's frames are one vectorised step.
 
+    3D evidence (optional, ``sides_3d`` of each call: a lifter's 3D of both labellings). Where
+    the 2D cannot tell the labellings apart (side-on, three-quarter and half-turned poses: the
+    two 2D costs within ``facing_gate`` of each other), the lifter can: the other labelling of
+    a three-quarter pose lifts to a body turned round by 150-180 deg. Each labelling's facing
+    (the horizontal direction of its left-minus-right shoulders and hips) is compared with the
+    reference frame's, both labellings against both: a von Mises likelihood in the angle less
+    the turn ``turn_rate * dt`` a person makes freely, scale ``facing_scale``. Where the 2D is
+    clear, the 3D (lifted from that same 2D) is left out. Without ``sides_3d``, the 2D alone.
+
     Frame times come from ``t_s`` of each call (the pipeline passes each frame's capture time);
     without them, frames are ``1 / fps`` apart. A track starts as labelled; a track absent for
     up to ``max_gap_s`` keeps its state (the chain runs over the gap), after longer it starts
@@ -502,13 +585,18 @@ class LeftRight:
         bridge_s: How far back (s) frames that fitted are kept as references (0: the last
             frame alone).
         max_gap_s: Longest absence (s) of a track that keeps its state.
+        facing_scale: Scale of the 3D facing cost ``1 - cos(angle)`` (0..2).
+        turn_rate: Turn (rad/s) about the vertical that costs nothing.
+        facing_gate: The 3D evidence is used where the 2D costs of the two labellings differ
+            by less than this (RMS radii; 0: never).
     """
 
     def __init__(self, sigma: float = LR_SIGMA, motion: float = LR_MOTION,
                  rate_start: float = LR_RATE_START, rate_end: float = LR_RATE_END,
                  fps: float = 30.0, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
                  misfit: float = LR_MISFIT, bridge_s: float = LR_BRIDGE_S,
-                 max_gap_s: float = LR_MAX_GAP_S) -> None:
+                 max_gap_s: float = LR_MAX_GAP_S, facing_scale: float = LR_FACING_SCALE,
+                 turn_rate: float = LR_TURN_RATE, facing_gate: float = LR_FACING_GATE) -> None:
         if not (sigma > 0 and motion >= 0 and rate_start > 0 and rate_end > 0 and fps > 0):
             raise ValueError(f"LeftRight needs sigma > 0, motion >= 0, rate_start > 0, "
                              f"rate_end > 0 and fps > 0; got {sigma}, {motion}, {rate_start}, "
@@ -516,10 +604,14 @@ class LeftRight:
         if not (misfit > 0 and bridge_s >= 0 and max_gap_s >= 0):
             raise ValueError(f"LeftRight needs misfit > 0, bridge_s >= 0 and max_gap_s >= 0; "
                              f"got {misfit}, {bridge_s}, {max_gap_s}")
+        if not (facing_scale > 0 and turn_rate >= 0 and facing_gate >= 0):
+            raise ValueError(f"LeftRight needs facing_scale > 0, turn_rate >= 0 and "
+                             f"facing_gate >= 0; got {facing_scale}, {turn_rate}, {facing_gate}")
         self.sigma, self.motion = sigma, motion
         self.rate_start, self.rate_end, self.fps = rate_start, rate_end, fps
         self.min_confidence = min_confidence
         self.misfit, self.bridge_s, self.max_gap_s = misfit, bridge_s, max_gap_s
+        self.facing_scale, self.turn_rate, self.facing_gate = facing_scale, turn_rate, facing_gate
         self._tracks: dict[int, deque[_SideFrame]] = {}
         self._clock: float | None = None
 
@@ -553,13 +645,22 @@ class LeftRight:
         swap = (np.sqrt(((x[_PAIRED_FLIP] - ref_x) ** 2).sum(-1)) * w).sum(1) / n
         return same, swap
 
-    def _step(self, same: float, swap: float, ref: _SideFrame, t: float
-              ) -> npt.NDArray[np.float64]:
-        """The new frame's (2,) normalised log-probability, from ``ref`` and their costs."""
+    def _step(self, same: float, swap: float, ref: _SideFrame, t: float,
+              facing: F32 | None = None) -> npt.NDArray[np.float64]:
+        """The new frame's (2,) normalised log-probability, from ``ref`` and their costs.
+
+        ``facing``: the new frame's (2, 2) facing of each labelling, or None.
+        """
         dt = t - ref.t_s
         scale = self.sigma + self.motion * dt
+        weak = bool(np.isnan(same)) or abs(same - swap) < self.facing_gate
         ev = (np.zeros((2, 2)) if np.isnan(same) else
               -np.array([[same, swap], [swap, same]]) / scale)
+        if weak and facing is not None and ref.facing is not None:
+            # [ref's state, new state]: the angle between the two labellings' facings
+            angle = np.arccos(np.clip(ref.facing @ facing.T, -1.0, 1.0))
+            turned = np.maximum(angle - self.turn_rate * dt, 0.0)
+            ev = ev - (1.0 - np.cos(turned)) / self.facing_scale
         m = ref.log_p[:, None] + self._log_transition(dt) + ev
         log_p: npt.NDArray[np.float64] = np.logaddexp(m[0], m[1])
         out: npt.NDArray[np.float64] = log_p - np.logaddexp(log_p[0], log_p[1])
@@ -589,7 +690,8 @@ class LeftRight:
         return t
 
     def __call__(self, keypoints_px: npt.ArrayLike, confidence: npt.ArrayLike,
-                 track_ids: Sequence[int], t_s: float | None = None) -> npt.NDArray[np.bool_]:
+                 track_ids: Sequence[int], t_s: float | None = None,
+                 sides_3d: npt.ArrayLike | None = None) -> npt.NDArray[np.bool_]:
         """Which poses of one frame to swap left for right.
 
         Args:
@@ -597,6 +699,9 @@ class LeftRight:
             confidence: (n, 33 or 17) in [0, 1].
             track_ids: n track ids; tracks absent for longer than ``max_gap_s`` are dropped.
             t_s: The frame's capture time, seconds; None: ``1 / fps`` after the last frame.
+            sides_3d: (n, 2, 17, 3) metres, COCO-17, this module's axes: each pose lifted as
+                labelled ([:, 0]) and with its left and right labels exchanged ([:, 1])
+                (:func:`lift_both_sides`); None: the 2D evidence alone.
 
         Returns:
             (n,) bool: True where the pose's left and right labels should be exchanged.
@@ -606,15 +711,18 @@ class LeftRight:
             raise ValueError(f"{len(track_ids)} track ids for {len(kp)} poses")
         t = self._time(t_s)
         feats = normalise_2d(kp, cf, self.min_confidence).reshape(-1, N_JOINTS, N_FEATURES)
+        facings = None if sides_3d is None else _facing(sides_3d, len(kp))
         out = np.zeros(len(kp), bool)
         for i, tid in enumerate(track_ids):
+            facing = None if facings is None else facings[i]
             ok = feats[i, :, 2] > 0
             x, seen = feats[i, _PAIRED, :2], (ok & ok[_FLIP])[_PAIRED]
             history = self._tracks.get(tid)
             if history is not None and t - history[-1].t_s > self.max_gap_s:
                 history = None
             if history is None:
-                first = _SideFrame(x, seen, np.log(np.array([1 - 1e-3, 1e-3])), t)
+                first = _SideFrame(x, seen, np.log(np.array([1 - 1e-3, 1e-3])), t, True,
+                                   facing)
                 history = self._tracks[tid] = deque([first])
                 log_p = first.log_p
             else:
@@ -626,8 +734,9 @@ class LeftRight:
                 fit = np.minimum(same, swap)
                 fit[np.isnan(fit)] = 0.0
                 k = int(np.argmin(fit))
-                log_p = self._step(float(same[k]), float(swap[k]), refs[k], t)
-                history.append(_SideFrame(x, seen, log_p, t, bool(fit[k] <= self.misfit)))
+                log_p = self._step(float(same[k]), float(swap[k]), refs[k], t, facing)
+                history.append(_SideFrame(x, seen, log_p, t, bool(fit[k] <= self.misfit),
+                                          facing))
                 while len(history) > 1 and t - history[0].t_s > self.bridge_s:
                     history.popleft()
             out[i] = log_p[1] > log_p[0]
@@ -783,19 +892,26 @@ def swap_sides(poses: Poses2D, swap: npt.ArrayLike) -> Poses2D:
 
 
 def _sided(stage: LifterStage | TemporalLifterStage, poses: Poses2D, tids: list[int],
-           t_s: float | None) -> tuple[F32, F32]:
-    """The stage's 2D input with its ``sides`` guard applied: (n, 33, 2) px, (n, 33)."""
+           t_s: float | None, single: Lifter | None) -> tuple[F32, F32, Lifted3D | None]:
+    """The stage's 2D input with its ``sides`` guard applied: (n, 33, 2) px, (n, 33).
+
+    With a single-frame lifter, the guard gets the 3D of both labellings
+    (:func:`lift_both_sides`), returned as well (2n poses); otherwise None.
+    """
     kp, vis = poses.keypoints, poses.visibility
     if stage.sides is None:
         stage.swapped = np.zeros(len(kp), bool)
-        return kp, vis
-    stage.swapped = stage.sides(kp, vis, tids, t_s)
+        return kp, vis, None
+    both = None if single is None else lift_both_sides(single, kp, vis)
+    sides_3d = (None if both is None else
+                both.joints.reshape(2, len(kp), N_JOINTS, 3).swapaxes(0, 1))
+    stage.swapped = stage.sides(kp, vis, tids, t_s, sides_3d)
     if stage.swapped.any():
         sw = stage.swapped
         kp, vis = kp.copy(), vis.copy()
         kp[sw] = poses.keypoints[sw][:, BLAZEPOSE_FLIP]
         vis[sw] = poses.visibility[sw][:, BLAZEPOSE_FLIP]
-    return kp, vis
+    return kp, vis, both
 
 
 class LifterStage:
@@ -804,6 +920,9 @@ class LifterStage:
     Args:
         lifter: The single-frame lifter.
         limbs: Per-track limb-length steadying, or None.
+        sides: Left/right guard, or None. It gets the lifter's 3D of both labellings of
+            every pose (one batch); the poses published are those of the labelling it keeps,
+            so the guard's 3D costs one lift of 2n poses instead of n.
     """
 
     names = COCO17_NAMES
@@ -825,8 +944,12 @@ class LifterStage:
         capture time in seconds for ``sides`` (None: frames ``1 / fps`` apart).
         """
         tids = [int(i) for i in ids]
-        kp, vis = _sided(self, poses, tids, t_s)
-        lifted = self.lifter.lift(kp, vis)
+        kp, vis, both = _sided(self, poses, tids, t_s, self.lifter)
+        if both is None:
+            lifted = self.lifter.lift(kp, vis)
+        else:  # the rows of the labelling kept: the same as lifting ``kp`` again
+            rows = np.arange(len(kp)) + len(kp) * self.swapped
+            lifted = Lifted3D(both.joints[rows], both.valid[rows])
         joints = lifted.joints
         if self.limbs is not None:
             joints = self.limbs(joints, tids, lifted.valid)
@@ -846,6 +969,8 @@ class TemporalLifterStage:
     Args:
         lifter: The temporal lifter.
         limbs: Per-track limb-length steadying, or None.
+        sides: Left/right guard, or None; it gets the 3D of both labellings from the
+            lifter's single-frame fallback when there is one (2D evidence alone otherwise).
     """
 
     names = COCO17_NAMES
@@ -865,7 +990,7 @@ class TemporalLifterStage:
         ``t_s``: the frame's capture time, seconds, for ``sides`` (as :class:`LifterStage`).
         """
         tids = [int(i) for i in ids]
-        kp, vis = _sided(self, poses, tids, t_s)
+        kp, vis, _ = _sided(self, poses, tids, t_s, self.lifter.fallback)
         lifted = self.lifter.lift(kp, vis, tids)
         joints = lifted.joints
         if self.limbs is not None:
@@ -885,7 +1010,9 @@ class WorldLandmarksStage:
     """The pipeline's 3D stage publishing the landmark model's own world landmarks.
 
     They are metric already; they are re-rooted exactly at the midpoint of the hips (MediaPipe
-    puts the origin only approximately there). All 33 BlazePose joints.
+    puts the origin only approximately there). All 33 BlazePose joints. Its ``sides`` guard
+    has the 2D evidence alone (no lifter here; the world landmarks of the other labelling
+    are only their permutation).
     """
 
     name = "world_landmarks"

@@ -51,11 +51,13 @@ from edge.config import Config
 from edge.lift3d import (
     COCO17_FLIP,
     LIMB_PRIOR_FRAMES,
+    N_JOINTS,
     LeftRight,
     Lifter,
     LimbLengths,
     TemporalLifter,
     WorldLandmarkLifter,
+    lift_both_sides,
 )
 from edge.runtime import Manifest, ModelError, load_manifest
 
@@ -359,8 +361,8 @@ def _with_limbs(fn: Callable[[F32, F32, F32, npt.NDArray[np.intp]], F32],
     return run
 
 
-def sides_swapped(kp: F32, conf: F32, track: npt.NDArray[np.intp], fps: float = 30.0
-                  ) -> npt.NDArray[np.bool_]:
+def sides_swapped(kp: F32, conf: F32, track: npt.NDArray[np.intp], fps: float = 30.0,
+                  lifter: Lifter | None = None) -> npt.NDArray[np.bool_]:
     """Rows whose left and right :class:`edge.lift3d.LeftRight` exchanges, run per track.
 
     Args:
@@ -368,19 +370,30 @@ def sides_swapped(kp: F32, conf: F32, track: npt.NDArray[np.intp], fps: float = 
         conf: (n, 17).
         track: (n,) track id.
         fps: The tracks' frame rate (Hz): their frames are ``1 / fps`` s apart.
+        lifter: Single-frame lifter giving the guard the 3D of both labellings, as the 3D
+            stages do (:class:`edge.lift3d.LifterStage`); None: the 2D evidence alone.
     """
+    if not len(kp):
+        return np.zeros(0, bool)
     guard = LeftRight(fps=fps)
-    return np.concatenate([guard(kp[i:i + 1], conf[i:i + 1], [int(track[i])])
-                           for i in range(len(kp))]) if len(kp) else np.zeros(0, bool)
+    y = (None if lifter is None else  # batch-independent: the same as lifting frame by frame
+         lift_both_sides(lifter, kp, conf).joints.reshape(2, len(kp), N_JOINTS, 3).swapaxes(0, 1))
+    return np.concatenate([guard(kp[i:i + 1], conf[i:i + 1], [int(track[i])],
+                                 sides_3d=None if y is None else y[i:i + 1])
+                           for i in range(len(kp))])
 
 
-def _with_sides(fn: Callable[[F32, F32, F32, npt.NDArray[np.intp]], F32], fps: float = 30.0
+def _with_sides(fn: Callable[[F32, F32, F32, npt.NDArray[np.intp]], F32], fps: float = 30.0,
+                lifter: Lifter | None = None
                 ) -> Callable[[F32, F32, F32, npt.NDArray[np.intp]], F32]:
-    """The same source fed the 2D with the model's label flips undone (tracks at ``fps``)."""
+    """The same source fed the 2D with the model's label flips undone (tracks at ``fps``).
+
+    ``lifter``: the guard's 3D evidence, as in the 3D stages.
+    """
     flip = list(COCO17_FLIP)
 
     def run(kp: F32, conf: F32, world: F32, track: npt.NDArray[np.intp]) -> F32:
-        sw = sides_swapped(kp, conf, track, fps)
+        sw = sides_swapped(kp, conf, track, fps, lifter)
         kp = np.where(sw[:, None, None], kp[:, flip], kp)
         conf = np.where(sw[:, None], conf[:, flip], conf)
         return fn(kp, conf, world, track)
@@ -403,20 +416,24 @@ def lift_sources(manifest: Manifest) -> dict[str, tuple[Any, Lifter | TemporalLi
     for key, e in sorted(manifest.models.items()):
         if e.role != "lifter":
             continue
+        single: Lifter | None
         if e.variant == "temporal":
             t = TemporalLifter.load(key, 1, manifest)
             fn = _temporal(t)
             out[key] = (fn, t)
+            single = t.fallback  # the 3D stage's guard gets its 3D from the fallback
         else:
             s = Lifter.load(key, 1, manifest)
             fn = _single(s)
             out[key] = (fn, s)
+            single = s
         # before this session's guards, and the 3D stage as shipped (sides, limbs with prior)
         out[key + "+limbs"] = (_with_limbs(fn), None)
-        out[key + "+sides+limbs"] = (_with_sides(_with_limbs(fn, LIMB_PRIOR_FRAMES)), None)
+        out[key + "+sides+limbs"] = (
+            _with_sides(_with_limbs(fn, LIMB_PRIOR_FRAMES), 30.0, single), None)
         # the same at 60 fps: the test views and the development set as 60 fps tracks
         out[key + "+sides+limbs" + AT_60FPS] = (
-            _with_sides(_with_limbs(fn, LIMB_PRIOR_FRAMES), 60.0), None)
+            _with_sides(_with_limbs(fn, LIMB_PRIOR_FRAMES), 60.0, single), None)
     return out
 
 
