@@ -58,11 +58,12 @@ def default_scores(manifest: Manifest, test_set: ViewSet) -> dict[str, Any]:
     entry = manifest.find("lifter", "single", mc.precision)
     track, order = thirty_fps_tracks(test_set)
     kp, conf, track = test_set.kp[order], test_set.conf[order], track[order]
-    sw = sides_swapped(kp, conf, track)
+    lifter = Lifter.load(entry.key, 1, manifest)
+    sw = sides_swapped(kp, conf, track, lifter=lifter)  # with the 3D of both, as the stage
     flip = list(COCO17_FLIP)
     kp = np.where(sw[:, None, None], kp[:, flip], kp)
     conf = np.where(sw[:, None], conf[:, flip], conf)
-    lifted = Lifter.load(entry.key, 1, manifest).lift(kp, conf)
+    lifted = lifter.lift(kp, conf)
     joints = lifted.joints
     if mc.limb_window > 0:
         limbs = LimbLengths(mc.limb_window, LIMB_PRIOR_FRAMES)
