@@ -360,8 +360,7 @@ def test_edge_pose_finds_the_people_of_composed_crowd_frames(
     out, _ = tiny
     config = Config.model_validate({
         "models": {"dir": str(manifest.folder), "threads": 1},
-        "source": {"uri": str(out / "frames")}, "output": {"dir": str(tmp_path)},
-        "tracking": {"max_persons": 16}})
+        "source": {"uri": str(out / "frames")}, "output": {"dir": str(tmp_path)}})
     assert cli.run(config, progress=False) == 0
     gt = score.load_gt(out / "gt.json")
     stills = score.score_frames([people for *_, people in gt.frames],
@@ -373,7 +372,7 @@ def test_edge_pose_finds_the_people_of_composed_crowd_frames(
     # bench.crowd.stills runs the same pipeline in one process: the same figures, and one
     # detector call per view (the whole frame, the 416-px grid with rows overlapping by half,
     # the fine grid) of each still.
-    res = bench_stills.run(out / "gt.json", range(len(gt.frames)), 16, manifest.folder)
+    res = bench_stills.run(out / "gt.json", range(len(gt.frames)), models_dir=manifest.folder)
     assert res["figures"] == stills
     tiles = TileConfig(fine_px=round(FINE_TILES * 416), per_run=0)
     for size, cost in res["cost"].items():

@@ -1,9 +1,9 @@
 """Image mode on the crowd stills in one process: figures, detector calls and ms per still.
 
-``edge-pose run --source DIR/frames`` with ``[tracking] max_persons = 16`` and ``[models]
-threads = 1`` does the same work; this runs the pipeline's detector and core directly, so a
-range of frames can be scored quickly while the still path is developed, and it counts the
-model calls that make a still's cost::
+``edge-pose run --source DIR/frames`` with ``[models] threads = 1`` does the same work (an image
+takes up to ``tracking.max_persons_image`` people, 32); this runs the pipeline's detector and
+core directly, so a range of frames can be scored quickly while the still path is developed,
+and it counts the model calls that make a still's cost::
 
     python -m bench.crowd.stills --gt cache/crowd/gt.json --frames 0:100 \
         [--pred preds.json] [--json figures.json]
@@ -40,14 +40,14 @@ def _frames(spec: str, n: int) -> range:
     return range(int(a or 0), min(n, int(b)) if b else n)
 
 
-def run(gt_path: Path, frames: range, max_persons: int = 16, models_dir: Path | None = None
+def run(gt_path: Path, frames: range, max_persons: int = 32, models_dir: Path | None = None
         ) -> dict[str, Any]:
     """Runs image mode on ``frames`` of the benchmark and scores them.
 
     Args:
         gt_path: The benchmark's ``gt.json`` (frames next to it).
         frames: Indices of the still frames to run.
-        max_persons: ``tracking.max_persons``.
+        max_persons: ``tracking.max_persons_image``.
         models_dir: ``models.dir`` (None: the shipped models).
 
     Returns:
@@ -58,7 +58,7 @@ def run(gt_path: Path, frames: range, max_persons: int = 16, models_dir: Path | 
     models: dict[str, Any] = {"threads": 1}
     if models_dir is not None:
         models["dir"] = str(models_dir)
-    config = parse_config({"tracking": {"max_persons": max_persons}, "models": models})
+    config = parse_config({"tracking": {"max_persons_image": max_persons}, "models": models})
     pipe = build_pipeline(config, timings=False, mode="image")
     counts = {"det": 0, "lm": 0}
     box = getattr(pipe.detector, "detector", pipe.detector)
@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--gt", type=Path, required=True, help="the benchmark's gt.json")
     ap.add_argument("--frames", default="0:", help="start:stop of the still frames (0:)")
-    ap.add_argument("--max-persons", type=int, default=16)
+    ap.add_argument("--max-persons", type=int, default=32,
+                    help="tracking.max_persons_image (default 32, as edge-pose run)")
     ap.add_argument("--pred", type=Path, help="write the predictions (COCO results) here")
     ap.add_argument("--json", type=Path, help="write figures and cost here")
     a = ap.parse_args(argv)
