@@ -465,11 +465,11 @@ class PoseCore:
         and have presence. A close-up's second try has no box check: it is kept when it and
         its refinement have presence and agree. A track without a whole-body box (BlazePose's
         detector) is dropped (presence 0), as is a box whose second try fails. Close-ups'
-        second try, synthetic group photos (rows of upright people from the crowd benchmark's
-        cutouts, the rows in front hiding the legs of those behind; 2 x 40 frames, 401 and 344
-        people): recall 0.591 / 0.619 -> 0.619 / 0.640, precision 0.838 / 0.845 -> 0.844 /
-        0.849 (28 of 32 people lost to a disagreeing refinement were close-ups); crowd stills
-        (300): recall >= 80 px 0.904 -> 0.905, precision 0.954 -> 0.953 (+1 person, +1 false).
+        second try, synthetic group photos (``bench.crowd.generate --layout groups``, seeds 3
+        and 11, 40 frames each, 401 and 344 people): recall 0.591 / 0.619 -> 0.619 / 0.640,
+        precision 0.838 / 0.845 -> 0.844 / 0.849 (28 of 32 people lost to a disagreeing
+        refinement were close-ups); crowd stills (300): recall >= 80 px 0.904 -> 0.905,
+        precision 0.954 -> 0.953 (+1 person, +1 false).
 
         Crowd stills, frames 0-99, both whole-frame detectors (recall 40-80 / 80-160 /
         160-400 px, precision, median keypoint error >= 80 px): the box check and one

@@ -427,3 +427,25 @@ def test_close_ups_of_a_group_photo_are_found(tiny: tuple[Path, dict[str, Any]],
     assert sum(not p.ignore for p in gt.frames[0][-1]) == 6  # one is hidden by the others
     assert figures["recall"]["all"]["found"] >= 5, figures["recall"]
     assert figures["precision"]["false_positives"] <= 1, figures["precision"]
+
+
+def test_group_layout_hides_the_back_rows_legs(tiny: tuple[Path, dict[str, Any]],
+                                               tmp_path: Path) -> None:
+    """``--layout groups``: rows of upright people, the rows in front hiding the legs of those
+    behind (ankles inside the frame but covered, ``v`` 1), the front row cut by the bottom."""
+    out, _ = tiny
+    settings = Settings(**{**TINY.__dict__, "frames": 3, "clips": 0, "layout": "groups"})
+    gt = generate(tmp_path / "g", settings, out.parent / "cache")
+    assert gt["generator"]["layout"] == "groups"
+    hidden = seen = 0
+    for f in gt["frames"]:
+        people = f["persons"]
+        assert len(people) >= 5  # 2-3 rows of 3-6, the rows behind one fewer
+        tops = sorted({round(p["bbox"][1] / f["height"], 1) for p in people})
+        assert len(tops) >= 2  # heads at two heights at least
+        for p in people:
+            kp = np.asarray(p["keypoints"], float).reshape(17, 3)
+            ankles = kp[[Coco17.LEFT_ANKLE, Coco17.RIGHT_ANKLE], 2]
+            hidden += int((ankles == 1).all())
+            seen += int((ankles == 2).any())
+    assert hidden >= 4 and seen >= 1, (hidden, seen)

@@ -23,6 +23,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from bench.crowd import sources
 from bench.crowd.compose import (
@@ -71,6 +72,9 @@ class Settings:
         overlap_share: Fraction of still-frame people placed to overlap someone by 10-40 %.
         pose2sim: Cut people out of the Pose2Sim clips too (else the Sports2D demo only).
         source_frames: Frames per source clip to cut people from (None: all).
+        layout: Still frames' people: ``crowd`` (on a ground plane, some beside others:
+            :meth:`Scenes.still`) or ``groups`` (rows of upright people posing for a group
+            photo: :meth:`Scenes.group`; ``people`` is not used).
     """
 
     seed: int = 0
@@ -83,6 +87,7 @@ class Settings:
     overlap_share: float = 0.35
     pose2sim: bool = True
     source_frames: int | None = None
+    layout: str = "crowd"
 
 
 def _box(x: float, y: float, w: float, h: float) -> tuple[float, float, float, float]:
@@ -191,6 +196,56 @@ class Scenes:
                           placed[i].flip, placed[i].gain, placed[i].bias, identity=k + 1)
                 for k, i in enumerate(order)]
 
+    def upright(self) -> npt.NDArray[np.intp]:
+        """Indices of the cutouts standing upright.
+
+        Ankles below hips below shoulders, and the keypoints less than 0.4 of the body's
+        height wide (no arms or legs flung out).
+        """
+        kp = np.array([c.keypoints for c in self.bank.cutouts], np.float64).reshape(-1, 17, 2)
+        tall = np.array([c.mask_height for c in self.bank.cutouts], np.float64)
+        y = kp[:, :, 1]
+        ok = ((kp[:, :, 0].max(1) - kp[:, :, 0].min(1) < 0.4 * tall)
+              & (y[:, [_C.LEFT_ANKLE, _C.RIGHT_ANKLE]].min(1)
+                 > y[:, [_C.LEFT_HIP, _C.RIGHT_HIP]].max(1))
+              & (y[:, [_C.LEFT_HIP, _C.RIGHT_HIP]].min(1)
+                 > y[:, [_C.LEFT_SHOULDER, _C.RIGHT_SHOULDER]].max(1)))
+        return np.flatnonzero(ok)
+
+    def group(self, width: int, height: int, upright: npt.NDArray[np.intp]) -> list[Placement]:
+        """Placements of a group photo: 2-3 rows of 3-6 upright people, back to front.
+
+        The front row's people are as tall as its spacing makes them (spacing / 0.3-0.4),
+        their feet at 95-115 % of the frame height (cut at the shins or knees); each row
+        behind stands 0.3-0.45 of the height of the row in front higher, 0.9 as tall, so the
+        row in front hides its legs; rows behind the front row alternate one person fewer.
+        Everything is scaled down until the back row's heads are inside the frame (3 % margin).
+        Each person: 0.95-1.05 of the row's height, centred in its slot +-10 % of the spacing,
+        mirrored half the time, brightness gain 0.85-1.15 and offset +-10.
+        """
+        rng = self.rng
+        rows, per = int(rng.integers(2, 4)), int(rng.integers(3, 7))
+        front = width / per / rng.uniform(0.3, 0.4)
+        tall = [front * 0.9 ** r for r in range(rows)]
+        feet = [height * rng.uniform(0.95, 1.15)]
+        for r in range(1, rows):
+            feet.append(feet[-1] - rng.uniform(0.3, 0.45) * tall[r - 1])
+        k = min(1.0, (feet[0] - 0.03 * height) / (feet[0] - feet[-1] + tall[-1]))
+        tall = [t * k for t in tall]
+        feet = [feet[0] - (feet[0] - f) * k for f in feet]
+        placed: list[Placement] = []
+        for r in reversed(range(rows)):
+            n = per - r % 2
+            for j in range(n):
+                c = self.bank.cutouts[int(upright[int(rng.integers(len(upright)))])]
+                s = tall[r] * rng.uniform(0.95, 1.05) / c.mask_height
+                w, h = pasted_extent(Placement(c, s, 0, 0))
+                cx = (j + 0.5 + rng.uniform(-0.1, 0.1)) * width / n
+                placed.append(Placement(c, s, round(cx - w / 2), round(feet[r] - h),
+                                        bool(rng.random() < 0.5), float(rng.uniform(0.85, 1.15)),
+                                        float(rng.uniform(-10, 10)), identity=len(placed) + 1))
+        return placed
+
     def walkers(self, width: int, height: int, n: int, frames: int, fps: float
                 ) -> list[list[Placement]]:
         """Placements per clip frame for ``n`` people walking across the frame.
@@ -295,14 +350,21 @@ def generate(out: Path, settings: Settings, cache: Path, threads: int = 1) -> di
     names = sorted(backgrounds)
     rng = np.random.default_rng(settings.seed)
     scenes = Scenes(bank, rng, settings.overlap_share)
+    upright = scenes.upright()
+    if settings.layout == "groups" and settings.frames and not len(upright):
+        raise SourceError("no cutout stands upright: no group photo can be made")
     (out / "frames").mkdir(parents=True, exist_ok=True)
     frames_gt: list[dict[str, Any]] = []
     for i in range(settings.frames):
         width, height = FRAME_SIZES[i % len(FRAME_SIZES)]
         bg_name = names[int(rng.integers(len(names)))]
         bg = fit_background(backgrounds[bg_name], width, height, rng)
-        n = int(rng.integers(settings.people[0], settings.people[1] + 1))
-        image, people = compose(bg, scenes.still(width, height, n))
+        if settings.layout == "groups":
+            still = scenes.group(width, height, upright)
+        else:
+            n = int(rng.integers(settings.people[0], settings.people[1] + 1))
+            still = scenes.still(width, height, n)
+        image, people = compose(bg, still)
         file = f"frames/{i:06d}.jpg"
         cv2.imwrite(str(out / file), image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         frames_gt.append({"id": i, "file": file, "width": width, "height": height,
@@ -341,7 +403,8 @@ def generate(out: Path, settings: Settings, cache: Path, threads: int = 1) -> di
             "clips": settings.clips, "clip_frames": settings.clip_frames, "fps": settings.fps,
             "walkers": list(settings.walkers), "overlap_share": settings.overlap_share,
             "pose2sim": settings.pose2sim, "source_frames": settings.source_frames,
-            "source_clips": bank.clip_names, "cutout_version": BANK_VERSION,
+            "layout": settings.layout, "source_clips": bank.clip_names,
+            "cutout_version": BANK_VERSION,
             "background_package":
                 f"{sources.OPENCV_DOC.name}={sources.OPENCV_DOC.version}",
         },
@@ -416,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=root / "cache",
                     help="downloads and the cutout bank (default: cache)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--layout", choices=("crowd", "groups"), default="crowd",
+                    help="still frames: people on a ground plane (crowd, default) or rows of "
+                         "upright people posing for a group photo (groups)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in ("frames", "clips", "clip_frames"):
@@ -424,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     settings = Settings(seed=args.seed, frames=args.frames, clips=args.clips,
                         clip_frames=args.clip_frames, pose2sim=not args.sports2d_only,
-                        source_frames=args.source_frames)
+                        source_frames=args.source_frames, layout=args.layout)
     t = time.monotonic()
     try:
         gt = generate(args.out, settings, args.cache, args.threads)
