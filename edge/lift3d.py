@@ -495,11 +495,20 @@ def lift_both_sides(lifter: Lifter, keypoints_px: npt.ArrayLike, confidence: npt
     Returns:
         2n poses: rows ``0..n-1`` as labelled, rows ``n..2n-1`` exchanged (the network's
         results do not depend on the batch: row ``i`` is ``lifter.lift`` of pose ``i``
-        alone). ``joints.reshape(2, n, 17, 3).swapaxes(0, 1)`` is :class:`LeftRight`'s
-        ``sides_3d``.
+        alone). :func:`paired_sides` turns them into :class:`LeftRight`'s ``sides_3d``.
     """
     kp, cf = to_coco17(keypoints_px, confidence)
     return lifter.lift(np.concatenate([kp, kp[:, _FLIP]]), np.concatenate([cf, cf[:, _FLIP]]))
+
+
+def paired_sides(both: Lifted3D) -> F32:
+    """:class:`LeftRight`'s ``sides_3d`` from :func:`lift_both_sides`'s 2n poses.
+
+    Returns:
+        (n, 2, 17, 3) metres: each pose as labelled ([:, 0]) and exchanged ([:, 1]).
+    """
+    out: F32 = both.joints.reshape(2, -1, N_JOINTS, 3).swapaxes(0, 1)
+    return out
 
 
 @dataclass
@@ -903,8 +912,7 @@ def _sided(stage: LifterStage | TemporalLifterStage, poses: Poses2D, tids: list[
         stage.swapped = np.zeros(len(kp), bool)
         return kp, vis, None
     both = None if single is None else lift_both_sides(single, kp, vis)
-    sides_3d = (None if both is None else
-                both.joints.reshape(2, len(kp), N_JOINTS, 3).swapaxes(0, 1))
+    sides_3d = None if both is None else paired_sides(both)
     stage.swapped = stage.sides(kp, vis, tids, t_s, sides_3d)
     if stage.swapped.any():
         sw = stage.swapped

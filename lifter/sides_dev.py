@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.bench.lift import _DevViews, accuracy, demo_tracks, multi_tracks
-from edge.lift3d import COCO17_FLIP, N_JOINTS, LeftRight, Lifter, lift_both_sides
+from edge.lift3d import COCO17_FLIP, LeftRight, Lifter, lift_both_sides, paired_sides
 
 Guard = Callable[[], LeftRight]  # a guard factory
 FLIP = list(COCO17_FLIP)
@@ -52,8 +52,7 @@ def sides_3d(lifter: Lifter | None, kp: npt.NDArray[Any], conf: npt.NDArray[Any]
     """(n, 2, 17, 3) the 3D of both labellings of every row (None without a lifter)."""
     if lifter is None:
         return None
-    both = lift_both_sides(lifter, kp, conf).joints
-    return both.reshape(2, len(kp), N_JOINTS, 3).swapaxes(0, 1)
+    return paired_sides(lift_both_sides(lifter, kp, conf))
 
 
 def run_guard(make: Guard, kp: npt.NDArray[Any], conf: npt.NDArray[Any],

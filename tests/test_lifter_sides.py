@@ -29,6 +29,7 @@ from edge.lift3d import (
     LimbLengths,
     WorldLandmarksStage,
     lift_both_sides,
+    paired_sides,
     swap_sides,
 )
 from edge.runtime import Manifest
@@ -353,7 +354,7 @@ def test_a_short_absence_keeps_the_state() -> None:
 def _sides_3d(lifter: Lifter, kp: npt.NDArray[Any], conf: npt.NDArray[Any]
               ) -> npt.NDArray[np.float32]:
     """(n, 2, 17, 3): the lifter's 3D of both labellings of every row."""
-    return lift_both_sides(lifter, kp, conf).joints.reshape(2, len(kp), N_JOINTS, 3).swapaxes(0, 1)
+    return paired_sides(lift_both_sides(lifter, kp, conf))
 
 
 def test_a_flip_after_half_turned_frames_is_undone_with_the_3d(manifest: Manifest) -> None:

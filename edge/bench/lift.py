@@ -51,13 +51,13 @@ from edge.config import Config
 from edge.lift3d import (
     COCO17_FLIP,
     LIMB_PRIOR_FRAMES,
-    N_JOINTS,
     LeftRight,
     Lifter,
     LimbLengths,
     TemporalLifter,
     WorldLandmarkLifter,
     lift_both_sides,
+    paired_sides,
 )
 from edge.runtime import Manifest, ModelError, load_manifest
 
@@ -377,7 +377,7 @@ def sides_swapped(kp: F32, conf: F32, track: npt.NDArray[np.intp], fps: float = 
         return np.zeros(0, bool)
     guard = LeftRight(fps=fps)
     y = (None if lifter is None else  # batch-independent: the same as lifting frame by frame
-         lift_both_sides(lifter, kp, conf).joints.reshape(2, len(kp), N_JOINTS, 3).swapaxes(0, 1))
+         paired_sides(lift_both_sides(lifter, kp, conf)))
     return np.concatenate([guard(kp[i:i + 1], conf[i:i + 1], [int(track[i])],
                                  sides_3d=None if y is None else y[i:i + 1])
                            for i in range(len(kp))])
