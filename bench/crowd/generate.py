@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -87,7 +87,7 @@ class Settings:
     overlap_share: float = 0.35
     pose2sim: bool = True
     source_frames: int | None = None
-    layout: str = "crowd"
+    layout: Literal["crowd", "groups"] = "crowd"
 
 
 def _box(x: float, y: float, w: float, h: float) -> tuple[float, float, float, float]:
@@ -350,7 +350,7 @@ def generate(out: Path, settings: Settings, cache: Path, threads: int = 1) -> di
     names = sorted(backgrounds)
     rng = np.random.default_rng(settings.seed)
     scenes = Scenes(bank, rng, settings.overlap_share)
-    upright = scenes.upright()
+    upright = scenes.upright() if settings.layout == "groups" else np.zeros(0, np.intp)
     if settings.layout == "groups" and settings.frames and not len(upright):
         raise SourceError("no cutout stands upright: no group photo can be made")
     (out / "frames").mkdir(parents=True, exist_ok=True)
