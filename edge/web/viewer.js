@@ -3,6 +3,8 @@
 // canvas (lines and dots are all a skeleton needs; a 600 kB WebGL library would be most of
 // what a Raspberry Pi serves). Data comes from the API under /v1; a bearer token, when the
 // device needs one, is given in the page address as #token=... (never sent in a URL).
+// A photo chosen or dropped on the page is posed by the device (POST /v1/pose, its still-image
+// mode) and shown in place of the live view until "Back to live"; the stream runs underneath.
 "use strict";
 
 (() => {
@@ -20,6 +22,7 @@
   const state = {
     conn: "connecting", annotations: 0, framesDrawn: 0, lastAnnotation: null,
     lastDrawn: null, lastFrameAt: 0, stats: null, info: null, view3dDraws: 0,
+    mode: "live", photo: null, photoError: "", photosShown: 0, photoErrors: 0,
   };
   window.edgeViewer = state;
   let bones = [];
@@ -103,7 +106,7 @@
     $("people").textContent = a.persons.length;
     $("frame-id").textContent = a.frame_id;
     if (state.conn !== "live") setConn("live", "");
-    draw3d();
+    if (state.mode === "live") draw3d();
   }
 
   // A stream that is open but carries nothing is stopped too.
@@ -176,6 +179,10 @@
     const vctx = video.getContext("2d");
     for (;;) {
       const t0 = performance.now();
+      if (state.mode !== "live") { // a photo is shown: no frames to fetch
+        await new Promise((ok) => setTimeout(ok, 200));
+        continue;
+      }
       try {
         // Frames at the size they are shown: encoding is the server's largest cost.
         const shown = video.getBoundingClientRect().width * (window.devicePixelRatio || 1);
@@ -184,14 +191,16 @@
         if (r.ok) {
           const id = Number(r.headers.get("X-Frame-Id"));
           const bitmap = await createImageBitmap(await r.blob());
-          if (video.width !== bitmap.width || video.height !== bitmap.height) {
-            video.width = $("overlay").width = bitmap.width;
-            video.height = $("overlay").height = bitmap.height;
+          if (state.mode === "live") { // (a photo may have come while this frame did)
+            if (video.width !== bitmap.width || video.height !== bitmap.height) {
+              video.width = $("overlay").width = bitmap.width;
+              video.height = $("overlay").height = bitmap.height;
+            }
+            vctx.drawImage(bitmap, 0, 0);
+            drawOverlay(annotationFor(id));
+            state.framesDrawn += 1;
           }
-          vctx.drawImage(bitmap, 0, 0);
           bitmap.close();
-          drawOverlay(annotationFor(id));
-          state.framesDrawn += 1;
         }
       } catch (e) {
         if (state.conn === "unauthorized") return;
@@ -210,7 +219,12 @@
   }
 
   function drawOverlay(a) {
-    const c = $("overlay");
+    drawSkeletons($("overlay"), a, false);
+    if (a) state.lastDrawn = { frame_id: a.frame_id, persons: a.persons.length };
+  }
+
+  // Each person's bones, joints and number (with the pose score for a photo) on canvas c.
+  function drawSkeletons(c, a, withScore) {
     const ctx = c.getContext("2d");
     ctx.clearRect(0, 0, c.width, c.height);
     if (!a) return;
@@ -237,9 +251,9 @@
         ctx.fill();
       }
       ctx.font = `bold ${8 + 6 * thick}px system-ui, sans-serif`;
-      ctx.fillText("#" + p.id, p.bbox.x1 * w, Math.max(p.bbox.y1 * h - 6, 14));
+      const label = "#" + p.id + (withScore ? " " + p.score.toFixed(2) : "");
+      ctx.fillText(label, p.bbox.x1 * w, Math.max(p.bbox.y1 * h - 6, 14));
     }
-    state.lastDrawn = { frame_id: a.frame_id, persons: a.persons.length };
   }
 
   // ------------------------------------------------------------------ 3D view
@@ -314,7 +328,7 @@
       const p = project(d, c);
       if (p) ctx.fillText(name, p[0] + 3, p[1] - 3);
     }
-    const a = state.lastAnnotation;
+    const a = state.mode === "photo" ? state.photo.annotation : state.lastAnnotation;
     if (a) {
       for (const person of a.persons) {
         const pts = personPoints(person);
@@ -363,9 +377,190 @@
     }, { passive: false });
   }
 
+  // ------------------------------------------------------------------ a photo (POST /v1/pose)
+  // The page draws its own decoding of the file. The device (OpenCV) turns a JPEG upright by
+  // its EXIF orientation and so does the browser here (imageOrientation "from-image"), so the
+  // keypoints, normalised to the upright image, fall on the drawn one; the two readings'
+  // shapes are compared, and a disagreement is said on the page rather than drawn silently.
+  const PHOTO_MAX_SIDE = 1600; // px drawn: a 12 MP phone photo needs no more on a screen
+  let photoSeq = 0; // the newest request; older answers are dropped
+  let photoAbort = null;
+
+  function photoError(message) {
+    state.photoError = message;
+    $("photo-error-text").textContent = message;
+    $("photo-error").classList.toggle("hidden", !message);
+  }
+
+  function mib(bytes) {
+    return (bytes / 1048576).toFixed(1) + " MiB";
+  }
+
+  // The content type from the file's first bytes: a JPEG without a .jpg name is still one.
+  async function sniffType(file) {
+    const b = new Uint8Array(await file.slice(0, 8).arrayBuffer());
+    if (b[0] === 0x89 && b[1] === 0x50 && b[2] === 0x4e && b[3] === 0x47) return "image/png";
+    if (b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return "image/jpeg";
+    return file.type || "application/octet-stream";
+  }
+
+  // What a refusal of the device means for the person who chose the photo.
+  async function refusal(name, r) {
+    let detail = "";
+    try {
+      detail = (await r.json()).error || "";
+    } catch (e) { /* not JSON: the status says enough */ }
+    const why = detail ? ` (${detail})` : "";
+    switch (r.status) {
+      case 400: return `${name} is not an image the device can read${why}.`;
+      case 401: return "This device needs a token: open the page as /#token=<token>.";
+      case 413: return `${name} is too large for the device${why}.`;
+      case 415: return `${name} is not a JPEG or PNG image.`;
+      case 429: return `Too many photos: try again in ${r.headers.get("Retry-After") || 1} s${why}.`;
+      case 503: return `The device is busy${why}: try again in a moment.`;
+      default: return `The device could not pose ${name}: HTTP ${r.status}${why}.`;
+    }
+  }
+
+  async function posePhoto(file) {
+    const seq = ++photoSeq;
+    if (photoAbort) photoAbort.abort();
+    const abort = (photoAbort = new AbortController());
+    const name = file.name || "the photo";
+    photoError("");
+    const t0 = performance.now();
+    let message = "";
+    let a = null;
+    let bitmap = null;
+    const limit = state.info && state.info.limits.max_body_bytes;
+    if (limit && file.size > limit) { // refused here: the device would close mid-upload
+      message = `${name} is too large for the device (${mib(file.size)}, over ` +
+        `${mib(limit)}: http.max_body_bytes).`;
+    } else {
+      $("photo-status").textContent = `Finding people in ${name}...`;
+      // Decoded while the device works; the device's answer, if a refusal, says more.
+      const decoded = createImageBitmap(file, { imageOrientation: "from-image" })
+        .catch((e) => e);
+      try {
+        const r = await fetch("/v1/pose", {
+          method: "POST", body: file, cache: "no-store", signal: abort.signal,
+          headers: Object.assign({ "Content-Type": await sniffType(file) }, headers),
+        });
+        if (r.ok) a = await r.json();
+        else message = await refusal(name, r);
+      } catch (e) {
+        if (!abort.signal.aborted) {
+          message = `${name} was not posed: the device does not answer ` +
+            `(${e.message}). Is edge-pose running?`;
+        }
+      }
+      bitmap = await decoded;
+      if (!(bitmap instanceof ImageBitmap)) {
+        if (!message) message = `This browser cannot draw ${name} (${bitmap.message}).`;
+        bitmap = null;
+      }
+    }
+    if (seq !== photoSeq) { // a newer photo, or back to live, came meanwhile
+      if (bitmap) bitmap.close();
+      return;
+    }
+    photoAbort = null;
+    $("photo-status").textContent = "";
+    if (message) {
+      if (bitmap) bitmap.close();
+      state.photoErrors += 1;
+      photoError(message);
+      return;
+    }
+    showPhoto(name, a, bitmap, t0);
+  }
+
+  function showPhoto(name, a, bitmap, t0) {
+    const iw = a.image.width, ih = a.image.height;
+    const scale = Math.min(1, PHOTO_MAX_SIDE / Math.max(iw, ih));
+    const video = $("video"), overlay = $("overlay");
+    video.width = overlay.width = Math.round(iw * scale);
+    video.height = overlay.height = Math.round(ih * scale);
+    const turned = Math.abs(bitmap.width / bitmap.height - iw / ih) > 0.02;
+    video.getContext("2d").drawImage(bitmap, 0, 0, video.width, video.height);
+    bitmap.close();
+    state.mode = "photo";
+    state.photo = { name, annotation: a, persons: a.persons.length, width: iw, height: ih,
+      turned, ms: 0 };
+    drawSkeletons(overlay, a, true);
+    draw3d();
+    const n = a.persons.length;
+    $("photo-name").textContent = name;
+    $("photo-count").textContent = n;
+    $("photo-people").textContent = n === 1 ? "person" : "people";
+    state.photo.ms = Math.round(performance.now() - t0);
+    $("photo-detail").textContent = `, ${iw}x${ih} px, answered in ` +
+      `${(state.photo.ms / 1000).toFixed(2)} s` + (turned ? ". The browser turned this photo " +
+      "differently from the device (EXIF orientation): the skeletons follow the device." : "");
+    $("title2d").textContent = "Photo, 2D skeletons and pose scores";
+    $("title3d").textContent = " of the photo";
+    $("photo-bar").classList.remove("hidden");
+    document.body.classList.add("photo");
+    state.photosShown += 1;
+  }
+
+  function backToLive() {
+    photoSeq += 1;
+    if (photoAbort) photoAbort.abort();
+    photoAbort = null;
+    $("photo-status").textContent = "";
+    photoError("");
+    if (state.mode === "live") return;
+    state.mode = "live";
+    document.body.classList.remove("photo");
+    $("photo-bar").classList.add("hidden");
+    $("title2d").textContent = "Camera, 2D skeletons";
+    $("title3d").textContent = "";
+    for (const id of ["video", "overlay"]) { // blank until the next live frame
+      const c = $(id);
+      c.getContext("2d").clearRect(0, 0, c.width, c.height);
+    }
+    draw3d();
+  }
+
+  function setupPhoto() {
+    const input = $("photo-input");
+    input.addEventListener("change", () => {
+      if (input.files.length) posePhoto(input.files[0]);
+      input.value = ""; // choosing the same file again is a new choice
+    });
+    $("back-live").addEventListener("click", backToLive);
+    $("photo-error-close").addEventListener("click", () => photoError(""));
+    document.addEventListener("keydown", (e) => {
+      if (e.key === "Escape") backToLive();
+    });
+    const files = (e) => e.dataTransfer && [...e.dataTransfer.types].includes("Files");
+    let inside = 0; // dragenter/dragleave pairs: children fire them too
+    document.addEventListener("dragenter", (e) => {
+      if (!files(e)) return;
+      inside += 1;
+      document.body.classList.add("dragging");
+    });
+    document.addEventListener("dragleave", (e) => {
+      if (!files(e)) return;
+      inside = Math.max(0, inside - 1);
+      if (!inside) document.body.classList.remove("dragging");
+    });
+    document.addEventListener("dragover", (e) => {
+      if (files(e)) e.preventDefault(); // (a drop target must say so)
+    });
+    document.addEventListener("drop", (e) => {
+      e.preventDefault(); // never let the browser open the file in place of the page
+      inside = 0;
+      document.body.classList.remove("dragging");
+      if (e.dataTransfer && e.dataTransfer.files.length) posePhoto(e.dataTransfer.files[0]);
+    });
+  }
+
   // ------------------------------------------------------------------ start
   async function start() {
     setupOrbit();
+    setupPhoto();
     draw3d();
     for (;;) {
       try {
