@@ -313,8 +313,10 @@ def _assert_drawn_photo(driver: WebDriver, upright_bgr: npt.NDArray[np.uint8]) -
 def test_viewer_poses_a_photo_and_goes_back_to_live(server: DemoServer, browser: WebDriver,
                                                     tmp_path: Path) -> None:
     zidane = photo("zidane.jpg")
-    upright = cv2.imread(str(zidane))
-    assert upright is not None and upright.shape == (720, 1280, 3)
+    read = cv2.imread(str(zidane))
+    assert read is not None and read.shape == (720, 1280, 3)
+    upright = np.asarray(read, np.uint8)
+    browser.get_log("browser")  # type: ignore[no-untyped-call]  # (drops earlier tests' entries)
     browser.get(f"http://127.0.0.1:{server.port}/")
     _wait("live frames", lambda: _state(browser).get("framesDrawn", 0) >= 3, 90)
     assert not browser.find_element(By.ID, "photo-bar").is_displayed()
@@ -424,3 +426,27 @@ def test_viewer_poses_a_photo_and_goes_back_to_live(server: DemoServer, browser:
     log = browser.get_log("browser")  # type: ignore[no-untyped-call]  # untyped in selenium
     errors = [e for e in log if e["level"] == "SEVERE" and "/v1/pose" not in e["message"]]
     assert not errors, errors
+
+
+def test_viewer_poses_a_photo_with_the_token(browser: WebDriver) -> None:
+    """A device with a token: the page opened as /#token=... sends it with the photo too."""
+    token = "viewer-photo-token-0123456789"
+    s = DemoServer(env={"EDGE_POSE_HTTP_TOKEN": token}).wait_ready()
+    try:
+        s.token = token
+        assert s.request("POST", "/v1/pose", photo("messi5.jpg").read_bytes(),
+                         {"Content-Type": "image/jpeg", "Authorization": "Bearer wrong"}
+                         ).status == 401
+        browser.get(f"http://127.0.0.1:{s.port}/#token={token}")
+        _wait("live frames", lambda: _state(browser).get("framesDrawn", 0) >= 3, 90)
+        _choose(browser, photo("messi5.jpg"))
+        _wait("the photo's result or a refusal", lambda: (
+            (st := _photo_state(browser))["photosShown"] + st["photoErrors"] >= 1), 180)
+        st = _photo_state(browser)
+        assert st["photosShown"] == 1, st["photoError"]
+        ann = st["photo"]["annotation"]
+        assert (ann["image"]["width"], ann["image"]["height"]) == (548, 342)
+        assert len(ann["persons"]) >= 1
+        assert _state(browser)["conn"] == "live"
+    finally:
+        assert s.stop() == 0, s.log()
