@@ -356,6 +356,7 @@ def test_viewer_poses_a_photo_and_goes_back_to_live(server: DemoServer, browser:
     notes = tmp_path / "notes.txt"
     notes.write_text("not a photo\n")
     assert "not a JPEG or PNG" in _refused(browser, notes, 0)
+    assert browser.save_screenshot(str(OUT / "viewer_photo_refused.png"))
     fake = tmp_path / "fake.jpg"
     fake.write_text("not a photo either\n")
     assert "not an image the device can read" in _refused(browser, fake, 1)

@@ -416,7 +416,8 @@
       case 401: return "This device needs a token: open the page as /#token=<token>.";
       case 413: return `${name} is too large for the device${why}.`;
       case 415: return `${name} is not a JPEG or PNG image.`;
-      case 429: return `Too many photos: try again in ${r.headers.get("Retry-After") || 1} s${why}.`;
+      case 429:
+        return `Too many photos: try again in ${r.headers.get("Retry-After") || 1} s${why}.`;
       case 503: return `The device is busy${why}: try again in a moment.`;
       default: return `The device could not pose ${name}: HTTP ${r.status}${why}.`;
     }
