@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +266,13 @@ def _choose(driver: WebDriver, path: Path) -> None:
     driver.find_element(By.ID, "photo-input").send_keys(str(path))
 
 
+def _answered(driver: WebDriver, before: dict[str, Any]) -> bool:
+    """Whether the page refused or showed a photo since its state ``before``."""
+    now = _photo_state(driver)
+    return bool(now["photoErrors"] > before["photoErrors"]
+                or now["photosShown"] > before["photosShown"])
+
+
 def _refused(driver: WebDriver, path: Path, errors_before: int) -> str:
     """Chooses ``path``, waits for the page's refusal and returns its visible message."""
     _choose(driver, path)
@@ -341,10 +349,11 @@ def test_viewer_poses_a_photo_and_goes_back_to_live(server: DemoServer, browser:
     _assert_3d_people(view, [int(p["id"]) for p in persons])
     round_trips = {"zidane.jpg (first, models loaded)": st["photo"]["ms"]}
 
-    # It stays the photo's view while the stream keeps arriving underneath.
-    time.sleep(1.5)
+    # It stays the photo's view while the stream keeps arriving underneath (a loaded host
+    # delivers fewer annotations a second: waited for, not timed).
+    _wait("the stream under the photo",
+          lambda: _photo_state(browser)["annotations"] > st["annotations"] + 3, 30)
     later = _photo_state(browser)
-    assert later["annotations"] > st["annotations"] + 3, "the stream stopped under the photo"
     assert later["framesDrawn"] == st["framesDrawn"], "a live frame was drawn over the photo"
     assert later["conn"] == "live"
     assert np.array_equal(_canvas(browser, "overlay")[0], overlay)
@@ -374,16 +383,26 @@ def test_viewer_poses_a_photo_and_goes_back_to_live(server: DemoServer, browser:
     assert not browser.find_element(By.ID, "photo-error").is_displayed()
 
     # Over the rate limit (this client's bucket emptied by a script): 429 said on the page.
-    for _ in range(8):
-        server.request("POST", "/v1/pose", b"x", {"Content-Type": "text/plain"})
-    text = _refused(browser, zidane, 4)
+    # The bucket refills at http.pose_rate_per_s (2/s): on a loaded host the page's upload can
+    # come after a refill and be posed; then the bucket is emptied again (at most 5 tries).
+    for _ in range(5):
+        before = _photo_state(browser)
+        for _ in range(8):
+            server.request("POST", "/v1/pose", b"x", {"Content-Type": "text/plain"})
+        _choose(browser, zidane)
+        _wait("the page to refuse or pose zidane.jpg", partial(_answered, browser, before), 60)
+        if _photo_state(browser)["photoErrors"] > before["photoErrors"]:
+            break
+    text = browser.find_element(By.ID, "photo-error").text
     assert "Too many photos" in text and "try again in" in text, text
     time.sleep(2.5)  # the bucket refills (http.pose_rate_per_s = 2)
+    shown = _photo_state(browser)["photosShown"]
 
     # A photo stored sideways with EXIF orientation 6, dropped on the page: drawn upright, the
     # keypoints on it as on the upright photo.
     _drop(browser, _sideways_jpeg(upright), "sideways.jpg", "image/jpeg")
-    _wait("the dropped photo's result", lambda: _photo_state(browser)["photosShown"] == 2, 60)
+    _wait("the dropped photo's result", lambda: _photo_state(browser)["photosShown"] == shown + 1,
+          60)
     st = _photo_state(browser)
     assert not st["photoError"] and not st["photo"]["turned"], st
     assert st["photo"]["name"] == "sideways.jpg"
@@ -407,7 +426,8 @@ def test_viewer_poses_a_photo_and_goes_back_to_live(server: DemoServer, browser:
 
     # The same 1280x720 photo again, the models warm: the page's round trip.
     _choose(browser, zidane)
-    _wait("the photo's result again", lambda: _photo_state(browser)["photosShown"] == 3, 60)
+    _wait("the photo's result again", lambda: _photo_state(browser)["photosShown"] == shown + 2,
+          60)
     st = _photo_state(browser)
     assert st["photo"]["name"] == "zidane.jpg" and len(st["photo"]["annotation"]["persons"]) == 2
     _assert_drawn_photo(browser, upright)
