@@ -118,6 +118,7 @@ class Container:
             cache: Where the root and pip's downloads are kept between runs.
         """
         self.cache = cache
+        cache.mkdir(parents=True, exist_ok=True)  # a clean machine has none yet
         self.work = Path(tempfile.mkdtemp(prefix="nspawn.", dir=cache))
         self.root = self.work / "root"
         self.log = self.work / "console.log"
