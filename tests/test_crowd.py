@@ -27,10 +27,13 @@ from bench.crowd.score import Person, match_box, match_frame
 from bench.crowd.score import main as score_main
 from edge import cli
 from edge.config import Config
+from edge.detect.box import BoxDetectorConfig, box_regions
 from edge.detect.tiles import TileConfig, tile_grid
-from edge.pipeline import FINE_TILES
+from edge.pipeline import FINE_TILES, build_pipeline
 from edge.runtime import Manifest
+from edge.sinks.images import coco_person
 from edge.skeleton import Coco17
+from edge.types import Detections, DetectorResult, Frame
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "cache"
@@ -427,6 +430,57 @@ def test_close_ups_of_a_group_photo_are_found(tiny: tuple[Path, dict[str, Any]],
     assert sum(not p.ignore for p in gt.frames[0][-1]) == 6  # one is hidden by the others
     assert figures["recall"]["all"]["found"] >= 5, figures["recall"]
     assert figures["precision"]["false_positives"] <= 1, figures["precision"]
+
+
+@pytest.mark.parametrize(("seed", "shift"), [(25, (0.1, 0.35)), (10, (0.0, 0.1))])
+def test_a_person_standing_behind_another_is_found(
+        tiny: tuple[Path, dict[str, Any]], bank: Bank, manifest: Manifest, seed: int,
+        shift: tuple[float, float]) -> None:
+    """Two of the tiny bank's real people, one behind the other (1280x720): the back one 0.7 of
+    the frame tall, feet at 0.75 of its height, the front one 0.9 tall, cut by the bottom,
+    its centre ``shift`` of the width to the right (drawn at random). Both are boxed (their
+    seen boxes, as the box detector gives them) and image mode must publish a pose on each.
+
+    The back one's box (a close-up, >= half the frame tall) holds the front one, on whom the
+    landmark model lands. Seed 25 (shift 0.10): the close-up's twin gets the tight try, which
+    finds the back one (main published the front one only). Seed 10 (shift 0.05): the tight
+    try lands on the front one too; the box tried with the front one painted out
+    (``PoseCore._behind``) finds the back one (main, and without that try: the front one
+    only)."""
+    out, _ = tiny
+    rng = np.random.default_rng(seed)
+    photos = sources.backgrounds(out.parent / "cache")
+    names = sorted(photos)
+    photo = cv2.imread(str(photos[names[seed % len(names)]]))
+    assert photo is not None
+    w, h = 1280, 720
+    bg = fit_background(np.asarray(photo, np.uint8), w, h, rng)
+    dx = rng.uniform(*shift)
+    placements: list[Placement] = []
+    for tall, feet, cx in ((0.7 * h, 0.75 * h, 0.5 * w), (0.9 * h, 1.05 * h, (0.5 + dx) * w)):
+        c = bank.cutouts[int(rng.integers(len(bank.cutouts)))]
+        s = tall / c.mask_height
+        pw, ph = pasted_extent(Placement(c, s, 0, 0))
+        placements.append(Placement(c, s, round(cx - pw / 2), round(feet - ph),
+                                    bool(rng.random() < 0.5), identity=len(placements) + 1))
+    image, people = compose(bg, placements)
+    boxes = np.array([[p.bbox[0], p.bbox[1], p.bbox[0] + p.bbox[2], p.bbox[1] + p.bbox[3]]
+                      for p in people], np.float32)
+    assert (boxes[:, 3] - boxes[:, 1] >= 0.5 * h).all()  # close-ups both
+    config = Config.model_validate({"models": {"dir": str(manifest.folder), "threads": 1}})
+    pipe = build_pipeline(config, timings=False, mode="image")
+    dets = Detections(boxes, np.array([0.9, 0.8], np.float32), np.zeros((2, 0, 2), np.float32),
+                      box_regions(boxes, BoxDetectorConfig().roi_scale))
+    frame = Frame(np.ascontiguousarray(image), 0, 1_000_000_000, 1.0, name="behind.png")
+    payload = pipe.core.step(frame, DetectorResult(dets, 0, 1.0, 0.0)).annotation.payload
+    assert len(payload["persons"]) == 2, payload["persons"]
+    preds = []
+    for q in payload["persons"]:
+        kp = np.asarray(coco_person(payload, q, 0, 0)["keypoints"], np.float64).reshape(17, 3)
+        preds.append(Person(kp, match_box(kp[kp[:, 2] > 0, :2], w, h)))
+    gt = [Person(p.keypoints, match_box(p.keypoints[p.keypoints[:, 2] > 0, :2], w, h))
+          for p in people]
+    assert len(match_frame(gt, preds).pairs) == 2  # a pose on each, box IoU >= 0.5
 
 
 def test_group_layout_hides_the_back_rows_legs(tiny: tuple[Path, dict[str, Any]],

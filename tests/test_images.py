@@ -23,7 +23,7 @@ from testdata import photo
 from edge import annotation, cli
 from edge.config import Config
 from edge.detect.box import box_regions
-from edge.pipeline import build_pipeline
+from edge.pipeline import build_pipeline, paint_out
 from edge.runtime import Manifest
 from edge.skeleton import BLAZEPOSE_FLIP
 from edge.sources.files import ImageFolderSource, read_image
@@ -332,3 +332,27 @@ def test_still_pose_caught_on_a_neighbour_is_its_twin(manifest: Manifest, tmp_pa
         False, True]
     assert pipe.core._twins(poses, rows, np.array([True, False]), boxes, (w, h)).tolist() == [
         False, False]
+
+
+def test_a_person_painted_out_is_not_found_again(manifest: Manifest, tmp_path: Path) -> None:
+    """``paint_out`` (``PoseCore._behind``'s frame) covers a person with the colour around them:
+    on zidane.jpg with the man on the right painted out, a tight region on his box finds
+    nobody there (he was found there before, and the man on the left outside it), while the
+    pixels away from him are the photo's own and the photo is not modified."""
+    path = photo("zidane.jpg")
+    pipe = build_pipeline(_config(manifest, path, tmp_path), timings=False, mode="image")
+    lm, min_presence = pipe.core.landmarker, pipe.config.tracking.min_presence
+    image = read_image(path)
+    before = image.copy()
+    box = np.array([[756, 44, 1147, 713]], np.float32)
+    man = lm(image, lm(image, box_regions(box, 1.5)).next_regions)
+    assert man.presence[0] >= min_presence
+    painted = paint_out(image, man.keypoints)
+    assert np.array_equal(image, before)
+    tight = box_regions(box, pipe.core.TIGHT)
+    assert lm(image, tight).presence[0] >= min_presence
+    again = lm(painted, tight)
+    assert again.presence[0] < min_presence, again.presence
+    changed = np.any(painted != image, axis=2)
+    assert changed[400, 950] and not changed[400, 300] and not changed[50, 50]
+    assert len(np.unique(painted[changed], axis=0)) == 1  # one colour
