@@ -67,21 +67,54 @@ def _extent(keypoints: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return out
 
 
-#: :func:`paint_out`: bone thickness, head disc radius and growth, shares of the body's height.
-PAINT_BONE = 0.09
-PAINT_HEAD = 0.11
-PAINT_GROW = 0.06
+#: :func:`body_mask`: bone thickness, head disc radius and growth, shares of the body's height.
+BODY_BONE = 0.09
+BODY_HEAD = 0.11
+BODY_GROW = 0.06
+
+
+def body_mask(kp33: npt.NDArray[np.float32], shape: tuple[int, int], height: float
+              ) -> npt.NDArray[np.bool_]:
+    """Where a person with these landmarks can be: a rough body drawn from the skeleton.
+
+    The bones (hands and feet included) drawn :data:`BODY_BONE` of the height thick, the
+    torso's quadrilateral filled, a disc of :data:`BODY_HEAD` of the height around the head's
+    landmarks, all grown by :data:`BODY_GROW` of the height (clothes, hair, fingers). The sizes
+    were set by looking at cutouts of the crowd benchmark's three source scenes: they hold every
+    clean silhouette and exclude a second person leaning in. Used by the benchmark's cutout
+    checks (``bench.crowd.cutouts``) and by :func:`paint_out`.
+
+    Args:
+        kp33: (33, 2) float32 px, BlazePose landmarks in the mask's coordinates.
+        shape: (h, w) of the mask.
+        height: The person's height, px.
+
+    Returns:
+        (h, w) bool.
+    """
+    prior = np.zeros(shape, np.uint8)
+    pts = np.round(kp33).astype(np.int32)
+    thick = max(2, round(BODY_BONE * height))
+    for a, b in BLAZEPOSE_BONES:
+        cv2.line(prior, (int(pts[a, 0]), int(pts[a, 1])), (int(pts[b, 0]), int(pts[b, 1])), 1,
+                 thick)
+    torso = pts[[BlazePose.LEFT_SHOULDER, BlazePose.RIGHT_SHOULDER, BlazePose.RIGHT_HIP,
+                 BlazePose.LEFT_HIP]]
+    cv2.fillPoly(prior, [torso.reshape(-1, 1, 2)], 1)
+    head = np.round(kp33[:11].mean(axis=0)).astype(int)
+    cv2.circle(prior, (int(head[0]), int(head[1])), max(2, round(BODY_HEAD * height)), 1, -1)
+    grow = max(1, round(BODY_GROW * height))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+    return np.asarray(cv2.dilate(prior, kernel) > 0)
 
 
 def paint_out(image: U8, keypoints: npt.NDArray[np.float32]) -> U8:
     """A copy of ``image`` with the bodies of some people painted over in the colour around.
 
-    The body is drawn from the landmarks as the crowd benchmark draws where a person can be
-    (``bench.crowd.cutouts.body_prior``): the bones :data:`PAINT_BONE` of the body's height
-    thick, the torso's quadrilateral, a disc of :data:`PAINT_HEAD` of the height around the
-    head's landmarks, all grown by :data:`PAINT_GROW` of the height. The paint is the mean
-    colour of the unpainted pixels around the bodies (their landmarks' box, doubled), so that
-    the landmark model sees background where they stood, not a shape.
+    Each body is :func:`body_mask` of its landmarks (its height the landmarks' vertical
+    extent). The paint is the mean colour of the unpainted pixels around the bodies (their
+    landmarks' box, doubled), so that the landmark model sees background where they stood,
+    not a shape.
 
     Args:
         image: (H, W, 3) uint8 BGR frame (not modified).
@@ -105,28 +138,14 @@ def paint_out(image: U8, keypoints: npt.NDArray[np.float32]) -> U8:
     x2, y2 = int(min(w, np.ceil(hi[0] + half[0]))), int(min(h, np.ceil(hi[1] + half[1])))
     if x2 <= x1 or y2 <= y1:
         return out
-    mask = np.zeros((y2 - y1, x2 - x1), np.uint8)
+    origin = np.array([x1, y1], np.float32)
+    mask = np.zeros((y2 - y1, x2 - x1), bool)
     for kp in bodies:
-        height = float(np.ptp(kp[:, 1]))
-        grow = 2 * max(1, round(PAINT_GROW * height))
-        pts = np.round(kp - np.array([x1, y1], np.float32)).astype(np.int32)
-        thick = max(2, round(PAINT_BONE * height)) + grow
-        for a, b in BLAZEPOSE_BONES:
-            cv2.line(mask, (int(pts[a, 0]), int(pts[a, 1])), (int(pts[b, 0]), int(pts[b, 1])),
-                     1, thick)
-        torso = pts[[BlazePose.LEFT_SHOULDER, BlazePose.RIGHT_SHOULDER, BlazePose.RIGHT_HIP,
-                     BlazePose.LEFT_HIP]].reshape(-1, 1, 2)
-        cv2.fillPoly(mask, [torso], 1)
-        cv2.polylines(mask, [torso], True, 1, grow)
-        head = np.round(pts[:11].mean(axis=0)).astype(int)
-        cv2.circle(mask, (int(head[0]), int(head[1])), max(2, round(PAINT_HEAD * height))
-                   + grow // 2, 1, -1)
+        mask |= body_mask(kp - origin, mask.shape, float(np.ptp(kp[:, 1])))
     window = out[y1:y2, x1:x2]
-    around = (1 - mask).astype(np.uint8)
+    around = (~mask).astype(np.uint8)
     colour = cv2.mean(window, mask=around)[:3] if around.any() else (128.0, 128.0, 128.0)
-    paint = np.empty_like(window)
-    paint[:] = np.round(colour).astype(np.uint8)
-    out[y1:y2, x1:x2] = cv2.copyTo(paint, mask, window)
+    window[mask] = np.round(colour).astype(np.uint8)
     return out
 
 

@@ -432,7 +432,7 @@ def test_close_ups_of_a_group_photo_are_found(tiny: tuple[Path, dict[str, Any]],
     assert figures["precision"]["false_positives"] <= 1, figures["precision"]
 
 
-@pytest.mark.parametrize(("seed", "shift"), [(25, (0.1, 0.35)), (10, (0.0, 0.1))])
+@pytest.mark.parametrize(("seed", "shift"), [(25, (0.1, 0.35)), (6, (0.0, 0.1))])
 def test_a_person_standing_behind_another_is_found(
         tiny: tuple[Path, dict[str, Any]], bank: Bank, manifest: Manifest, seed: int,
         shift: tuple[float, float]) -> None:
@@ -443,10 +443,13 @@ def test_a_person_standing_behind_another_is_found(
 
     The back one's box (a close-up, >= half the frame tall) holds the front one, on whom the
     landmark model lands. Seed 25 (shift 0.10): the close-up's twin gets the tight try, which
-    finds the back one (main published the front one only). Seed 10 (shift 0.05): the tight
-    try lands on the front one too; the box tried with the front one painted out
-    (``PoseCore._behind``) finds the back one (main, and without that try: the front one
-    only)."""
+    finds the back one (main published the front one only). Seed 6 (shift drawn in 0-0.1):
+    the tight try lands on the front one too; the box tried with the front one painted out
+    (``PoseCore._behind``) finds the back one (without that try: the front one only). Of
+    seeds 0-59 at that shift, the painted try turns 2 misses into finds and no find into a
+    miss; seed 6 is one of the two, with this body mask and with a variant drawn with
+    thickened lines instead of a dilation (the other is not: such a scene is found or not on
+    a few hundred pixels of paint)."""
     out, _ = tiny
     rng = np.random.default_rng(seed)
     photos = sources.backgrounds(out.parent / "cache")

@@ -18,7 +18,7 @@ A person-frame becomes a cutout only when it is clean: pose presence >= 0.9, the
 the frame and inside the crop (the whole body is there), no other tracked person near it (the
 mask would hold both), the keypoints spanning most of the mask's height, almost no mask far
 outside the keypoints' box, and almost no mask outside a rough body drawn from the landmarks
-(:func:`body_prior`): the mask is this person and nobody else.
+(``edge.pipeline.body_mask``): the mask is this person and nobody else.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ import numpy.typing as npt
 
 from edge.detect import PoseDetector
 from edge.geometry import sigmoid
+from edge.pipeline import body_mask
 from edge.pose2d import crop_regions, decode_landmarks
 from edge.runtime import create_interpreter, load_model
-from edge.skeleton import BLAZEPOSE_BONES, COCO17_FROM_BLAZEPOSE, BlazePose
+from edge.skeleton import COCO17_FROM_BLAZEPOSE
 from edge.types import F32, U8
 from models import sources
 
@@ -46,7 +47,7 @@ _OUTPUTS = {"Identity": "landmarks", "Identity_1": "presence", "Identity_2": "se
             "Identity_3": "heatmap", "Identity_4": "world"}
 #: Cutouts are stored at most this tall (px); the benchmark pastes people up to 400 px.
 MAX_STORED_HEIGHT = 480
-#: Most of a mask allowed outside :func:`body_prior` (fraction of its pixels).
+#: Most of a mask allowed outside ``edge.pipeline.body_mask`` (fraction of its pixels).
 MAX_OUTSIDE_PRIOR = 0.015
 #: Bump when the cutout recipe changes, so cached banks are rebuilt.
 BANK_VERSION = 4
@@ -141,38 +142,6 @@ def _alpha_in_frame(seg_logits: F32, crop_to_frame: F32, shape: tuple[int, int]
     return np.asarray(alpha, np.float32), x0, y0
 
 
-def body_prior(kp33: F32, shape: tuple[int, int], height: float) -> npt.NDArray[np.bool_]:
-    """Where a person with these landmarks can be: a rough body drawn from the skeleton.
-
-    The bones (hands and feet included) drawn 9 % of the height thick, the torso's quadrilateral
-    filled, a disc of 11 % of the height around the head's landmarks, all grown by 6 % of the
-    height (clothes, hair, fingers). The sizes were set by looking at cutouts of all three
-    source scenes: they hold every clean silhouette and exclude a second person leaning in.
-
-    Args:
-        kp33: (33, 2) float32 px, BlazePose landmarks in the mask's coordinates.
-        shape: (h, w) of the mask.
-        height: The person's height, px.
-
-    Returns:
-        (h, w) bool.
-    """
-    prior = np.zeros(shape, np.uint8)
-    pts = np.round(kp33).astype(np.int32)
-    thick = max(2, round(0.09 * height))
-    for a, b in BLAZEPOSE_BONES:
-        cv2.line(prior, (int(pts[a, 0]), int(pts[a, 1])), (int(pts[b, 0]), int(pts[b, 1])), 1,
-                 thick)
-    torso = pts[[BlazePose.LEFT_SHOULDER, BlazePose.RIGHT_SHOULDER, BlazePose.RIGHT_HIP,
-                 BlazePose.LEFT_HIP]]
-    cv2.fillPoly(prior, [torso.reshape(-1, 1, 2)], 1)
-    head = np.round(kp33[:11].mean(axis=0)).astype(int)
-    cv2.circle(prior, (int(head[0]), int(head[1])), max(2, round(0.11 * height)), 1, -1)
-    grow = max(1, round(0.06 * height))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
-    return np.asarray(cv2.dilate(prior, kernel) > 0)
-
-
 def _clean_cutout(frame: U8, alpha: F32, origin: tuple[int, int], kp33_frame: F32, vis: F32,
                   crop_to_frame: F32, others: list[F32]) -> tuple[U8, F32, float] | None:
     """Applies the checks of the module docstring; returns (bgra, keypoints, scale) or None.
@@ -229,7 +198,7 @@ def _clean_cutout(frame: U8, alpha: F32, origin: tuple[int, int], kp33_frame: F3
     if (person & ~near).sum() > 0.02 * person.sum():
         return None
     kp33 = (kp33_frame - np.array([x0, y0], np.float32)).astype(np.float32)
-    outside = float((person & ~body_prior(kp33, person.shape, mh)).sum() / person.sum())
+    outside = float((person & ~body_mask(kp33, person.shape, mh)).sum() / person.sum())
     logger.debug("mask outside the body prior: %.4f", outside)
     if outside > MAX_OUTSIDE_PRIOR:
         return None  # mask where no limb of this person is: someone else leaning in
