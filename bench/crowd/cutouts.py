@@ -198,7 +198,7 @@ def _clean_cutout(frame: U8, alpha: F32, origin: tuple[int, int], kp33_frame: F3
     if (person & ~near).sum() > 0.02 * person.sum():
         return None
     kp33 = (kp33_frame - np.array([x0, y0], np.float32)).astype(np.float32)
-    outside = float((person & ~body_mask(kp33, person.shape, mh)).sum() / person.sum())
+    outside = float((person & ~body_mask(kp33, person.shape, mh, dilate=True)).sum() / person.sum())
     logger.debug("mask outside the body prior: %.4f", outside)
     if outside > MAX_OUTSIDE_PRIOR:
         return None  # mask where no limb of this person is: someone else leaning in
