@@ -447,9 +447,9 @@ def test_a_person_standing_behind_another_is_found(
     the tight try lands on the front one too; the box tried with the front one painted out
     (``PoseCore._behind``) finds the back one (without that try: the front one only). Of
     seeds 0-59 at that shift, the painted try turns 2 misses into finds and no find into a
-    miss; seed 6 is one of the two, with this body mask and with a variant drawn with
-    thickened lines instead of a dilation (the other is not: such a scene is found or not on
-    a few hundred pixels of paint)."""
+    miss; seed 6 is one of the two, and stays found with the paint's body dilated instead of
+    drawn grown (``body_mask``'s two ways; the other, seed 10, does not: such a scene is found
+    or not on a few hundred pixels of paint)."""
     out, _ = tiny
     rng = np.random.default_rng(seed)
     photos = sources.backgrounds(out.parent / "cache")
