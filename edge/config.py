@@ -123,6 +123,9 @@ class DetectorConfig(_Section):
     whole_every: int = Field(default=2, ge=1, le=64,
                              description="the whole frame is every this-many-th call (1: no "
                              "tiles)")
+    still_max_side: int = Field(default=2560, ge=416, le=8192,
+                                description="still images: one larger than this (longer "
+                                "side, px) is detected on a copy shrunk to it (8192: never)")
 
 
 class SchedulerConfig(_Section):

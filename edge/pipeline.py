@@ -1090,7 +1090,8 @@ def build_detector(config: Config, manifest: Manifest, mode: RunMode
             tile_px=dc.tile_px or input_px, overlap=dc.tile_overlap,
             per_run=0 if mode == "image" else dc.calls_per_run,
             whole_every=dc.whole_every, nms_iou=merge_iou,
-            fine_px=round(FINE_TILES * (dc.tile_px or input_px)) if mode == "image" else 0),
+            fine_px=round(FINE_TILES * (dc.tile_px or input_px)) if mode == "image" else 0,
+            still_max_side=dc.still_max_side if mode == "image" else 0),
             whole=detector if detector is not tiled_by else None,
             # A stream's run is one call of one model (issue 9: <= 25 ms a run at 1 thread;
             # both whole-frame detectors at once are 25.8 ms): NanoDet on the whole frame
