@@ -706,9 +706,7 @@ class PoseCore:
                                        scale, cfg.similarity_kappa) >= cfg.merge_similarity
                    for b in others):
                 continue
-            mirror = np.ascontiguousarray(image[:, ::-1])
-            seen = self.landmarker(mirror, self.mirror_regions(fine.regions, w))
-            if (fine.presence[0] + seen.presence[0]) / 2 < cfg.min_presence:
+            if not self._mirrored(dataclasses.replace(frame, image=image), fine, one)[0]:
                 continue
             poses = poses.replace_rows(rows[a:a + 1], fine)
             presence[rows[a]] = fine.presence[0]
