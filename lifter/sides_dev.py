@@ -120,14 +120,16 @@ def inject(kp: npt.NDArray[Any], conf: npt.NDArray[Any], lam: npt.NDArray[Any]
     return kpi.astype(np.float32), cfi
 
 
-def evaluate(make: Guard | None, lifter: Lifter, seeds: int = 6, use_3d: bool = False
-             ) -> dict[str, Any]:
+def evaluate(make: Guard | None, lifter: Lifter, seeds: int = 6, use_3d: bool = False,
+             dev: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every development figure of one guard (None: no guard).
 
-    ``use_3d``: the guard gets ``lifter``'s 3D of both labellings.
+    ``use_3d``: the guard gets ``lifter``'s 3D of both labellings. ``dev``: the tracks of the
+    ``dev`` and ``inj`` figures, as :func:`edge.bench.lift.multi_tracks` gives them (default:
+    those; :mod:`lifter.sides_variants` passes its mirrored and halved views).
     """
     guide = lifter if use_3d else None
-    dev = multi_tracks()
+    dev = multi_tracks() if dev is None else dev
     out: dict[str, Any] = {}
     t60 = dev["frame"] / 60.0
     half = dev["track"] * 2 + dev["frame"] % 2
