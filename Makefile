@@ -48,9 +48,11 @@ person-models: setup $(PERSON_VENV)/.installed
 	$(BIN)/python -m models.person --out models --cache cache --build-python $(PERSON_VENV)/bin/python
 
 # Retrains the 3D lifter (lifter/; CPU only, ~20 min on 2 cores) and ships its int8 build into
-# models/. PyTorch 2.13.0 (CPU) is needed for training only, never at run time.
+# models/. PyTorch 2.13.0 is needed for training only, never at run time: installed from the
+# hash-locked models/lifter-build.lock (PyPI's x86_64 wheel and its CUDA packages; the training
+# runs on the CPU), constrained to requirements.lock's versions.
 lifter: setup
-	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q --require-hashes -r models/lifter-build.lock
 	$(BIN)/python -m lifter.build
 	$(BIN)/python -m lifter.ship
 
