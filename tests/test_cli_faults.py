@@ -1,0 +1,85 @@
+"""``edge-pose`` as a user runs it, stopped or cut off: signals mid-run and a closed stdout.
+
+Real processes on the real demo clip and models: a run stopped by SIGTERM or Ctrl-C finishes
+its outputs as at the source's end and says so with exit code 128 + the signal's number; a
+Ctrl-C while the models load, and a reader that closes the pipe, end without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "edge.cli"]
+
+
+def _lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_run_finishes_the_outputs(tmp_path: Path, sig: signal.Signals) -> None:
+    """SIGTERM used to kill ``run`` at once: no stats.json, exit 143 without a word."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*CLI, "run", "--source", "demo", "--every-frame", "--out", str(out),
+                             "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 120
+        while _lines(out / "annotations.jsonl") < 5 and time.monotonic() < end:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + sig, stderr
+    assert "Traceback" not in stderr
+    assert f"interrupted by {sig.name}" in stderr
+    stats = json.loads((out / "stats.json").read_text())
+    done = stats["frames_processed"]
+    assert 5 <= done < 230  # stopped early: the clip has 230 frames
+    lines = (out / "annotations.jsonl").read_text().splitlines()
+    assert len(lines) == done and all(json.loads(line) for line in lines)
+    cap = cv2.VideoCapture(str(out / "annotated.mp4"))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    cap.release()
+    assert frames == done
+    assert f"frames processed {done}" in stdout
+
+
+def test_ctrl_c_while_loading_is_no_traceback(tmp_path: Path) -> None:
+    proc = subprocess.Popen([*CLI, "run", "--source", "demo", "--out", str(tmp_path)],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.6)  # importing numpy, OpenCV, scipy, or loading the models
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr
+
+
+def test_a_closed_stdout_is_no_traceback() -> None:
+    """``edge-pose models list | head -1``: the reader is gone; exit as SIGPIPE would."""
+    r, w = os.pipe()
+    proc = subprocess.Popen([*CLI, "models", "list"], cwd=ROOT, stdout=w, stderr=subprocess.PIPE,
+                            text=True)
+    os.close(w)
+    os.close(r)  # the reader leaves before the first line
+    _, stderr = proc.communicate(timeout=60)
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    assert proc.returncode in (0, 128 + signal.SIGPIPE), stderr
