@@ -229,12 +229,17 @@ def run(config: Config, *, progress: bool = True, stream: TextIO | None = None) 
     skipped: list[tuple[str, str]] = list(getattr(source, "skipped", []))
     if rt.mode == "image":
         summary["skipped"] = [{"file": f, "reason": r} for f, r in skipped]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "stats.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    stats_path = out_dir / "stats.json"
+    try:
+        _write_atomically(stats_path, json.dumps(summary, indent=2) + "\n")
+    except OSError as e:  # disk full, folder gone or read-only: the report still shows
+        stats.error = stats.error or f"{stats_path}: cannot be written ({e.strerror or e})"
+        code = max(code, 1)
+        stats_path = None
     print(format_report(summary), file=out)
     written = ", ".join(str(p) for p in (getattr(o, "path", None) for o in rt.outputs)
                         if p is not None)
-    print(f"wrote {written}, {out_dir / 'stats.json'}", file=out)
+    print(f"wrote {', '.join(x for x in (written, str(stats_path or '')) if x)}", file=out)
     if skipped:
         print(f"skipped {len(skipped)} unreadable image(s):", file=out)
         for name, reason in skipped:
@@ -246,6 +251,28 @@ def run(config: Config, *, progress: bool = True, stream: TextIO | None = None) 
         print(f"edge-pose: stopped early: {stats.error}; the annotations of the "
               f"{stats.frames_processed} frames processed are kept", file=sys.stderr)
     return code
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` whole or not at all (a temporary file, then a rename).
+
+    A power cut or a full disk leaves the old file or none, never half of one.
+
+    Raises:
+        OSError: The folder cannot be made or written (the temporary file is removed).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 @contextlib.contextmanager

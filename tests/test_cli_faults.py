@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -83,3 +84,32 @@ def test_a_closed_stdout_is_no_traceback() -> None:
     _, stderr = proc.communicate(timeout=60)
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
     assert proc.returncode in (0, 128 + signal.SIGPIPE), stderr
+
+
+def _file_size_limit(limit: int) -> None:
+    """In the child: writes past ``limit`` bytes fail with EFBIG, as on a full disk."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+
+def test_a_full_disk_mid_run_is_a_message_and_whole_lines(tmp_path: Path) -> None:
+    """Every output hits the limit: the run stops (exit 1) naming the file; the JSONL keeps
+    whole lines. Writing stats.json on the full disk used to end in an OSError traceback."""
+    out = tmp_path / "out"
+    # No video: the limit would also refuse the video writer's shared memory (a file in
+    # /dev/shm), which a full disk does not.
+    config = tmp_path / "c.toml"
+    config.write_text("[output]\nvideo = false\n")
+    run = subprocess.run([*CLI, "run", "--source", "demo", "--every-frame", "--out", str(out),
+                          "--no-progress", "--config", str(config)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300,
+                         preexec_fn=lambda: _file_size_limit(100_000))
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    assert "annotations.jsonl: write failed" in run.stderr
+    assert "frames processed" in run.stdout  # the report is printed all the same
+    lines = (out / "annotations.jsonl").read_text().splitlines()
+    assert lines and all(json.loads(line) for line in lines)
+    stats = out / "stats.json"
+    assert not stats.exists() or json.loads(stats.read_text())["frames_processed"] >= len(lines)
+    assert not list(out.glob(".*.tmp"))
