@@ -229,17 +229,16 @@ def run(config: Config, *, progress: bool = True, stream: TextIO | None = None) 
     skipped: list[tuple[str, str]] = list(getattr(source, "skipped", []))
     if rt.mode == "image":
         summary["skipped"] = [{"file": f, "reason": r} for f, r in skipped]
+    files = [str(p) for p in (getattr(o, "path", None) for o in rt.outputs) if p is not None]
     stats_path = out_dir / "stats.json"
     try:
         _write_atomically(stats_path, json.dumps(summary, indent=2) + "\n")
+        files.append(str(stats_path))
     except OSError as e:  # disk full, folder gone or read-only: the report still shows
         stats.error = stats.error or f"{stats_path}: cannot be written ({e.strerror or e})"
         code = max(code, 1)
-        stats_path = None
     print(format_report(summary), file=out)
-    written = ", ".join(str(p) for p in (getattr(o, "path", None) for o in rt.outputs)
-                        if p is not None)
-    print(f"wrote {', '.join(x for x in (written, str(stats_path or '')) if x)}", file=out)
+    print(f"wrote {', '.join(files)}", file=out)
     if skipped:
         print(f"skipped {len(skipped)} unreadable image(s):", file=out)
         for name, reason in skipped:
