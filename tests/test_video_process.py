@@ -161,6 +161,25 @@ def test_killed_writer_is_reported_counted_and_never_blocks(
     assert len(errors) == 1 and "writer process failed" in errors[0].getMessage()
 
 
+def test_frames_of_another_size_are_scaled_to_the_video(tmp_path: Path,
+                                                        demo_frames: dict[int, U8],
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A live camera that comes back at another size: its frames are scaled to the video's
+    (once warned). They used to end the video: every later frame dropped, close() raised."""
+    path = tmp_path / "sizes.mp4"
+    big = demo_frames[0]
+    small: U8 = np.asarray(cv2.resize(demo_frames[0], (640, 360)), np.uint8)
+    sink = VideoProcessSink(path, 25.0, lossless=True)
+    with caplog.at_level(logging.WARNING, "edge.sinks.video_process"):
+        for i in range(12):
+            sink.write(*_item(big if i < 6 else small, i))
+        sink.close()
+    assert sink.written == 12 and sink.dropped == 0
+    got = _read_all(path)
+    assert len(got) == 12 and {g.shape for g in got} == {big.shape}
+    assert sum("are scaled to it" in r.message for r in caplog.records) == 1
+
+
 def test_unwritable_path_is_a_clear_error(tmp_path: Path, demo_frames: dict[int, U8]) -> None:
     """A path that cannot be a file is refused at once; a file that becomes unwritable after
     the start (replaced by a folder) is the writer's error, reported without a hang."""

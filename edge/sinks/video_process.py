@@ -207,6 +207,7 @@ class VideoProcessSink:
         self._closed = False
         self._final: int | None = None
         self._warned_meta = False
+        self._warned_size = False
         parent_sock, child_sock = socket.socketpair()
         package_root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ)
@@ -252,8 +253,17 @@ class VideoProcessSink:
         if self._shape is None:
             self._make_ring(image.shape)
         elif image.shape != self._shape:
-            self._fail(f"frame size {image.shape[1]}x{image.shape[0]} differs from "
-                       f"{self._shape[1]}x{self._shape[0]}")
+            # A live camera that comes back at another size (reconfigured, or another device
+            # on the same index): its frames are scaled to the video's size, which cannot
+            # change mid-file. This used to end the video ("the rest of the run is not
+            # recorded"). The drawing is in normalised coordinates, so it still fits.
+            h, w = self._shape[:2]
+            if not self._warned_size:
+                self._warned_size = True
+                logger.warning("video %s: frames of %dx%d now, the video is %dx%d; they are "
+                               "scaled to it", self.path, image.shape[1], image.shape[0], w, h)
+            image = np.asarray(cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA),
+                               np.uint8)
         if self.error is not None:
             self.dropped += 1
             return
