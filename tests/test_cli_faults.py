@@ -113,3 +113,29 @@ def test_a_full_disk_mid_run_is_a_message_and_whole_lines(tmp_path: Path) -> Non
     stats = out / "stats.json"
     assert not stats.exists() or json.loads(stats.read_text())["frames_processed"] >= len(lines)
     assert not list(out.glob(".*.tmp"))
+
+
+def test_outputs_that_would_overwrite_the_source_are_refused(tmp_path: Path) -> None:
+    """``--source out/annotated.mp4 --out out`` truncated the video being read (20 of its 230
+    frames read, the rest lost); a folder of photos as ``out/annotated`` would be drawn over."""
+    out = tmp_path / "out"
+    (out / "annotated").mkdir(parents=True)
+    video = out / "annotated.mp4"
+    video.write_bytes((ROOT / "edge" / "assets" / "sports2d_demo.mp4").read_bytes())
+    cap = cv2.VideoCapture(str(video))
+    ok, image = cap.read()
+    cap.release()
+    assert ok
+    photo = out / "annotated" / "photo.jpg"
+    assert cv2.imwrite(str(photo), image)
+    before = {p: p.read_bytes() for p in (video, photo)}
+    for source in (video, out / "annotated"):
+        run = subprocess.run([*CLI, "run", "--source", str(source), "--out", str(out),
+                              "--every-frame" if source == video else "--image",
+                              "--no-progress"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 2, run.stderr
+        assert "would be" in run.stderr and "choose another --out" in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr
+    assert {p: p.read_bytes() for p in before} == before
+    assert not (out / "annotations.jsonl").exists()

@@ -166,16 +166,17 @@ class ImageFolderSource:
         self.path = Path(path)
         self.name = str(self.path)
         self.max_pixels = max_pixels
+        #: The folder the frames' names are relative to (the image's own folder for one image).
+        self.root = self.path
         if self.path.is_dir():
             files = sorted(p for p in self.path.iterdir()
                            if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
             if not files:
                 raise SourceError(f"folder {self.path}: no images "
                                   f"({', '.join(sorted(IMAGE_SUFFIXES))})")
-            self._root = self.path
         elif self.path.is_file():
             files = [self.path]
-            self._root = self.path.parent
+            self.root = self.path.parent
         else:
             raise SourceError(f"image {self.path}: no such file or folder")
         self._files = files
@@ -205,11 +206,11 @@ class ImageFolderSource:
             except SourceError as e:
                 if len(self._files) == 1:
                     raise
-                self.skipped.append((str(path.relative_to(self._root)), str(e)))
+                self.skipped.append((str(path.relative_to(self.root)), str(e)))
                 logger.warning("%s; skipped", e)
                 continue
             frame = Frame(image, self._index, self._index * 1_000_000_000, float(self._index),
-                          name=str(path.relative_to(self._root)))
+                          name=str(path.relative_to(self.root)))
             self._index += 1
             return frame
         raise SourceEnd(self.name)
