@@ -172,6 +172,29 @@ def check_source(config: Config) -> list[tuple[str, str]]:
     if why is not None:
         return [("source.uri", f"{why}; expected demo, a video file, an image folder, a "
                  "camera index, an rtsp/http URL or picamera2")]
+    return _openable_file(path)
+
+
+def _openable_file(path: Path) -> list[tuple[str, str]]:
+    """An image's header, or a video's first frame, can be read.
+
+    The daemon would otherwise fail its start on a text file named ``.mp4`` after
+    ``validate-config`` said ok.
+    """
+    from edge.sources import SourceError, VideoFileSource
+    from edge.sources.files import IMAGE_SUFFIXES, image_size
+
+    try:
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            try:
+                image_size(path)
+            except OSError as e:
+                raise SourceError(f"image {path}: cannot be read (not an image, or corrupt: "
+                                  f"{e})") from None
+        else:
+            VideoFileSource(path).close()
+    except SourceError as e:
+        return [("source.uri", str(e))]
     return []
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import pytest
 from test_service import model_settings, toml_value
 
@@ -54,6 +55,13 @@ def _models_without(t: Path, variant: str) -> dict[str, Any]:
 
 def _file(p: Path, text: str = "x") -> Path:
     p.write_text(text)
+    return p
+
+
+def _empty_video(p: Path) -> Path:
+    """A valid AVI container with no frame in it (OpenCV's writer, released at once)."""
+    cv2.VideoWriter(str(p), cv2.VideoWriter.fourcc(*"MJPG"), 25, (64, 64)).release()
+    assert p.stat().st_size > 0
     return p
 
 
@@ -143,6 +151,13 @@ CASES = [
     Case("URL port out of range", "source.uri", {"source.uri": "http://cam:99999/x"}),
     Case("missing video file", "source.uri", {"source.uri": "/nonexistent/video.mp4"}),
     Case("picamera2 index not a number", "source.uri", {"source.uri": "picamera2:x"}),
+    # files that exist but cannot be a source (validate-config said ok; the daemon failed)
+    Case("a text file named .mp4", "source.uri",
+         prepare=lambda t: {"source.uri": str(_file(t / "clip.mp4", "not a video"))}),
+    Case("a video without frames", "source.uri",
+         prepare=lambda t: {"source.uri": str(_empty_video(t / "empty.avi"))}),
+    Case("a text file named .jpg", "source.uri",
+         prepare=lambda t: {"source.uri": str(_file(t / "photo.jpg", "not an image"))}),
     # output and credentials
     Case("output dir under a file", "output.dir", prepare=lambda t: {
         "output.dir": str(_file(t / "out") / "sub")}),

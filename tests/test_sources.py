@@ -267,3 +267,12 @@ def test_prefetcher_runs_ahead_work_in_order_and_passes_its_error_in_order(
     src.close()
     assert got == [0, 1, 2, 3, 4]
     assert seen == [(i, "prefetch") for i in range(6)]
+
+
+def test_a_video_without_frames_is_an_error_at_open(tmp_path: Path) -> None:
+    """A valid container with no frame and no frame count: `run` used to end at once with
+    exit 0 and empty outputs, as if the video had nobody in it."""
+    path = tmp_path / "empty.avi"
+    cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 25, (64, 64)).release()
+    with pytest.raises(SourceError, match=r"empty\.avi: no frame can be read"):
+        VideoFileSource(path)

@@ -46,6 +46,14 @@ class VideoFileSource:
         self._loop = loop
         self._next = 0
         self._index = 0
+        self._peeked: U8 | None = None
+        if self.frame_count is None:  # no count in the header: is there a frame at all?
+            ok, image = self._cap.read()
+            if not ok or image is None:
+                self._cap.release()
+                raise SourceError(f"video {self.path}: no frame can be read (an empty or "
+                                  "damaged video)")
+            self._peeked = np.asarray(image, np.uint8)
 
     @property
     def dropped(self) -> int:
@@ -59,8 +67,13 @@ class VideoFileSource:
             SourceEnd: After the last frame.
             SourceError: The file ended early or a frame could not be decoded.
         """
-        ok, image = self._cap.read()
-        if not ok or image is None:
+        image: U8 | None = None
+        if self._peeked is not None:
+            image, self._peeked = self._peeked, None
+        else:
+            ok, read = self._cap.read()
+            image = np.asarray(read, np.uint8) if ok and read is not None else None
+        if image is None:
             if self.frame_count is not None and self._next < self.frame_count:
                 raise SourceError(
                     f"video {self.path}: frame {self._next} of {self.frame_count} could not be "
