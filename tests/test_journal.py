@@ -372,3 +372,29 @@ def test_a_full_disk_at_start_names_the_real_error(tmp_path: Path, room: int,
                          capture_output=True, text=True, timeout=60, check=True)
     error = json.loads(run.stdout)["error"]
     assert says in error and "no transaction" not in error, error
+
+
+def test_a_journal_of_another_format_or_layout_is_set_aside(tmp_path: Path) -> None:
+    """A newer version's journal (format 99) was read as format 1 and rewritten; one of
+    another layout stopped the start with 'no such column: seq' (exit 1). Both are set aside
+    (kept, each under its own name though they come within one second) and a new stream
+    begins; what can be read is salvaged."""
+    stream = _journal(tmp_path, n=3, acked=())
+    db = sqlite3.connect(tmp_path / JOURNAL_NAME)
+    db.execute("UPDATE meta SET value = '99' WHERE key = 'format'")
+    db.commit()
+    db.close()
+    q = EventQueue(tmp_path)
+    assert q.stream != stream and q.report.lost_unknown and q.seqs() == [1, 2, 3]
+    q.close()
+    db = sqlite3.connect(tmp_path / JOURNAL_NAME)
+    db.execute("DROP TABLE events")
+    db.execute("CREATE TABLE events (x TEXT)")
+    db.commit()
+    db.close()
+    q = EventQueue(tmp_path)
+    assert q.report.lost_unknown and q.seqs() == []
+    q.close()
+    aside = sorted(p.name for p in tmp_path.glob(f"{JOURNAL_NAME}.damaged-*")
+                   if not p.name.endswith(("-wal", "-shm")))
+    assert len(aside) == 2, aside

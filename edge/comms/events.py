@@ -373,7 +373,11 @@ class EventQueue:
         salvaged: list[dict[str, Any]] = []
         try:
             self._db = self._connect()
+            self._check_schema()
             meta = self._read_meta()
+            if meta.get("format", JOURNAL_FORMAT) != JOURNAL_FORMAT:
+                raise _Corrupt(f"written in format {meta['format'][:20]!r}, this edge-pose "
+                               f"reads format {JOURNAL_FORMAT} (by a newer version?)")
             rows = self._read_rows()
         except sqlite3.DatabaseError as e:
             if self._db is not None:
@@ -450,6 +454,20 @@ class EventQueue:
         self.report.damaged += n
         logger.warning("event journal %s: %s", self.path, what)
 
+    def _check_schema(self) -> None:
+        """Raises :class:`_Corrupt` unless both tables have this format's columns.
+
+        A journal of another layout (another program's file, another version's) used to stop
+        the start with "no such column: seq" (exit 1); as damage it is set aside, kept for a
+        look, and a new stream begins.
+        """
+        assert self._db is not None
+        for table, columns in (("meta", ["key", "value"]), ("events", ["seq", "body", "crc"])):
+            got = [str(row[1], "utf-8") if isinstance(row[1], bytes) else str(row[1])
+                   for row in self._db.execute(f"PRAGMA table_info({table})")]
+            if got != columns:
+                raise _Corrupt(f"table {table} has the columns {got[:8]}, not {columns}")
+
     def _read_meta(self) -> dict[str, str]:
         assert self._db is not None
         out: dict[str, str] = {}
@@ -483,6 +501,10 @@ class EventQueue:
         assert self.path is not None
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         aside = self.path.with_name(f"{JOURNAL_NAME}.damaged-{stamp}")
+        n = 1
+        while any(Path(str(aside) + x).exists() for x in ("", "-wal", "-shm")):
+            n += 1  # a second damaged journal within the second must not replace the first
+            aside = self.path.with_name(f"{JOURNAL_NAME}.damaged-{stamp}-{n}")
         for suffix in ("", "-wal", "-shm"):
             src = Path(str(self.path) + suffix)
             if src.exists():
