@@ -141,14 +141,23 @@ def check_writable_dir(key: str, folder: Path) -> list[tuple[str, str]]:
     return []
 
 
+def _is_index(text: str) -> bool:
+    """ASCII digits only.
+
+    ``str.isdigit`` also takes a superscript two, which ``int`` refuses, and a fullwidth
+    zero, which ``int`` reads as camera 0.
+    """
+    return text.isascii() and text.isdigit()
+
+
 def check_source(config: Config) -> list[tuple[str, str]]:
     """``source.uri`` is well formed: a known word, a camera index, a URL or an existing path."""
     uri = config.source.uri
-    if uri == "demo" or uri.isdigit():
+    if uri == "demo" or _is_index(uri):
         return []
     if uri == "picamera2" or uri.startswith("picamera2:"):
         idx = uri.partition(":")[2]
-        return [] if uri == "picamera2" or idx.isdigit() else [
+        return [] if uri == "picamera2" or _is_index(idx) else [
             ("source.uri", f"{uri!r}: expected picamera2 or picamera2:<index>")]
     if "://" in uri:
         try:

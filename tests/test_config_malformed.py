@@ -151,6 +151,10 @@ CASES = [
     Case("URL port out of range", "source.uri", {"source.uri": "http://cam:99999/x"}),
     Case("missing video file", "source.uri", {"source.uri": "/nonexistent/video.mp4"}),
     Case("picamera2 index not a number", "source.uri", {"source.uri": "picamera2:x"}),
+    Case("an empty source", "source.uri", {"source.uri": ""}),
+    Case("a camera index in superscript digits", "source.uri", {"source.uri": "\u00b2"}),
+    Case("a picamera2 index in fullwidth digits", "source.uri",
+         {"source.uri": "picamera2:\uff10"}),
     # files that exist but cannot be a source (validate-config said ok; the daemon failed)
     Case("a text file named .mp4", "source.uri",
          prepare=lambda t: {"source.uri": str(_file(t / "clip.mp4", "not a video"))}),

@@ -230,7 +230,7 @@ def test_frame_jpg_with_and_without_skeletons(server: DemoServer) -> None:
     odd = server.get("/v1/frame.jpg?width=100")  # steps of 64 px
     image = cv2.imdecode(np.frombuffer(odd.body, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None and image.shape[1] == 64
-    for bad in ("abc", "10", "-5", "99999"):
+    for bad in ("abc", "10", "-5", "99999", "%C2%B2"):  # superscript 2: was a 500
         assert server.get(f"/v1/frame.jpg?width={bad}").status == 400, bad
     # The JPEG worker runs at a lower priority than the core (http.worker_nice = 10).
     def nice(stat: Path) -> int:

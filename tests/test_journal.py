@@ -398,3 +398,18 @@ def test_a_journal_of_another_format_or_layout_is_set_aside(tmp_path: Path) -> N
     aside = sorted(p.name for p in tmp_path.glob(f"{JOURNAL_NAME}.damaged-*")
                    if not p.name.endswith(("-wal", "-shm")))
     assert len(aside) == 2, aside
+
+
+def test_a_next_seq_of_non_ascii_digits_is_unreadable_not_a_crash(tmp_path: Path) -> None:
+    """'\u00b2' passes str.isdigit() and then int() raised ValueError at the start."""
+    stream = _journal(tmp_path, n=2, acked=())
+    db = sqlite3.connect(tmp_path / JOURNAL_NAME)
+    db.execute("UPDATE meta SET value = '\u00b2' WHERE key = 'next_seq'")
+    db.commit()
+    db.close()
+    q = EventQueue(tmp_path)
+    try:
+        assert q.stream != stream and "next_seq is unreadable" in q.report.new_stream
+        assert q.next_seq == 3
+    finally:
+        q.close()

@@ -181,6 +181,11 @@ def _is_damage(e: sqlite3.DatabaseError) -> bool:
         "not a database" in str(e))
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes "²", which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-finite number {name}")
 
@@ -409,7 +414,7 @@ class EventQueue:
             doubt = "the journal was damaged"
         elif stream is None and existed:
             doubt = "the journal had no numbering (replaced or recreated)"
-        elif stream is not None and (next_seq is None or not next_seq.isdigit()):
+        elif stream is not None and (next_seq is None or not _is_number(next_seq)):
             doubt = "the journal's next_seq is unreadable"
         elif stream is not None and meta.get("file") not in (None, self._file_id()):
             doubt = "the journal file was replaced (it is not the file written last)"
@@ -420,7 +425,7 @@ class EventQueue:
             doubt = (f"the last run did not stop cleanly with journal_sync_ms = "
                      f"{meta.get('sync_ms', '?')[:10]}: its last events may not have reached "
                      "the disk")
-        if stream is not None and next_seq is not None and next_seq.isdigit():
+        if stream is not None and next_seq is not None and _is_number(next_seq):
             self.next_seq = max(self.next_seq, min(int(next_seq), MAX_SEQ - 1))
         self.next_seq = max(self.next_seq, highest + 1)
         if stream is not None and not doubt and len(stream) <= 64:

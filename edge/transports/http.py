@@ -691,7 +691,7 @@ class HttpTransport:
         text = request.query.get("width")
         if text is None:
             return overlay, top
-        if not text.isdigit() or not 64 <= int(text) <= 8192:
+        if not (text.isascii() and text.isdigit()) or not 64 <= int(text) <= 8192:
             return _error(400, f"width must be an integer in [64, {top}] px")
         # Steps of 64 px bound the number of encodings per frame whatever clients ask.
         return overlay, max(64, min(top, int(text)) // 64 * 64)
