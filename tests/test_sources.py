@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -276,3 +277,16 @@ def test_a_video_without_frames_is_an_error_at_open(tmp_path: Path) -> None:
     cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 25, (64, 64)).release()
     with pytest.raises(SourceError, match=r"empty\.avi: no frame can be read"):
         VideoFileSource(path)
+
+
+def test_a_camera_that_never_opens_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """No /dev/video99: every retry used to log a WARNING (every 2 s for ever by default)."""
+    with caplog.at_level(logging.DEBUG, "edge.sources.live"):
+        src = open_camera(99, reconnect_initial_s=0.02, reconnect_max_s=0.05)
+        try:
+            time.sleep(1.0)
+        finally:
+            src.close()
+    tries = [r for r in caplog.records if "cannot open" in r.getMessage()]
+    assert len(tries) >= 5
+    assert [r.levelno for r in tries].count(logging.WARNING) == 1

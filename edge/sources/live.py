@@ -137,9 +137,13 @@ class LiveSource:
             try:
                 grabber = self._opener()
             except Exception as e:  # any failure to open means "retry later"
-                self.last_error = f"{type(e).__name__}: {e}"
-                logger.warning("source %s: cannot open (%s); retrying in %.1f s", self.name,
-                               self.last_error, backoff)
+                error = f"{type(e).__name__}: {e}"
+                # Once per reason, not at every retry: a camera that never comes back wrote a
+                # WARNING every 2 s for ever (43,000 lines a day in the journal).
+                (logger.warning if error != self.last_error else logger.debug)(
+                    "source %s: cannot open (%s); retrying every %.1f-%.1f s", self.name,
+                    error, backoff, self._backoff_max)
+                self.last_error = error
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self._backoff_max)
                 continue
