@@ -377,10 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``edge-pose``; returns the process exit code."""
-    args = build_parser().parse_args(argv)
-    level = logging.WARNING - 10 * min(int(args.verbose), 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        args = build_parser().parse_args(argv)  # imports more (the fuse commands)
+        level = logging.WARNING - 10 * min(int(args.verbose), 2)
+        logging.basicConfig(level=level,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         if args.command in ("run", "demo"):
             if args.command == "demo":
                 args.source = "demo"

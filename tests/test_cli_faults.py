@@ -64,14 +64,26 @@ def test_a_signal_mid_run_finishes_the_outputs(tmp_path: Path, sig: signal.Signa
     assert f"frames processed {done}" in stdout
 
 
-def test_ctrl_c_while_loading_is_no_traceback(tmp_path: Path) -> None:
-    proc = subprocess.Popen([*CLI, "run", "--source", "demo", "--out", str(tmp_path)],
+@pytest.mark.parametrize(("args", "after_s"), [
+    (["run", "--source", "demo"], 0.6),
+    *((["serve", "--source", "demo", "--port", "0"], t) for t in (0.4, 0.6, 0.8, 1.0)),
+])
+def test_ctrl_c_while_loading_is_no_traceback(tmp_path: Path, args: list[str],
+                                              after_s: float) -> None:
+    """The installed command (``python -m`` imports edge.cli twice, which hides a case): a
+    Ctrl-C while the parser imported the fuse commands was a KeyboardInterrupt traceback."""
+    script = Path(sys.executable).parent / "edge-pose"
+    proc = subprocess.Popen([str(script), *args, *(["--out", str(tmp_path)]
+                                                    if args[0] == "run" else [])],
                             cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.6)  # importing numpy, OpenCV, scipy, or loading the models
+    time.sleep(after_s)  # importing numpy, OpenCV, scipy, or loading the models
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr and "interrupted" in stderr
+    assert "Traceback" not in stderr, stderr
+    # 130, or death by SIGINT (-2, which a shell shows as 130 too): CPython ends so when the
+    # Ctrl-C landed in code run through PyRun_String during an import, even once caught.
+    interrupted = proc.returncode in (130, -2) and "interrupted" in stderr
+    assert interrupted or proc.returncode == 0, stderr
 
 
 def test_a_closed_stdout_is_no_traceback() -> None:
