@@ -123,6 +123,37 @@ def test_a_full_disk_leaves_whole_lines(tmp_path: Path) -> None:
     assert ids == list(range(int(lines))) and len(ids) == 30000 // 2027
 
 
+_FULL_DISK_COCO = """
+import resource, signal, sys
+from pathlib import Path
+import numpy as np
+from edge.annotation import Annotation
+from edge.sinks import CocoKeypointsSink, SinkError
+from edge.types import Frame
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, resource.RLIM_INFINITY))
+sink = CocoKeypointsSink(Path(sys.argv[1]))
+for i in range(1000):
+    sink.write(Frame(np.zeros((4, 4, 3), np.uint8), i, i, float(i), name=f"img{i}.jpg"),
+               Annotation(i, float(i), 0, {"frame_id": i, "image": {"width": 4, "height": 4},
+                                           "persons": []}))
+try:
+    sink.close()
+except SinkError as e:
+    print(e)
+"""
+
+
+def test_coco_results_on_a_full_disk_leave_no_temporary_file(tmp_path: Path) -> None:
+    """The results are written whole through a temporary file; on a full disk that file used
+    to stay behind (coco_keypoints.json.tmp, cut at the limit)."""
+    path = tmp_path / "coco_keypoints.json"
+    run = subprocess.run([sys.executable, "-c", _FULL_DISK_COCO, str(path)],
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert "write failed" in run.stdout, run.stdout + run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_closed_sink_refuses_writes(tmp_path: Path) -> None:
     q = QueuedSink(JsonlSink(tmp_path / "b.jsonl"), name="b")
     q.close()
