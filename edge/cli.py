@@ -308,7 +308,7 @@ def _validate_config(path: Path) -> int:
     from edge.preflight import preflight
 
     try:
-        preflight(load_config(path), origin=str(path))
+        preflight(load_config(path), origin=str(path), open_source=True)
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2

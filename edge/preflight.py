@@ -150,8 +150,11 @@ def _is_index(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def check_source(config: Config) -> list[tuple[str, str]]:
-    """``source.uri`` is well formed: a known word, a camera index, a URL or an existing path."""
+def check_source(config: Config, open_file: bool = False) -> list[tuple[str, str]]:
+    """``source.uri`` is well formed: a known word, a camera index, a URL or an existing path.
+
+    With ``open_file``, a file must also be an image or a video that can be read.
+    """
     uri = config.source.uri
     if uri == "demo" or _is_index(uri):
         return []
@@ -181,7 +184,7 @@ def check_source(config: Config) -> list[tuple[str, str]]:
     if why is not None:
         return [("source.uri", f"{why}; expected demo, a video file, an image folder, a "
                  "camera index, an rtsp/http URL or picamera2")]
-    return _openable_file(path)
+    return _openable_file(path) if open_file else []
 
 
 def _openable_file(path: Path) -> list[tuple[str, str]]:
@@ -216,7 +219,8 @@ def check_mqtt(config: Config) -> list[tuple[str, str]]:
 
 
 def preflight(config: Config, environ: Mapping[str, str] | None = None, *,
-              origin: str = "<config>", models: bool = True) -> Secrets:
+              origin: str = "<config>", models: bool = True,
+              open_source: bool = False) -> Secrets:
     """Runs every check the daemon needs before it starts, and reads the secrets.
 
     Args:
@@ -225,6 +229,10 @@ def preflight(config: Config, environ: Mapping[str, str] | None = None, *,
             the password variable, ``$STATE_DIRECTORY``.
         origin: The config file's name, for the error.
         models: Whether to check the models (sha256 of the detector and landmark files).
+        open_source: Whether a file source must also open (an image's header, a video's
+            first frame): ``validate-config``. Not for the daemon, whose run fails on such a
+            file after MQTT is up, so that ``failed`` and its reason are published (exit 1;
+            the file may yet be replaced).
 
     Returns:
         The secrets.
@@ -243,7 +251,7 @@ def preflight(config: Config, environ: Mapping[str, str] | None = None, *,
     errors += check_tls(config)
     if models:
         errors += check_models(config)
-    errors += check_source(config)
+    errors += check_source(config, open_file=open_source)
     if config.http.enabled:
         from edge.transports.http_config import check_bind, load_http_token
 
