@@ -47,7 +47,13 @@ from edge.sinks import (
 from edge.sinks.queued import QueuedSink
 from edge.sinks.video import VideoCodec, choose_codec
 from edge.sinks.video_process import VideoProcessSink
-from edge.sources import ImageFolderSource, Source, SourceError, open_source
+from edge.sources import (
+    ImageFolderSource,
+    Source,
+    SourceError,
+    VideoFileSource,
+    open_source,
+)
 from edge.types import Detections, DetectorResult, Frame
 
 logger = logging.getLogger(__name__)
@@ -283,6 +289,7 @@ class Runtime:
         ``annotations.jsonl``; the annotated video (video and live modes) or the annotated
         images and ``coco_keypoints.json`` (image mode); stdout.
         """
+        self._refuse_overwriting_the_source(out_dir)
         oc, sc = self.config.output, self.config.scheduler
         if oc.jsonl:
             self.add_output(JsonlSink(out_dir / "annotations.jsonl"))
@@ -297,6 +304,31 @@ class Runtime:
             self.add_video_output(out_dir / "annotated.mp4", fps, codec)
         if oc.stdout:
             self.add_output(StdoutSink())
+
+    def _refuse_overwriting_the_source(self, out_dir: Path) -> None:
+        """Refuses outputs in ``out_dir`` that would overwrite the source being read.
+
+        ``run --source out/annotated.mp4 --out out`` truncated the video it was reading (20
+        of its 230 frames read, the rest lost), and ``--source out/annotated --out out``
+        would draw over the photos themselves.
+
+        Raises:
+            SinkError: Naming the output and the source.
+        """
+        src = self.source
+        if isinstance(src, VideoFileSource):
+            video = src.path.resolve()
+            for name in ("annotations.jsonl", "annotated.mp4", "coco_keypoints.json",
+                         "stats.json"):
+                if (out_dir / name).resolve() == video:
+                    raise SinkError(f"output {out_dir / name} is the source video {src.path}: "
+                                    "it would be overwritten; choose another --out "
+                                    "(output.dir)")
+        elif (isinstance(src, ImageFolderSource)
+              and (out_dir / "annotated").resolve() == src.root.resolve()):
+            raise SinkError(f"output folder {out_dir / 'annotated'} is the source's folder "
+                            f"{src.root}: its images would be drawn over; choose another "
+                            "--out (output.dir)")
 
     # ------------------------------------------------------------------ run
 

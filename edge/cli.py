@@ -16,21 +16,32 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
+import os
+import signal
 import sys
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TextIO
 
-from edge import __version__
-from edge.comms.events import JournalError
-from edge.config import Config, ConfigError, load_config, parse_config
-from edge.runtime import ModelError, load_manifest, load_model, runtime_name, verify_file
-from edge.sinks import SinkError
-from edge.sources import SourceError
+try:  # about 0.5 s of imports (numpy, OpenCV, scipy): Ctrl-C here is no traceback either
+    from edge import __version__
+    from edge.comms.events import JournalError
+    from edge.config import Config, ConfigError, load_config, parse_config
+    from edge.runtime import ModelError, load_manifest, load_model, runtime_name, verify_file
+    from edge.sinks import SinkError
+    from edge.sources import SourceError
+except KeyboardInterrupt:
+    print("edge-pose: interrupted", file=sys.stderr)
+    sys.exit(128 + signal.SIGINT)
+
+if TYPE_CHECKING:
+    from edge.app import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +197,8 @@ def run(config: Config, *, progress: bool = True, stream: TextIO | None = None) 
 
     Returns:
         0 on success, 1 when the source or an output broke mid-way (what was processed is
-        kept) or when no image of a folder could be read.
+        kept) or when no image of a folder could be read, 128 + the signal's number when
+        SIGINT or SIGTERM stopped it (130, 143; the outputs finished as at the source's end).
     """
     from edge.app import Runtime
 
@@ -200,10 +212,12 @@ def run(config: Config, *, progress: bool = True, stream: TextIO | None = None) 
     try:
         rt.add_file_outputs(out_dir)
         bar = Progress(source.frame_count if not source.live and progress else None)
-        try:
+        with _stop_on_signals(rt) as signalled:
             code = rt.run(progress=bar)
-        except KeyboardInterrupt:
-            rt.stats.error = "interrupted"
+        if signalled:
+            name = signal.Signals(signalled[0]).name
+            rt.stats.error = f"interrupted by {name}"
+            code = 128 + signalled[0]
     finally:
         code = max(code, rt.close())
     stats = rt.stats
@@ -215,12 +229,16 @@ def run(config: Config, *, progress: bool = True, stream: TextIO | None = None) 
     skipped: list[tuple[str, str]] = list(getattr(source, "skipped", []))
     if rt.mode == "image":
         summary["skipped"] = [{"file": f, "reason": r} for f, r in skipped]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "stats.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    files = [str(p) for p in (getattr(o, "path", None) for o in rt.outputs) if p is not None]
+    stats_path = out_dir / "stats.json"
+    try:
+        _write_atomically(stats_path, json.dumps(summary, indent=2) + "\n")
+        files.append(str(stats_path))
+    except OSError as e:  # disk full, folder gone or read-only: the report still shows
+        stats.error = stats.error or f"{stats_path}: cannot be written ({e.strerror or e})"
+        code = max(code, 1)
     print(format_report(summary), file=out)
-    written = ", ".join(str(p) for p in (getattr(o, "path", None) for o in rt.outputs)
-                        if p is not None)
-    print(f"wrote {written}, {out_dir / 'stats.json'}", file=out)
+    print(f"wrote {', '.join(files)}", file=out)
     if skipped:
         print(f"skipped {len(skipped)} unreadable image(s):", file=out)
         for name, reason in skipped:
@@ -234,11 +252,63 @@ def run(config: Config, *, progress: bool = True, stream: TextIO | None = None) 
     return code
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` whole or not at all (a temporary file, then a rename).
+
+    A power cut or a full disk leaves the old file or none, never half of one.
+
+    Raises:
+        OSError: The folder cannot be made or written (the temporary file is removed).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def _stop_on_signals(rt: Runtime) -> Iterator[list[int]]:
+    """SIGINT (Ctrl-C) and SIGTERM end ``rt``'s loop after the current frame, not mid-write.
+
+    The outputs are then closed as after the source's end (the video finished, every queued
+    annotation written, ``stats.json`` beside them). Without this, SIGTERM killed the process
+    at once (no ``stats.json``, exit 143 with no word) and Ctrl-C raised ``KeyboardInterrupt``
+    wherever the core thread was. A second signal stops at once (``KeyboardInterrupt``).
+
+    Yields:
+        The numbers of the signals received (empty when none came).
+    """
+    got: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if got:
+            raise KeyboardInterrupt
+        got.append(signum)
+        rt.stop()
+        print(f"edge-pose: {signal.Signals(signum).name}: stopping after the current frame "
+              "(again to stop at once)", file=sys.stderr)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield got
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def _validate_config(path: Path) -> int:
     from edge.preflight import preflight
 
     try:
-        preflight(load_config(path), origin=str(path))
+        preflight(load_config(path), origin=str(path), open_source=True)
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2
@@ -307,10 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``edge-pose``; returns the process exit code."""
-    args = build_parser().parse_args(argv)
-    level = logging.WARNING - 10 * min(int(args.verbose), 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        args = build_parser().parse_args(argv)  # imports more (the fuse commands)
+        level = logging.WARNING - 10 * min(int(args.verbose), 2)
+        logging.basicConfig(level=level,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         if args.command in ("run", "demo"):
             if args.command == "demo":
                 args.source = "demo"
@@ -342,6 +413,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JournalError as e:  # at run time (preflight catches what config can fix)
         print(f"edge-pose: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C while loading (a run handles its own, after this)
+        print("edge-pose: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except BrokenPipeError:  # stdout closed by its reader (`edge-pose models list | head -1`)
+        # Nothing more can reach the reader; point stdout at /dev/null so that the exit's
+        # flush does not fail again, and end as a tool killed by SIGPIPE would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -39,7 +39,8 @@ class SourceConfig(_Section):
     ``rtsp://``/``http(s)://`` URL, or ``picamera2`` (``picamera2:0`` for camera 0).
     """
 
-    uri: str = "demo"
+    uri: str = Field(default="demo", min_length=1, description="an empty one read the "
+                     "current folder as a folder of images")
     width: int | None = Field(default=None, gt=0, description="requested capture width, px")
     height: int | None = Field(default=None, gt=0, description="requested capture height, px")
     fps: float | None = Field(default=None, gt=0, description="requested capture rate, Hz")

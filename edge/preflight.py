@@ -141,14 +141,26 @@ def check_writable_dir(key: str, folder: Path) -> list[tuple[str, str]]:
     return []
 
 
-def check_source(config: Config) -> list[tuple[str, str]]:
-    """``source.uri`` is well formed: a known word, a camera index, a URL or an existing path."""
+def _is_index(text: str) -> bool:
+    """ASCII digits only.
+
+    ``str.isdigit`` also takes a superscript two, which ``int`` refuses, and a fullwidth
+    zero, which ``int`` reads as camera 0.
+    """
+    return text.isascii() and text.isdigit()
+
+
+def check_source(config: Config, open_file: bool = False) -> list[tuple[str, str]]:
+    """``source.uri`` is well formed: a known word, a camera index, a URL or an existing path.
+
+    With ``open_file``, a file must also be an image or a video that can be read.
+    """
     uri = config.source.uri
-    if uri == "demo" or uri.isdigit():
+    if uri == "demo" or _is_index(uri):
         return []
     if uri == "picamera2" or uri.startswith("picamera2:"):
         idx = uri.partition(":")[2]
-        return [] if uri == "picamera2" or idx.isdigit() else [
+        return [] if uri == "picamera2" or _is_index(idx) else [
             ("source.uri", f"{uri!r}: expected picamera2 or picamera2:<index>")]
     if "://" in uri:
         try:
@@ -172,6 +184,29 @@ def check_source(config: Config) -> list[tuple[str, str]]:
     if why is not None:
         return [("source.uri", f"{why}; expected demo, a video file, an image folder, a "
                  "camera index, an rtsp/http URL or picamera2")]
+    return _openable_file(path) if open_file else []
+
+
+def _openable_file(path: Path) -> list[tuple[str, str]]:
+    """An image's header, or a video's first frame, can be read.
+
+    The daemon would otherwise fail its start on a text file named ``.mp4`` after
+    ``validate-config`` said ok.
+    """
+    from edge.sources import SourceError, VideoFileSource
+    from edge.sources.files import IMAGE_SUFFIXES, image_size
+
+    try:
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            try:
+                image_size(path)
+            except OSError as e:
+                raise SourceError(f"image {path}: cannot be read (not an image, or corrupt: "
+                                  f"{e})") from None
+        else:
+            VideoFileSource(path).close()
+    except SourceError as e:
+        return [("source.uri", str(e))]
     return []
 
 
@@ -184,7 +219,8 @@ def check_mqtt(config: Config) -> list[tuple[str, str]]:
 
 
 def preflight(config: Config, environ: Mapping[str, str] | None = None, *,
-              origin: str = "<config>", models: bool = True) -> Secrets:
+              origin: str = "<config>", models: bool = True,
+              open_source: bool = False) -> Secrets:
     """Runs every check the daemon needs before it starts, and reads the secrets.
 
     Args:
@@ -193,6 +229,10 @@ def preflight(config: Config, environ: Mapping[str, str] | None = None, *,
             the password variable, ``$STATE_DIRECTORY``.
         origin: The config file's name, for the error.
         models: Whether to check the models (sha256 of the detector and landmark files).
+        open_source: Whether a file source must also open (an image's header, a video's
+            first frame): ``validate-config``. Not for the daemon, whose run fails on such a
+            file after MQTT is up, so that ``failed`` and its reason are published (exit 1;
+            the file may yet be replaced).
 
     Returns:
         The secrets.
@@ -211,7 +251,7 @@ def preflight(config: Config, environ: Mapping[str, str] | None = None, *,
     errors += check_tls(config)
     if models:
         errors += check_models(config)
-    errors += check_source(config)
+    errors += check_source(config, open_file=open_source)
     if config.http.enabled:
         from edge.transports.http_config import check_bind, load_http_token
 

@@ -39,7 +39,8 @@ class Notifier:
                            addr)
         self.watchdog_s: float | None = None
         usec, pid = env.get("WATCHDOG_USEC", ""), env.get("WATCHDOG_PID", "")
-        if usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
+        if (usec.isascii() and usec.isdigit() and int(usec) > 0
+                and (not pid or pid == str(os.getpid()))):
             self.watchdog_s = int(usec) / 1e6
         self._last_ping = -float("inf")
         self._sock: socket.socket | None = None

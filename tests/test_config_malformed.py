@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import pytest
 from test_service import model_settings, toml_value
 
@@ -28,7 +29,9 @@ REPO = Path(__file__).resolve().parent.parent
 class Case:
     """One malformed config: ``set`` overrides ``section.key`` values (``None`` removes the
     key), ``prepare`` makes files in the test folder and may return overrides of its own,
-    ``raw`` replaces the whole file, ``key`` is what stderr must name."""
+    ``raw`` replaces the whole file, ``key`` is what stderr must name; ``daemon``: the daemon
+    refuses it at start too (a file that exists but cannot be read as a source is the run's
+    failure there, published as ``failed``: test_daemon_faults)."""
 
     name: str
     key: str
@@ -36,6 +39,7 @@ class Case:
     prepare: Callable[[Path], dict[str, Any]] | None = None
     raw: Callable[[Path], bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    daemon: bool = True
 
 
 def _models_without(t: Path, variant: str) -> dict[str, Any]:
@@ -54,6 +58,13 @@ def _models_without(t: Path, variant: str) -> dict[str, Any]:
 
 def _file(p: Path, text: str = "x") -> Path:
     p.write_text(text)
+    return p
+
+
+def _empty_video(p: Path) -> Path:
+    """A valid AVI container with no frame in it (OpenCV's writer, released at once)."""
+    cv2.VideoWriter(str(p), cv2.VideoWriter.fourcc(*"MJPG"), 25, (64, 64)).release()
+    assert p.stat().st_size > 0
     return p
 
 
@@ -143,6 +154,17 @@ CASES = [
     Case("URL port out of range", "source.uri", {"source.uri": "http://cam:99999/x"}),
     Case("missing video file", "source.uri", {"source.uri": "/nonexistent/video.mp4"}),
     Case("picamera2 index not a number", "source.uri", {"source.uri": "picamera2:x"}),
+    Case("an empty source", "source.uri", {"source.uri": ""}),
+    Case("a camera index in superscript digits", "source.uri", {"source.uri": "\u00b2"}),
+    Case("a picamera2 index in fullwidth digits", "source.uri",
+         {"source.uri": "picamera2:\uff10"}),
+    # files that exist but cannot be a source (validate-config said ok; the daemon failed)
+    Case("a text file named .mp4", "source.uri", daemon=False,
+         prepare=lambda t: {"source.uri": str(_file(t / "clip.mp4", "not a video"))}),
+    Case("a video without frames", "source.uri", daemon=False,
+         prepare=lambda t: {"source.uri": str(_empty_video(t / "empty.avi"))}),
+    Case("a text file named .jpg", "source.uri", daemon=False,
+         prepare=lambda t: {"source.uri": str(_file(t / "photo.jpg", "not an image"))}),
     # output and credentials
     Case("output dir under a file", "output.dir", prepare=lambda t: {
         "output.dir": str(_file(t / "out") / "sub")}),
@@ -233,7 +255,10 @@ def test_a_malformed_config_exits_2_naming_the_key(tmp_path: Path, case: Case) -
     env = {**{k: v for k, v in os.environ.items() if k not in (
         "CREDENTIALS_DIRECTORY", "STATE_DIRECTORY", "NOTIFY_SOCKET")}, **model_env,
         **{k: v.format(tmp=tmp_path) for k, v in case.env.items()}}
-    for args in (["validate-config", str(path)], ["daemon", "--config", str(path)]):
+    runs = [["validate-config", str(path)]]
+    if case.daemon:
+        runs.append(["daemon", "--config", str(path)])
+    for args in runs:
         r = _run(args, env)
         out = r.stdout + r.stderr
         assert r.returncode == 2, (args[0], r.returncode, out[-2000:])

@@ -285,3 +285,38 @@ def test_sigkill_at_random_moments_with_a_flapping_broker_loses_no_event(
     for s in streams:  # no gap inside a stream: nothing numbered was lost either
         seqs = sorted(k[1] for k in delivered if k[0] == s)
         assert seqs == list(range(seqs[0], seqs[-1] + 1)), (s, seqs, seed)
+
+
+def test_another_client_with_the_daemons_client_id_is_named(tmp_path: Path,
+                                                            clip: Path) -> None:  # noqa: F811
+    """A second client with the daemon's client id (a second device with the same
+    annotation.device_id): Mosquitto closes the older connection without a word, each takes
+    it back from the other, and the log said only 'lost: Unspecified error' each time."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    broker = Broker(tmp_path, free_port())
+    broker.start()
+    d = Daemon(tmp_path, broker.port, clip, device="twin", loop=True,
+               mqtt={"reconnect_min_s": 0.2, "reconnect_max_s": 0.5})
+    sub = Subscriber(broker.port).start()
+    try:
+        d.start()
+        wait_until(lambda: any(s["state"] == "online" for s in _status(sub)), 60, "online")
+        for _ in range(4):  # the twin connects, the daemon takes the id back, and again
+            twin = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edgepose-twin",
+                               protocol=mqtt.MQTTv5)
+            twin.connect("127.0.0.1", broker.port)
+            twin.loop_start()
+            time.sleep(1.0)
+            twin.loop_stop()
+            twin.disconnect()
+        wait_until(lambda: "is another client using the client id 'edgepose-twin'"
+                   in d.output(), 10, "the hint in the log")
+        d.signal(signal.SIGTERM)
+        assert d.wait(30) == 0, d.output()
+    finally:
+        d.kill()
+        sub.stop()
+        broker.stop()
+    assert d.output().count("is another client using") == 1

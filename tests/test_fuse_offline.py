@@ -190,6 +190,24 @@ def test_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "camera cam02: k has a non-finite value" in err and not out.exists()
 
 
+def test_cli_out_that_would_lose_data_is_refused(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """--out naming a folder left FOLDER.part behind and said only '[Errno 21] Is a
+    directory'; --out naming an input replaced that input with the output."""
+    sc = scene("single")
+    folder = tmp_path / "outdir"
+    folder.mkdir()
+    assert _cli_fuse(list(sc.jsonl), sc.calib, folder) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert not (tmp_path / "outdir.part").exists()
+    src = sc.jsonl[0]
+    copy = tmp_path / "cam01.jsonl"
+    copy.write_bytes(src.read_bytes())
+    assert _cli_fuse([copy, *sc.jsonl[1:]], sc.calib, copy) == 2
+    assert "is one of the inputs" in capsys.readouterr().err
+    assert copy.read_bytes() == src.read_bytes()
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

@@ -13,6 +13,8 @@ import logging
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 
 from edge.comms.events import (
+    BEHIND_NAME,
     JOURNAL_NAME,
     LEGACY_JOURNAL_NAME,
     EventQueue,
@@ -294,3 +297,119 @@ def test_a_second_daemon_on_the_same_journal_is_a_clear_error(tmp_path: Path) ->
     finally:
         q.close()
     EventQueue(tmp_path).close()  # free again once the first one closed
+
+
+# ------------------------------------------------------------------------ a full disk
+
+_FULL = """
+import json, os, resource, signal, sys
+from pathlib import Path
+from edge.comms.events import EventQueue, JournalError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, as ENOSPC on a full disk
+folder, how = Path(sys.argv[1]), sys.argv[2]
+def ev(n):
+    return {"v": 1, "device_id": "dev", "kind": "entered", "track_id": n, "other_id": None,
+            "ts": 1.0, "t_source": 1.0, "frame_id": n, "pad": "x" * 300}
+def limit(n):
+    resource.setrlimit(resource.RLIMIT_FSIZE, (n, resource.RLIM_INFINITY))
+if how.startswith("at open"):
+    limit(int(how.split()[-1]))
+    try:
+        EventQueue(folder)
+    except JournalError as e:
+        print(json.dumps({"error": str(e)}))
+    sys.exit()
+q = EventQueue(folder)
+for i in range(5):
+    q.add(ev(i))
+limit(max(p.stat().st_size for p in folder.iterdir()))  # the disk is full from here
+published = [q.add(ev(i))["seq"] for i in range(5, 100)]
+errors = q.write_errors
+if how == "room again, then killed":
+    limit(resource.RLIM_INFINITY)
+    published.append(q.add(ev(100))["seq"])
+    print(json.dumps({"stream": q.stream, "published": published, "errors": errors}),
+          flush=True)
+    os._exit(0)  # SIGKILL: no clean stop
+q.close()  # a stop on the full disk
+print(json.dumps({"stream": q.stream, "published": published, "errors": errors}))
+"""
+
+
+@pytest.mark.parametrize("how", ["room again, then killed", "stopped while full"])
+def test_a_full_disk_never_loses_numbering(tmp_path: Path, how: str) -> None:
+    """Events added while the disk is full are kept in memory; once a write passes again the
+    file takes all of them (they used to stay out of it for good: a crash lost them); a stop
+    while still full leaves a mark, and the next start begins a new stream (it used to carry
+    on the old one from the last number on disk: (stream, seq) named two events)."""
+    run = subprocess.run([sys.executable, "-c", _FULL, str(tmp_path), how],
+                         capture_output=True, text=True, timeout=60, check=True)
+    child = json.loads(run.stdout.splitlines()[-1])
+    assert child["errors"] > 0, run.stderr  # the limit did refuse writes
+    q = EventQueue(tmp_path)
+    try:
+        if how == "room again, then killed":
+            assert "held in memory are journalled" in run.stderr
+            assert q.stream == child["stream"] and not q.report.new_stream
+            assert list(q.seqs()) == list(range(1, 102))  # nothing acked: every event is back
+        else:
+            assert "could not be saved" in run.stderr
+            assert q.stream != child["stream"]
+            assert "could not write every event" in q.report.new_stream
+            assert not (tmp_path / BEHIND_NAME).exists()
+    finally:
+        q.close()
+
+
+@pytest.mark.parametrize(("room", "says"), [(0, "is the disk full"),
+                                            (32768, "cannot write it: disk I/O error")])
+def test_a_full_disk_at_start_names_the_real_error(tmp_path: Path, room: int,
+                                                   says: str) -> None:
+    """No room for the journal's files, or for its first write. SQLite rolls a failed write
+    back by itself; the ROLLBACK after it failed, and its 'no transaction is active' replaced
+    the real error in the message."""
+    run = subprocess.run([sys.executable, "-c", _FULL, str(tmp_path), f"at open {room}"],
+                         capture_output=True, text=True, timeout=60, check=True)
+    error = json.loads(run.stdout)["error"]
+    assert says in error and "no transaction" not in error, error
+
+
+def test_a_journal_of_another_format_or_layout_is_set_aside(tmp_path: Path) -> None:
+    """A newer version's journal (format 99) was read as format 1 and rewritten; one of
+    another layout stopped the start with 'no such column: seq' (exit 1). Both are set aside
+    (kept, each under its own name though they come within one second) and a new stream
+    begins; what can be read is salvaged."""
+    stream = _journal(tmp_path, n=3, acked=())
+    db = sqlite3.connect(tmp_path / JOURNAL_NAME)
+    db.execute("UPDATE meta SET value = '99' WHERE key = 'format'")
+    db.commit()
+    db.close()
+    q = EventQueue(tmp_path)
+    assert q.stream != stream and q.report.lost_unknown and q.seqs() == [1, 2, 3]
+    q.close()
+    db = sqlite3.connect(tmp_path / JOURNAL_NAME)
+    db.execute("DROP TABLE events")
+    db.execute("CREATE TABLE events (x TEXT)")
+    db.commit()
+    db.close()
+    q = EventQueue(tmp_path)
+    assert q.report.lost_unknown and q.seqs() == []
+    q.close()
+    aside = sorted(p.name for p in tmp_path.glob(f"{JOURNAL_NAME}.damaged-*")
+                   if not p.name.endswith(("-wal", "-shm")))
+    assert len(aside) == 2, aside
+
+
+def test_a_next_seq_of_non_ascii_digits_is_unreadable_not_a_crash(tmp_path: Path) -> None:
+    """'\u00b2' passes str.isdigit() and then int() raised ValueError at the start."""
+    stream = _journal(tmp_path, n=2, acked=())
+    db = sqlite3.connect(tmp_path / JOURNAL_NAME)
+    db.execute("UPDATE meta SET value = '\u00b2' WHERE key = 'next_seq'")
+    db.commit()
+    db.close()
+    q = EventQueue(tmp_path)
+    try:
+        assert q.stream != stream and "next_seq is unreadable" in q.report.new_stream
+        assert q.next_seq == 3
+    finally:
+        q.close()

@@ -211,6 +211,8 @@ def test_notify_is_a_no_op_outside_systemd() -> None:
     other_pid = Notifier({"NOTIFY_SOCKET": "/nonexistent", "WATCHDOG_USEC": "1000",
                           "WATCHDOG_PID": "1"})
     assert other_pid.watchdog_s is None  # the watchdog is meant for another process
+    odd = Notifier({"WATCHDOG_USEC": "\u00b2"})  # isdigit() but not int(): was a ValueError
+    assert odd.watchdog_s is None
 
 
 # ------------------------------------------------------------------- throttling, discovery

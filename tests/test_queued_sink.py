@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -85,6 +87,71 @@ def test_a_failing_sink_surfaces_on_the_next_write_or_close(tmp_path: Path) -> N
     q2.write(*_item(0))
     with pytest.raises(SinkError):
         q2.close()
+
+
+_FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+import numpy as np
+from edge.annotation import Annotation
+from edge.sinks import JsonlSink, SinkError
+from edge.types import Frame
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, as ENOSPC on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
+sink = JsonlSink(Path(sys.argv[1]))
+try:
+    for i in range(1000):
+        sink.write(Frame(np.zeros((4, 4, 3), np.uint8), i, i, i / 30),
+                   Annotation(i, i / 30, 0, {"frame_id": i, "pad": "x" * 2000}))
+except SinkError as e:
+    print(sink.lines, e)
+"""
+
+
+def test_a_full_disk_leaves_whole_lines(tmp_path: Path) -> None:
+    """A write refused part-way (the file-size limit: the kernel takes what fits, then refuses,
+    as a full disk does) is cut back to the last whole line: the file stays valid JSON Lines.
+    It used to end in half a line."""
+    path = tmp_path / "a.jsonl"
+    run = subprocess.run([sys.executable, "-c", _FULL_DISK, str(path), "30000"],
+                         capture_output=True, text=True, timeout=60, check=True)
+    lines, message = run.stdout.split(" ", 1)
+    assert "write failed" in message and "keeps its" in message, run.stdout + run.stderr
+    text = path.read_text()
+    assert text.endswith("\n")
+    ids = [json.loads(line)["frame_id"] for line in text.splitlines()]
+    assert ids == list(range(int(lines))) and len(ids) == 30000 // 2027
+
+
+_FULL_DISK_COCO = """
+import resource, signal, sys
+from pathlib import Path
+import numpy as np
+from edge.annotation import Annotation
+from edge.sinks import CocoKeypointsSink, SinkError
+from edge.types import Frame
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, resource.RLIM_INFINITY))
+sink = CocoKeypointsSink(Path(sys.argv[1]))
+for i in range(1000):
+    sink.write(Frame(np.zeros((4, 4, 3), np.uint8), i, i, float(i), name=f"img{i}.jpg"),
+               Annotation(i, float(i), 0, {"frame_id": i, "image": {"width": 4, "height": 4},
+                                           "persons": []}))
+try:
+    sink.close()
+except SinkError as e:
+    print(e)
+"""
+
+
+def test_coco_results_on_a_full_disk_leave_no_temporary_file(tmp_path: Path) -> None:
+    """The results are written whole through a temporary file; on a full disk that file used
+    to stay behind (coco_keypoints.json.tmp, cut at the limit)."""
+    path = tmp_path / "coco_keypoints.json"
+    run = subprocess.run([sys.executable, "-c", _FULL_DISK_COCO, str(path)],
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert "write failed" in run.stdout, run.stdout + run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_closed_sink_refuses_writes(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from mjpeg_camera import MjpegCamera
 
 from edge.sources import (
     DEMO_CLIP,
@@ -109,6 +111,42 @@ def test_dead_camera_gives_a_clear_error_after_the_timeout() -> None:
             src.read(timeout=0.5)
         assert time.monotonic() - t0 < 3.0
         assert not src.connected.is_set()
+    finally:
+        src.close()
+
+
+def test_a_damaged_frame_of_a_live_stream_is_skipped_not_a_reconnect() -> None:
+    """A real MJPEG camera sending every fifth frame as a broken JPEG (a weak link): OpenCV
+    fails that read and the next one succeeds. Each broken frame used to close the stream and
+    reconnect after the backoff (12 reconnects in 5 s here, a WARNING each, frames lost)."""
+    cam = MjpegCamera(fps=15.0)
+    cam.frames = [jpg if i % 5 else b"\xff\xd8 broken" + b"\x00" * 100
+                  for i, jpg in enumerate(cam.frames)]
+    cam.start()
+    src = open_url(cam.url, reconnect_initial_s=0.5, reconnect_max_s=0.5)
+    try:
+        got = []
+        end = time.monotonic() + 5.0
+        while time.monotonic() < end:
+            got.append(src.read(timeout=5.0))
+        assert src.reconnects == 0, src.last_error
+        assert src.bad_frames >= 8
+        assert len(got) >= 40  # 4 of every 5 frames at 15 fps
+    finally:
+        src.close()
+        cam.stop()
+
+
+def test_a_stream_that_ends_is_still_reopened_at_once(tmp_path: Path,
+                                                      demo_frames: dict[int, Any]) -> None:
+    """Skipping damaged frames must not delay a real end: the file's end fails every read."""
+    clip = _short_clip(tmp_path / "stream.mp4", 10, demo_frames)
+    src = open_url(str(clip), reconnect_initial_s=0.05, reconnect_max_s=0.05)
+    try:
+        end = time.monotonic() + 5.0
+        while src.reconnects < 3 and time.monotonic() < end:
+            time.sleep(0.05)
+        assert src.reconnects >= 3
     finally:
         src.close()
 
@@ -230,3 +268,25 @@ def test_prefetcher_runs_ahead_work_in_order_and_passes_its_error_in_order(
     src.close()
     assert got == [0, 1, 2, 3, 4]
     assert seen == [(i, "prefetch") for i in range(6)]
+
+
+def test_a_video_without_frames_is_an_error_at_open(tmp_path: Path) -> None:
+    """A valid container with no frame and no frame count: `run` used to end at once with
+    exit 0 and empty outputs, as if the video had nobody in it."""
+    path = tmp_path / "empty.avi"
+    cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 25, (64, 64)).release()
+    with pytest.raises(SourceError, match=r"empty\.avi: no frame can be read"):
+        VideoFileSource(path)
+
+
+def test_a_camera_that_never_opens_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """No /dev/video99: every retry used to log a WARNING (every 2 s for ever by default)."""
+    with caplog.at_level(logging.DEBUG, "edge.sources.live"):
+        src = open_camera(99, reconnect_initial_s=0.02, reconnect_max_s=0.05)
+        try:
+            time.sleep(1.0)
+        finally:
+            src.close()
+    tries = [r for r in caplog.records if "cannot open" in r.getMessage()]
+    assert len(tries) >= 5
+    assert [r.levelno for r in tries].count(logging.WARNING) == 1

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import DEMO_CLIP
+from conftest import DEMO_CLIP, require
 from testdata import demo_segment
 
 from edge.annotation import Annotation
@@ -159,6 +159,25 @@ def test_killed_writer_is_reported_counted_and_never_blocks(
     assert sink.written + sink.dropped == 40 and sink.dropped >= 30
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "writer process failed" in errors[0].getMessage()
+
+
+def test_frames_of_another_size_are_scaled_to_the_video(tmp_path: Path,
+                                                        demo_frames: dict[int, U8],
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A live camera that comes back at another size: its frames are scaled to the video's
+    (once warned). They used to end the video: every later frame dropped, close() raised."""
+    path = tmp_path / "sizes.mp4"
+    big = demo_frames[0]
+    small: U8 = np.asarray(cv2.resize(demo_frames[0], (640, 360)), np.uint8)
+    sink = VideoProcessSink(path, 25.0, lossless=True)
+    with caplog.at_level(logging.WARNING, "edge.sinks.video_process"):
+        for i in range(12):
+            sink.write(*_item(big if i < 6 else small, i))
+        sink.close()
+    assert sink.written == 12 and sink.dropped == 0
+    got = _read_all(path)
+    assert len(got) == 12 and {g.shape for g in got} == {big.shape}
+    assert sum("are scaled to it" in r.message for r in caplog.records) == 1
 
 
 def test_unwritable_path_is_a_clear_error(tmp_path: Path, demo_frames: dict[int, U8]) -> None:
@@ -307,3 +326,46 @@ def test_auto_codec_is_mp4v_in_realtime_runs(manifest: Manifest, tmp_path: Path)
         (video,) = [o for o in rt.outputs if isinstance(o, VideoProcessSink)]
         assert (video.codec, video.path.name, video.lossless) == (want, "annotated.mp4", False)
         assert rt.close() == 0
+
+
+_SMALL_SHM = """
+import sys
+from pathlib import Path
+import cv2
+from edge.annotation import Annotation
+from edge.sinks import SinkError
+from edge.sinks.video_process import VideoProcessSink
+from edge.types import Frame
+cap = cv2.VideoCapture(sys.argv[1]); ok, image = cap.read(); cap.release()
+sink = VideoProcessSink(Path(sys.argv[2]), 25.0, lossless=True)
+for i in range(12):
+    sink.write(Frame(image, i, i, i / 25), Annotation(i, i / 25, 0, {"frame_id": i, "persons": []}))
+try:
+    sink.close()
+    print("ok", sink.slots, sink.written)
+except SinkError as e:
+    print("error", sink.written, e)
+"""
+
+
+@pytest.mark.parametrize("room", ["8m", "1m"])
+def test_a_small_dev_shm_is_no_bus_error(tmp_path: Path, room: str) -> None:
+    """/dev/shm with less room than the ring (a container's 64 MB and 4K frames; here 8 MB and
+    1 MB against 8 slots of 5.3 MB), in a mount namespace of its own: the ring takes the slots
+    that fit, or the writer fails with a message naming /dev/shm. The first frame past the
+    room used to kill the process with SIGBUS (exit 135, an empty video)."""
+    require("unshare", "apt-get install util-linux")
+    path = tmp_path / "v.mp4"
+    script = (f"mount -t tmpfs -o size={room} tmpfs /dev/shm && exec {sys.executable} -c "
+              '"$0" "$1" "$2"')
+    run = subprocess.run(["unshare", "-m", "sh", "-c", script, _SMALL_SHM, str(DEMO_CLIP),
+                          str(path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, f"exit {run.returncode} (-7/135: SIGBUS)\n{run.stderr}"
+    words = run.stdout.split()
+    if room == "8m":
+        assert words[:3] == ["ok", "1", "12"], run.stdout + run.stderr
+        assert len(_read_all(path)) == 12
+        assert "has room for 1 of 8 frame slots" in run.stderr
+    else:
+        assert words[:2] == ["error", "0"], run.stdout + run.stderr
+        assert "no shared memory for one frame" in run.stdout and "/dev/shm" in run.stdout

@@ -45,6 +45,7 @@ its events are imported (damaged lines counted), and it is renamed ``events.json
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -72,6 +73,8 @@ EVENTS_SCHEMA_VERSION = 1
 JOURNAL_NAME = "events.db"
 LEGACY_JOURNAL_NAME = "events.jsonl"
 LOCK_NAME = "events.lock"
+#: An empty file beside the journal while it lacks events the memory held (a full disk).
+BEHIND_NAME = "events.behind"
 JOURNAL_FORMAT = "1"
 MAX_SEQ = 2**62  # far beyond any device's life; a larger number in a journal is damage
 
@@ -176,6 +179,11 @@ def _is_damage(e: sqlite3.DatabaseError) -> bool:
     return isinstance(e, _Corrupt) or getattr(e, "sqlite_errorname", "") in (
         "SQLITE_NOTADB", "SQLITE_CORRUPT") or "malformed" in str(e) or (
         "not a database" in str(e))
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes "²", which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
 
 
 def _reject_constant(name: str) -> Any:
@@ -318,6 +326,8 @@ class EventQueue:
         self._db: sqlite3.Connection | None = None
         self._lockfile: BinaryIO | None = None
         self._dirty = False
+        #: A write failed: the file lacks events the memory holds (see :meth:`_commit`).
+        self._behind = False
         self._closing = threading.Event()
         self._syncer: threading.Thread | None = None
         if state_dir is not None:
@@ -368,15 +378,19 @@ class EventQueue:
         salvaged: list[dict[str, Any]] = []
         try:
             self._db = self._connect()
+            self._check_schema()
             meta = self._read_meta()
+            if meta.get("format", JOURNAL_FORMAT) != JOURNAL_FORMAT:
+                raise _Corrupt(f"written in format {meta['format'][:20]!r}, this edge-pose "
+                               f"reads format {JOURNAL_FORMAT} (by a newer version?)")
             rows = self._read_rows()
         except sqlite3.DatabaseError as e:
             if self._db is not None:
                 self._db.close()
                 self._db = None
             if not _is_damage(e):
-                raise JournalError(f"event journal {self.path}: {e}; is another edge-pose "
-                                   "using this state folder?") from None
+                raise JournalError(f"event journal {self.path}: {e}; is the disk full, or "
+                                   "another edge-pose using this state folder?") from None
             salvaged = self._set_aside(e)
             try:
                 self._db = self._connect()
@@ -400,15 +414,18 @@ class EventQueue:
             doubt = "the journal was damaged"
         elif stream is None and existed:
             doubt = "the journal had no numbering (replaced or recreated)"
-        elif stream is not None and (next_seq is None or not next_seq.isdigit()):
+        elif stream is not None and (next_seq is None or not _is_number(next_seq)):
             doubt = "the journal's next_seq is unreadable"
         elif stream is not None and meta.get("file") not in (None, self._file_id()):
             doubt = "the journal file was replaced (it is not the file written last)"
+        elif stream is not None and (state_dir / BEHIND_NAME).exists():
+            doubt = ("the last run could not write every event to the journal (a full disk?) "
+                     "and did not catch up")
         elif stream is not None and clean != "1" and meta.get("sync_ms", "0") != "0":
             doubt = (f"the last run did not stop cleanly with journal_sync_ms = "
                      f"{meta.get('sync_ms', '?')[:10]}: its last events may not have reached "
                      "the disk")
-        if stream is not None and next_seq is not None and next_seq.isdigit():
+        if stream is not None and next_seq is not None and _is_number(next_seq):
             self.next_seq = max(self.next_seq, min(int(next_seq), MAX_SEQ - 1))
         self.next_seq = max(self.next_seq, highest + 1)
         if stream is not None and not doubt and len(stream) <= 64:
@@ -422,6 +439,7 @@ class EventQueue:
             self._pending.popitem(last=False)
             self.dropped += 1
         self._rewrite(clean=False)
+        self._mark_behind(False)  # the numbering on disk is whole again
         if legacy is not None:
             legacy_path = state_dir / LEGACY_JOURNAL_NAME
             os.replace(legacy_path, legacy_path.with_name(LEGACY_JOURNAL_NAME + ".migrated"))
@@ -440,6 +458,20 @@ class EventQueue:
     def _damage(self, what: str, n: int = 1) -> None:
         self.report.damaged += n
         logger.warning("event journal %s: %s", self.path, what)
+
+    def _check_schema(self) -> None:
+        """Raises :class:`_Corrupt` unless both tables have this format's columns.
+
+        A journal of another layout (another program's file, another version's) used to stop
+        the start with "no such column: seq" (exit 1); as damage it is set aside, kept for a
+        look, and a new stream begins.
+        """
+        assert self._db is not None
+        for table, columns in (("meta", ["key", "value"]), ("events", ["seq", "body", "crc"])):
+            got = [str(row[1], "utf-8") if isinstance(row[1], bytes) else str(row[1])
+                   for row in self._db.execute(f"PRAGMA table_info({table})")]
+            if got != columns:
+                raise _Corrupt(f"table {table} has the columns {got[:8]}, not {columns}")
 
     def _read_meta(self) -> dict[str, str]:
         assert self._db is not None
@@ -474,6 +506,10 @@ class EventQueue:
         assert self.path is not None
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         aside = self.path.with_name(f"{JOURNAL_NAME}.damaged-{stamp}")
+        n = 1
+        while any(Path(str(aside) + x).exists() for x in ("", "-wal", "-shm")):
+            n += 1  # a second damaged journal within the second must not replace the first
+            aside = self.path.with_name(f"{JOURNAL_NAME}.damaged-{stamp}-{n}")
         for suffix in ("", "-wal", "-shm"):
             src = Path(str(self.path) + suffix)
             if src.exists():
@@ -554,6 +590,15 @@ class EventQueue:
                 strict: bool = False) -> bool:
         """Runs ``sql`` in one transaction; on failure the queue goes on in memory only.
 
+        After a failed write (a full disk) the file lacks what that write carried, so the next
+        transaction writes the whole queue and the numbering instead of ``sql``: the file
+        catches up as soon as the disk has room, not only what comes after. Until then an
+        empty file beside it (``events.behind``) says so: a start after a stop or a crash in
+        that state cannot know which numbers were published, and begins a new stream.
+        Without this, events added while the disk was full never reached the file even once
+        it had room, and a start after a stop on the full disk numbered new events with the
+        numbers of those lost: (stream, seq) named two events.
+
         Returns:
             Whether the transaction was committed.
 
@@ -563,6 +608,9 @@ class EventQueue:
         db = self._db
         if db is None:
             return False
+        caught_up = self._behind and not strict
+        if caught_up:
+            sql = self._whole_sql(clean=self._closing.is_set())
         try:
             if self.sync_ms == 0 and not durable:
                 db.execute("PRAGMA synchronous=NORMAL")  # acks: a lost one only re-sends
@@ -572,26 +620,52 @@ class EventQueue:
                     db.execute(q, args)
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # SQLite rolls back by itself on some errors (a full disk); a ROLLBACK then
+                # fails too, and its "no transaction is active" hid the real error.
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
                 raise
             finally:
                 if self.sync_ms == 0 and not durable:
                     db.execute("PRAGMA synchronous=FULL")
             self._dirty = True
-            if self.write_errors:
+            if caught_up:
+                self._behind = False
+                self._mark_behind(False)
+                logger.warning("event journal %s writable again: the %d event(s) held in "
+                               "memory are journalled", self.path, len(self._pending))
+            elif self.write_errors:
                 logger.warning("event journal %s writable again", self.path)
-                self.write_errors = 0
+            self.write_errors = 0
             return True
         except sqlite3.Error as e:
             if strict:
                 raise JournalError(f"event journal {self.path}: cannot write it: {e}; check "
                                    "the disk and service.state_dir") from None
+            self._behind = True
+            self._mark_behind()
             self.write_errors += 1
             if self.write_errors == 1:
                 logger.error("event journal %s: write failed (%s); events are kept in memory "
                              "only until it works again (check the disk and service.state_dir)",
                              self.path, e)
             return False
+
+    def _mark_behind(self, behind: bool = True) -> None:
+        """Marks the journal as lacking events (or no longer), with an empty file beside it.
+
+        An empty file needs no data block, so a full disk still takes it (a row in the journal
+        itself would not be written: its pages are what the disk has no room for).
+        """
+        if self.path is None:
+            return
+        mark = self.path.with_name(BEHIND_NAME)
+        with contextlib.suppress(OSError):
+            if behind:
+                mark.touch()
+            else:
+                mark.unlink(missing_ok=True)
 
     def _file_id(self) -> str:
         """Device and inode of the journal: another file in its place casts doubt."""
@@ -605,13 +679,17 @@ class EventQueue:
             ("next_seq", str(self.next_seq)), ("clean", "1" if clean else "0"),
             ("sync_ms", str(self.sync_ms)))]
 
-    def _rewrite(self, clean: bool) -> None:
-        """Writes the numbering and every pending event (on open), durably."""
+    def _whole_sql(self, clean: bool) -> list[tuple[str, tuple[Any, ...]]]:
+        """The numbering and every pending event, replacing what the file holds."""
         sql = [*self._meta_sql(clean), ("DELETE FROM events", ())]
         for seq, ev in self._pending.items():
             body = _encode(ev)
             sql.append(("INSERT INTO events VALUES (?, ?, ?)", (seq, body, zlib.crc32(body))))
-        self._commit(sql, durable=True, strict=True)
+        return sql
+
+    def _rewrite(self, clean: bool) -> None:
+        """Writes the numbering and every pending event (on open), durably."""
+        self._commit(self._whole_sql(clean), durable=True, strict=True)
         self._checkpoint()
 
     def _checkpoint(self) -> None:
@@ -732,7 +810,10 @@ class EventQueue:
         with self._lock:
             if self._db is None:
                 return
-            self._commit(self._meta_sql(clean=True), durable=True)
+            if not self._commit(self._meta_sql(clean=True), durable=True) and self._behind:
+                logger.error("event journal %s: %d event(s) held in memory could not be "
+                             "saved (check the disk and service.state_dir); they are lost "
+                             "with this stop", self.path, len(self._pending))
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as e:

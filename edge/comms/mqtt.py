@@ -89,6 +89,10 @@ def backoff_s(attempt: int, min_s: float, max_s: float, rng: random.Random) -> f
     return base * (0.5 + 0.5 * rng.random())
 
 
+#: A connection the broker ends sooner than this after it began (s) counts as short-lived.
+SHORT_LIVED_S = 3.0
+
+
 class Link:
     """A reconnecting MQTT connection as it was last logged, and its reconnect backoff.
 
@@ -101,6 +105,7 @@ class Link:
         port: Broker port, for the log.
         min_s: First backoff, s.
         max_s: Longest backoff, s.
+        client_id: This client's id, for the hint when connections keep ending at once.
 
     Attributes:
         state: ``starting``, ``up`` or ``down``.
@@ -108,8 +113,11 @@ class Link:
         since: ``time.monotonic()`` of the last change between up and down.
     """
 
-    def __init__(self, host: str, port: int, min_s: float, max_s: float) -> None:
+    def __init__(self, host: str, port: int, min_s: float, max_s: float,
+                 client_id: str = "") -> None:
         self.host, self.port, self.min_s, self.max_s = host, port, min_s, max_s
+        self.client_id = client_id
+        self._short = 0  # connections in a row that ended within SHORT_LIVED_S
         self.state = "starting"
         self.reason = ""
         self.since = time.monotonic()
@@ -133,11 +141,26 @@ class Link:
         return away
 
     def down(self, reason: str) -> None:
-        """The connection was lost or could not be made, because of ``reason``."""
+        """The connection was lost or could not be made, because of ``reason``.
+
+        Connections that the broker ends within ``SHORT_LIVED_S`` of their start, three times
+        in a row, are most often another client taking the same client id (Mosquitto closes
+        the older one without a word, so paho says only "Unspecified error"): two devices
+        with one ``annotation.device_id`` would otherwise push each other off for ever with
+        no hint why. That is said once, at ERROR, until a connection lasts.
+        """
         if self.state == "up":
+            now = time.monotonic()
+            self._short = self._short + 1 if now - self.since < SHORT_LIVED_S else 0
             logger.warning("MQTT connection to %s:%d lost: %s; reconnecting (every %g-%g s)",
                            self.host, self.port, reason, self.min_s, self.max_s)
-            self.since = time.monotonic()
+            if self._short == 3:
+                logger.error("MQTT broker %s:%d ended the last 3 connections within %g s "
+                             "of their start: is another client using the client id %r (two "
+                             "devices with one annotation.device_id, or two workers of one "
+                             "scene)? Else see the broker's log (its ACL or limits)",
+                             self.host, self.port, SHORT_LIVED_S, self.client_id)
+            self.since = now
         elif reason != self.reason:
             logger.warning("MQTT broker %s:%d unreachable: %s; retrying (every %g-%g s)",
                            self.host, self.port, reason, self.min_s, self.max_s)
@@ -266,7 +289,8 @@ class MqttPublisher:
         self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
         self._net = threading.Thread(target=self._net_loop, name="mqtt-network", daemon=True)
         self._net_stop = threading.Event()
-        self._link = Link(mc.host, mc.port, mc.reconnect_min_s, mc.reconnect_max_s)
+        self._link = Link(mc.host, mc.port, mc.reconnect_min_s, mc.reconnect_max_s,
+                          client_id=f"edgepose-{self.device_id}")
         self._since = time.time()
         self._disconnect_reason = ""
         self._failure: str | None = None

@@ -160,17 +160,26 @@ def run_offline(args: argparse.Namespace) -> int:
         devices = (parse_devices(args.devices, calib) if args.devices
                    else default_devices(list(args.jsonl), calib))
         offsets = parse_offsets(args.offsets, devices) if args.offsets else None
+        if args.out.is_dir():
+            raise UsageError(f"--out {args.out} is a folder; give the file to write")
+        inputs = {p.resolve() for p in [*args.jsonl, args.calib]}
+        if args.out.resolve() in inputs:  # the rename at the end would replace an input
+            raise UsageError(f"--out {args.out} is one of the inputs; write elsewhere")
         report = OfflineReport()
         n_frames = n_people = 0
         args.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.out.with_name(args.out.name + ".part")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for fused in fuse_jsonl(args.jsonl, calib, devices, report=report,
-                                    offsets_s=offsets):
-                f.write(json.dumps(fused.to_json(), separators=(",", ":")) + "\n")
-                n_frames += 1
-                n_people += len(fused.persons)
-        tmp.replace(args.out)
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for fused in fuse_jsonl(args.jsonl, calib, devices, report=report,
+                                        offsets_s=offsets):
+                    f.write(json.dumps(fused.to_json(), separators=(",", ":")) + "\n")
+                    n_frames += 1
+                    n_people += len(fused.persons)
+            tmp.replace(args.out)
+        except BaseException:  # a full disk, Ctrl-C: no half-written .part is left behind
+            tmp.unlink(missing_ok=True)
+            raise
     except (UsageError, CalibrationError, OSError) as e:
         print(f"edge-pose fuse: {e}", file=sys.stderr)
         return 2

@@ -468,7 +468,8 @@ class FuseMqtt:
         self._stop = threading.Event()
         self._closing = threading.Event()  # no reconnect once the clean DISCONNECT is asked
         self._net = threading.Thread(target=self._net_loop, name="fuse-mqtt", daemon=True)
-        self._link = Link(mc.host, mc.port, mc.reconnect_min_s, mc.reconnect_max_s)
+        self._link = Link(mc.host, mc.port, mc.reconnect_min_s, mc.reconnect_max_s,
+                          client_id=mc.client_id or f"edgepose-fuse-{config.scene.name}")
         self._reason = ""
 
     def topic(self, name: str) -> str:

@@ -15,42 +15,62 @@ from edge.types import Frame
 
 
 class JsonlSink:
-    """One annotation per line, flushed after every line so a crash loses at most one frame."""
+    """One annotation per line, each written to the file at once: a crash loses one frame.
+
+    A write that fails part-way (a full disk, a file-size limit) is cut back to the last whole
+    line, so the file stays valid JSON Lines for any reader; the error is raised once and the
+    sink is closed. Without the cut a full disk left half a line at the end (a 4 KiB buffer's
+    worth of the last frames, ending mid-number).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f: TextIO | None = self.path.open("w", encoding="utf-8")
+            self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                                           0o644)
         except OSError as e:
             raise SinkError(f"jsonl {self.path}: cannot be written ({e})") from None
+        self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
+        self._whole = 0  # bytes of whole lines in the file
         self.lines = 0
 
     def write(self, frame: Frame, annotation: Annotation) -> None:
         """Appends the annotation as one line."""
-        if self._f is None:
+        fd = self._fd
+        if fd is None:
             raise SinkError(f"jsonl {self.path}: closed")
+        line = (annotation.to_json() + "\n").encode("utf-8")
+        data = memoryview(line)
         try:
-            self._f.write(annotation.to_json() + "\n")
-            self._f.flush()
+            while data:  # a regular file may take part of it (a file-size limit) and refuse on
+                data = data[os.write(fd, data):]
         except OSError as e:
-            raise SinkError(f"jsonl {self.path}: write failed ({e})") from None
+            self._fd = None
+            kept = ""
+            if self._regular:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, self._whole)
+                    kept = f"; the file keeps its {self.lines} whole lines"
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise SinkError(f"jsonl {self.path}: write failed ({e}){kept}") from None
+        self._whole += len(line)
         self.lines += 1
 
     def close(self) -> None:
         """Flushes to disk and closes."""
-        if self._f is None:
+        if self._fd is None:
             return
-        f, self._f = self._f, None
+        fd, self._fd = self._fd, None
         try:
-            f.flush()
-            if stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # a pipe or device has no fsync
-                os.fsync(f.fileno())
+            if self._regular:  # a pipe or device has no fsync
+                os.fsync(fd)
         except OSError as e:
             raise SinkError(f"jsonl {self.path}: write failed ({e})") from None
         finally:
             with contextlib.suppress(OSError):  # already reported above
-                f.close()
+                os.close(fd)
 
 
 class StdoutSink:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path, PurePath
@@ -159,5 +160,7 @@ class CocoKeypointsSink:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
-        except OSError as e:
+        except (OSError, ValueError) as e:  # a full disk; a non-finite number (a bug)
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # no half-written .tmp is left beside the results
             raise SinkError(f"coco {self.path}: write failed ({e})") from None

@@ -121,6 +121,36 @@ def _drawn_part(annotation: Annotation) -> dict[str, Any]:
             "timings": annotation.timings}
 
 
+#: Where Linux keeps POSIX shared memory (``SharedMemory`` segments are files there).
+SHM_DIR = "/dev/shm"
+
+
+def _reserved_shm(size: int) -> SharedMemory:
+    """A new shared-memory segment of ``size`` bytes whose pages are all reserved now.
+
+    tmpfs hands out a segment's pages only when they are first written, so a segment larger
+    than the room left in ``/dev/shm`` is created without complaint and the first write past
+    the room kills the process with SIGBUS (a run on the demo clip with an 8 MB ``/dev/shm``
+    died so, "Bus error", exit 135, an empty video). ``posix_fallocate`` claims every page up
+    front, or fails with ENOSPC here.
+
+    Raises:
+        OSError: The segment cannot be made or its pages reserved (nothing is left behind).
+    """
+    shm = SharedMemory(create=True, size=size)
+    try:
+        fd = os.open(os.path.join(SHM_DIR, shm.name.lstrip("/")), os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        finally:
+            os.close(fd)
+    except OSError:
+        shm.close()
+        shm.unlink()
+        raise
+    return shm
+
+
 class VideoProcessSink:
     """The annotated video, drawn and encoded by a child process (see the module docstring).
 
@@ -177,6 +207,7 @@ class VideoProcessSink:
         self._closed = False
         self._final: int | None = None
         self._warned_meta = False
+        self._warned_size = False
         parent_sock, child_sock = socket.socketpair()
         package_root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ)
@@ -222,8 +253,17 @@ class VideoProcessSink:
         if self._shape is None:
             self._make_ring(image.shape)
         elif image.shape != self._shape:
-            self._fail(f"frame size {image.shape[1]}x{image.shape[0]} differs from "
-                       f"{self._shape[1]}x{self._shape[0]}")
+            # A live camera that comes back at another size (reconfigured, or another device
+            # on the same index): its frames are scaled to the video's size, which cannot
+            # change mid-file. This used to end the video ("the rest of the run is not
+            # recorded"). The drawing is in normalised coordinates, so it still fits.
+            h, w = self._shape[:2]
+            if not self._warned_size:
+                self._warned_size = True
+                logger.warning("video %s: frames of %dx%d now, the video is %dx%d; they are "
+                               "scaled to it", self.path, image.shape[1], image.shape[0], w, h)
+            image = np.asarray(cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA),
+                               np.uint8)
         if self.error is not None:
             self.dropped += 1
             return
@@ -244,13 +284,25 @@ class VideoProcessSink:
 
     def _make_ring(self, shape: tuple[int, ...]) -> None:
         nbytes = int(np.prod(shape))
-        self.slots, self._stride = ring_slots(nbytes, self.max_bytes)
-        try:
-            self._shm = SharedMemory(create=True, size=self.slots * self._stride)
-        except OSError as e:
-            self._fail(f"no shared memory for {self.slots} slots of {self._stride} bytes ({e}; "
-                       "is /dev/shm writable?)")
+        slots, self._stride = ring_slots(nbytes, self.max_bytes)
+        error: OSError | None = None
+        for n in range(slots, 0, -1):  # fewer slots when /dev/shm is small (a container's 64 MB)
+            try:
+                self._shm = _reserved_shm(n * self._stride)
+            except OSError as e:
+                error = e
+                continue
+            self.slots = n
+            break
+        if self._shm is None:
+            free = shutil.disk_usage(SHM_DIR).free if os.path.isdir(SHM_DIR) else 0
+            self._fail(f"no shared memory for one frame of {self._stride} bytes in {SHM_DIR} "
+                       f"({free} bytes free: {error}); give /dev/shm more room (Docker: "
+                       "--shm-size) or set output.video = false")
             return
+        if self.slots < slots:
+            logger.warning("video %s: %s has room for %d of %d frame slots; the writer keeps "
+                           "%d frame(s) in hand", self.path, SHM_DIR, self.slots, slots, self.slots)
         self._shape = tuple(shape)
         self._free.extend(range(self.slots))
         self._send(("ring", self._shm.name, self._shape, self.slots, self._stride))

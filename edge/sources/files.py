@@ -46,6 +46,14 @@ class VideoFileSource:
         self._loop = loop
         self._next = 0
         self._index = 0
+        self._peeked: U8 | None = None
+        if self.frame_count is None:  # no count in the header: is there a frame at all?
+            ok, image = self._cap.read()
+            if not ok or image is None:
+                self._cap.release()
+                raise SourceError(f"video {self.path}: no frame can be read (an empty or "
+                                  "damaged video)")
+            self._peeked = np.asarray(image, np.uint8)
 
     @property
     def dropped(self) -> int:
@@ -59,8 +67,13 @@ class VideoFileSource:
             SourceEnd: After the last frame.
             SourceError: The file ended early or a frame could not be decoded.
         """
-        ok, image = self._cap.read()
-        if not ok or image is None:
+        image: U8 | None = None
+        if self._peeked is not None:
+            image, self._peeked = self._peeked, None
+        else:
+            ok, read = self._cap.read()
+            image = np.asarray(read, np.uint8) if ok and read is not None else None
+        if image is None:
             if self.frame_count is not None and self._next < self.frame_count:
                 raise SourceError(
                     f"video {self.path}: frame {self._next} of {self.frame_count} could not be "
@@ -166,16 +179,17 @@ class ImageFolderSource:
         self.path = Path(path)
         self.name = str(self.path)
         self.max_pixels = max_pixels
+        #: The folder the frames' names are relative to (the image's own folder for one image).
+        self.root = self.path
         if self.path.is_dir():
             files = sorted(p for p in self.path.iterdir()
                            if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
             if not files:
                 raise SourceError(f"folder {self.path}: no images "
                                   f"({', '.join(sorted(IMAGE_SUFFIXES))})")
-            self._root = self.path
         elif self.path.is_file():
             files = [self.path]
-            self._root = self.path.parent
+            self.root = self.path.parent
         else:
             raise SourceError(f"image {self.path}: no such file or folder")
         self._files = files
@@ -205,11 +219,11 @@ class ImageFolderSource:
             except SourceError as e:
                 if len(self._files) == 1:
                     raise
-                self.skipped.append((str(path.relative_to(self._root)), str(e)))
+                self.skipped.append((str(path.relative_to(self.root)), str(e)))
                 logger.warning("%s; skipped", e)
                 continue
             frame = Frame(image, self._index, self._index * 1_000_000_000, float(self._index),
-                          name=str(path.relative_to(self._root)))
+                          name=str(path.relative_to(self.root)))
             self._index += 1
             return frame
         raise SourceEnd(self.name)

@@ -4,6 +4,11 @@ A capture thread reads as fast as the device delivers and keeps only the newest 
 ones are counted as dropped), so the pipeline always works on what the camera sees now. When the
 device fails to open or stops delivering, the thread reconnects with exponential backoff
 (``reconnect_initial_s`` doubling up to ``reconnect_max_s``) until the source is closed.
+
+A frame the device sends damaged (a corrupt JPEG from an IP camera on a weak link) is skipped
+and counted (``bad_frames``), not taken for the device's end: the stream is reopened only after
+``MAX_BAD_GRABS`` failed reads in a row, or failed reads for ``BAD_GRAB_WINDOW_S`` since the
+last good frame (a stalled stream: OpenCV's read then blocks for its own timeout first).
 """
 
 from __future__ import annotations
@@ -23,6 +28,12 @@ from edge.sources.base import SourceError, SourceSilentError
 from edge.types import Frame
 
 logger = logging.getLogger(__name__)
+
+#: Failed reads in a row after which the device is taken as gone and reopened.
+MAX_BAD_GRABS = 5
+
+#: Failed reads for this long since the last good frame (s) also reopen the device.
+BAD_GRAB_WINDOW_S = 1.0
 
 
 class Grabber(Protocol):
@@ -106,6 +117,8 @@ class LiveSource:
         self._stop = threading.Event()
         self.connected = threading.Event()
         self.reconnects = 0
+        #: Failed reads that the next read made good (damaged frames skipped).
+        self.bad_frames = 0
         self.last_error: str | None = None
         self._thread = threading.Thread(target=self._run, name=f"capture:{name}", daemon=True)
         self._thread.start()
@@ -124,20 +137,37 @@ class LiveSource:
             try:
                 grabber = self._opener()
             except Exception as e:  # any failure to open means "retry later"
-                self.last_error = f"{type(e).__name__}: {e}"
-                logger.warning("source %s: cannot open (%s); retrying in %.1f s", self.name,
-                               self.last_error, backoff)
+                error = f"{type(e).__name__}: {e}"
+                # Once per reason, not at every retry: a camera that never comes back wrote a
+                # WARNING every 2 s for ever (43,000 lines a day in the journal).
+                (logger.warning if error != self.last_error else logger.debug)(
+                    "source %s: cannot open (%s); retrying every %.1f-%.1f s", self.name,
+                    error, backoff, self._backoff_max)
+                self.last_error = error
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self._backoff_max)
                 continue
             self.connected.set()
             logger.info("source %s: connected", self.name)
             try:
+                bad = 0
+                last_good = time.monotonic()
                 while not self._stop.is_set():
                     image = grabber.grab()
                     if image is None:
-                        self.last_error = "the device stopped delivering frames"
-                        break
+                        bad += 1
+                        if bad >= MAX_BAD_GRABS or (time.monotonic() - last_good
+                                                    > BAD_GRAB_WINDOW_S):
+                            self.last_error = "the device stopped delivering frames"
+                            break
+                        continue
+                    if bad:
+                        self.bad_frames += bad
+                        (logger.warning if self.bad_frames == bad else logger.debug)(
+                            "source %s: %d frame(s) could not be read; skipped (%d so far)",
+                            self.name, bad, self.bad_frames)
+                        bad = 0
+                    last_good = time.monotonic()
                     backoff = self._backoff0
                     frame = Frame(image, index, time.monotonic_ns(), time.time())
                     index += 1

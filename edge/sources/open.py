@@ -36,11 +36,11 @@ def open_source(uri: str, *, width: int | None = None, height: int | None = None
     backoff = {"reconnect_initial_s": reconnect_initial_s, "reconnect_max_s": reconnect_max_s}
     if uri == "demo":
         return VideoFileSource(DEMO_CLIP, loop=loop)
-    if uri.isdigit():
+    if uri.isascii() and uri.isdigit():
         return open_camera(int(uri), width, height, fps, **backoff)
     if uri == "picamera2" or uri.startswith("picamera2:"):
         _, _, idx = uri.partition(":")
-        if idx and not idx.isdigit():
+        if idx and not (idx.isascii() and idx.isdigit()):
             raise SourceError(f"source {uri!r}: expected picamera2 or picamera2:<index>")
         return open_picamera2(int(idx or 0), width, height, fps, **backoff)
     if uri.startswith(("rtsp://", "rtsps://", "http://", "https://")):

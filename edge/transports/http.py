@@ -62,6 +62,7 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -389,7 +390,7 @@ class HttpTransport:
             self._stop = asyncio.Event()
             self._new_frame = asyncio.Event()
             runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0,
-                                   handle_signals=False)
+                                   handle_signals=False, logger=SERVER_LOGGER)
             loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, self.config.host, self.config.port, backlog=64)
             loop.run_until_complete(site.start())
@@ -690,7 +691,7 @@ class HttpTransport:
         text = request.query.get("width")
         if text is None:
             return overlay, top
-        if not text.isdigit() or not 64 <= int(text) <= 8192:
+        if not (text.isascii() and text.isdigit()) or not 64 <= int(text) <= 8192:
             return _error(400, f"width must be an integer in [64, {top}] px")
         # Steps of 64 px bound the number of encodings per frame whatever clients ask.
         return overlay, max(64, min(top, int(text)) // 64 * 64)
@@ -839,6 +840,14 @@ class HttpTransport:
 
     async def _multipart_image(self, request: web.Request) -> bytes | web.Response:
         """The first image part of a multipart body, read up to the body limit."""
+        try:
+            return await self._multipart_image_unchecked(request)
+        except (ValueError, HttpProcessingError) as e:  # no boundary, a part's broken headers
+            reason = str(e).strip().splitlines()
+            return _error(400, "the multipart body is malformed: "
+                          f"{' '.join(x.strip() for x in reason)[:200]}")
+
+    async def _multipart_image_unchecked(self, request: web.Request) -> bytes | web.Response:
         limit = self.config.max_body_bytes
         reader = await request.multipart()
         while True:
@@ -863,6 +872,38 @@ class HttpTransport:
                                   {"Connection": "close"})
                 chunks.append(chunk)
             return b"".join(chunks)
+
+
+class _ClientFaults(logging.Filter):
+    """Turns aiohttp's tracebacks for a client's fault into one line of the log.
+
+    aiohttp logs a request it cannot parse (a header over 8 KiB, a broken chunk, a stray byte)
+    and a client that hangs up mid-upload with ``logger.exception``: ten lines of traceback at
+    ERROR for what is the client's doing, one per request, so a hostile or broken client could
+    fill the journal. Those become a WARNING (bad request) or INFO (connection lost) line
+    naming the client and the fault; any other exception keeps its traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrites a client's fault in place; keeps it only when its new level is enabled."""
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError | ConnectionError):
+            return True
+        bad = isinstance(exc, HttpProcessingError)
+        what = (" ".join(line.strip() for line in str(exc).splitlines())[:200] if bad
+                else "the client closed the connection mid-request")
+        record.msg = f"{record.getMessage()}: {what}"
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno = logging.WARNING if bad else logging.INFO
+        record.levelname = logging.getLevelName(record.levelno)
+        return logging.getLogger(record.name).isEnabledFor(record.levelno)
+
+
+#: The logger aiohttp's server writes its request errors to (see :class:`_ClientFaults`).
+SERVER_LOGGER = logging.getLogger(__name__ + ".server")
+SERVER_LOGGER.addFilter(_ClientFaults())
 
 
 class _MetricsCollector(Collector):

@@ -1,0 +1,153 @@
+"""``edge-pose`` as a user runs it, stopped or cut off: signals mid-run and a closed stdout.
+
+Real processes on the real demo clip and models: a run stopped by SIGTERM or Ctrl-C finishes
+its outputs as at the source's end and says so with exit code 128 + the signal's number; a
+Ctrl-C while the models load, and a reader that closes the pipe, end without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "edge.cli"]
+
+
+def _lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_run_finishes_the_outputs(tmp_path: Path, sig: signal.Signals) -> None:
+    """SIGTERM used to kill ``run`` at once: no stats.json, exit 143 without a word."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*CLI, "run", "--source", "demo", "--every-frame", "--out", str(out),
+                             "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 120
+        while _lines(out / "annotations.jsonl") < 5 and time.monotonic() < end:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + sig, stderr
+    assert "Traceback" not in stderr
+    assert f"interrupted by {sig.name}" in stderr
+    stats = json.loads((out / "stats.json").read_text())
+    done = stats["frames_processed"]
+    assert 5 <= done < 230  # stopped early: the clip has 230 frames
+    lines = (out / "annotations.jsonl").read_text().splitlines()
+    assert len(lines) == done and all(json.loads(line) for line in lines)
+    cap = cv2.VideoCapture(str(out / "annotated.mp4"))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    cap.release()
+    assert frames == done
+    assert f"frames processed {done}" in stdout
+
+
+@pytest.mark.parametrize(("args", "after_s"), [
+    (["run", "--source", "demo"], 0.6),
+    *((["serve", "--source", "demo", "--port", "0"], t) for t in (0.4, 0.6, 0.8, 1.0)),
+])
+def test_ctrl_c_while_loading_is_no_traceback(tmp_path: Path, args: list[str],
+                                              after_s: float) -> None:
+    """The installed command (``python -m`` imports edge.cli twice, which hides a case): a
+    Ctrl-C while the parser imported the fuse commands was a KeyboardInterrupt traceback."""
+    script = Path(sys.executable).parent / "edge-pose"
+    proc = subprocess.Popen([str(script), *args, *(["--out", str(tmp_path)]
+                                                    if args[0] == "run" else [])],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    time.sleep(after_s)  # importing numpy, OpenCV, scipy, or loading the models
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert "Traceback" not in stderr, stderr
+    # 130, or death by SIGINT (-2, which a shell shows as 130 too): CPython ends so when the
+    # Ctrl-C landed in code run through PyRun_String during an import, even once caught.
+    interrupted = proc.returncode in (130, -2) and "interrupted" in stderr
+    assert interrupted or proc.returncode == 0, stderr
+
+
+def test_a_closed_stdout_is_no_traceback() -> None:
+    """``edge-pose models list | head -1``: the reader is gone; exit as SIGPIPE would."""
+    r, w = os.pipe()
+    proc = subprocess.Popen([*CLI, "models", "list"], cwd=ROOT, stdout=w, stderr=subprocess.PIPE,
+                            text=True)
+    os.close(w)
+    os.close(r)  # the reader leaves before the first line
+    _, stderr = proc.communicate(timeout=60)
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    assert proc.returncode in (0, 128 + signal.SIGPIPE), stderr
+
+
+def _file_size_limit(limit: int) -> None:
+    """In the child: writes past ``limit`` bytes fail with EFBIG, as on a full disk."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+
+def test_a_full_disk_mid_run_is_a_message_and_whole_lines(tmp_path: Path) -> None:
+    """Every output hits the limit: the run stops (exit 1) naming the file; the JSONL keeps
+    whole lines. Writing stats.json on the full disk used to end in an OSError traceback."""
+    out = tmp_path / "out"
+    # No video: the limit would also refuse the video writer's shared memory (a file in
+    # /dev/shm), which a full disk does not.
+    config = tmp_path / "c.toml"
+    config.write_text("[output]\nvideo = false\n")
+    run = subprocess.run([*CLI, "run", "--source", "demo", "--every-frame", "--out", str(out),
+                          "--no-progress", "--config", str(config)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300,
+                         preexec_fn=lambda: _file_size_limit(100_000))
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    assert "annotations.jsonl: write failed" in run.stderr
+    assert "frames processed" in run.stdout  # the report is printed all the same
+    lines = (out / "annotations.jsonl").read_text().splitlines()
+    assert lines and all(json.loads(line) for line in lines)
+    stats = out / "stats.json"
+    assert not stats.exists() or json.loads(stats.read_text())["frames_processed"] >= len(lines)
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_outputs_that_would_overwrite_the_source_are_refused(tmp_path: Path) -> None:
+    """``--source out/annotated.mp4 --out out`` truncated the video being read (20 of its 230
+    frames read, the rest lost); a folder of photos as ``out/annotated`` would be drawn over."""
+    out = tmp_path / "out"
+    (out / "annotated").mkdir(parents=True)
+    video = out / "annotated.mp4"
+    video.write_bytes((ROOT / "edge" / "assets" / "sports2d_demo.mp4").read_bytes())
+    cap = cv2.VideoCapture(str(video))
+    ok, image = cap.read()
+    cap.release()
+    assert ok
+    photo = out / "annotated" / "photo.jpg"
+    assert cv2.imwrite(str(photo), image)
+    before = {p: p.read_bytes() for p in (video, photo)}
+    for source in (video, out / "annotated"):
+        run = subprocess.run([*CLI, "run", "--source", str(source), "--out", str(out),
+                              "--every-frame" if source == video else "--image",
+                              "--no-progress"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 2, run.stderr
+        assert "would be" in run.stderr and "choose another --out" in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr
+    assert {p: p.read_bytes() for p in before} == before
+    assert not (out / "annotations.jsonl").exists()
