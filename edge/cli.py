@@ -35,6 +35,7 @@ try:  # about 0.5 s of imports (numpy, OpenCV, scipy): Ctrl-C here is no traceba
     from edge.config import Config, ConfigError, load_config, parse_config
     from edge.runtime import ModelError, load_manifest, load_model, runtime_name, verify_file
     from edge.sinks import SinkError
+    from edge.sinks.files import write_atomically
     from edge.sources import SourceError
 except KeyboardInterrupt:
     print("edge-pose: interrupted", file=sys.stderr)
@@ -232,7 +233,7 @@ def run(config: Config, *, progress: bool = True, stream: TextIO | None = None) 
     files = [str(p) for p in (getattr(o, "path", None) for o in rt.outputs) if p is not None]
     stats_path = out_dir / "stats.json"
     try:
-        _write_atomically(stats_path, json.dumps(summary, indent=2) + "\n")
+        write_atomically(stats_path, json.dumps(summary, indent=2) + "\n")
         files.append(str(stats_path))
     except OSError as e:  # disk full, folder gone or read-only: the report still shows
         stats.error = stats.error or f"{stats_path}: cannot be written ({e.strerror or e})"
@@ -250,28 +251,6 @@ def run(config: Config, *, progress: bool = True, stream: TextIO | None = None) 
         print(f"edge-pose: stopped early: {stats.error}; the annotations of the "
               f"{stats.frames_processed} frames processed are kept", file=sys.stderr)
     return code
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` whole or not at all (a temporary file, then a rename).
-
-    A power cut or a full disk leaves the old file or none, never half of one.
-
-    Raises:
-        OSError: The folder cannot be made or written (the temporary file is removed).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 @contextlib.contextmanager

@@ -14,6 +14,29 @@ from edge.sinks.base import SinkError
 from edge.types import Frame
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` whole or not at all (a temporary file, fsynced, then renamed).
+
+    A power cut or a full disk leaves the old file or none, never half of one, and no temporary
+    file behind.
+
+    Raises:
+        OSError: The folder cannot be made or written (the temporary file is removed).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
 class JsonlSink:
     """One annotation per line, each written to the file at once: a crash loses one frame.
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -13,6 +11,7 @@ import cv2
 from edge import __version__
 from edge.annotation import Annotation
 from edge.sinks.base import SinkError
+from edge.sinks.files import write_atomically
 from edge.sinks.video import draw_annotation
 from edge.skeleton import COCO17_NAMES
 from edge.types import Frame
@@ -153,14 +152,7 @@ class CocoKeypointsSink:
                 "images": self._images, "annotations": self._annotations,
                 "categories": [{"id": 1, "name": "person", "supercategory": "person",
                                 "keypoints": list(COCO17_NAMES), "skeleton": _COCO_SKELETON}]}
-        tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            with tmp.open("w", encoding="utf-8") as f:
-                json.dump(data, f, separators=(",", ":"), allow_nan=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            write_atomically(self.path, json.dumps(data, separators=(",", ":"), allow_nan=False))
         except (OSError, ValueError) as e:  # a full disk; a non-finite number (a bug)
-            with contextlib.suppress(OSError):
-                tmp.unlink()  # no half-written .tmp is left beside the results
             raise SinkError(f"coco {self.path}: write failed ({e})") from None
