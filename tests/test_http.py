@@ -393,8 +393,12 @@ def test_malformed_requests_are_one_line_each_in_the_log(server: DemoServer) -> 
             s.sendall(f"POST /v1/pose HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
                       f"Content-Length: 100000\r\n\r\n".encode() + body)
             time.sleep(0.3)
-    time.sleep(1.0)
     assert server.get("/healthz").status == 200
+    end = time.monotonic() + 15  # the server logs after it answers: wait for every line
+    expected = "WARNING edge.transports.http.server: Error handling request"
+    while server.log()[start:].count(expected) < len(bad) and time.monotonic() < end:
+        time.sleep(0.1)
+    time.sleep(0.5)  # and for the cut uploads' lines, were they to be tracebacks
     log = server.log()[start:]
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
     assert log.count("WARNING edge.transports.http.server: Error handling request") == len(bad), log

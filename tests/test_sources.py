@@ -131,7 +131,9 @@ def test_a_damaged_frame_of_a_live_stream_is_skipped_not_a_reconnect() -> None:
             got.append(src.read(timeout=5.0))
         assert src.reconnects == 0, src.last_error
         assert src.bad_frames >= 8
-        assert len(got) >= 40  # 4 of every 5 frames at 15 fps
+        # 4 of every 5 frames at 15 fps is 60 (>= 40 measured); without the skip: none. Half
+        # of that leaves room for a loaded host (no speed is asserted here)
+        assert len(got) >= 20
     finally:
         src.close()
         cam.stop()
