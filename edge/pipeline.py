@@ -24,6 +24,7 @@ from edge.config import Config
 from edge.detect import DetectorConfig as DecodeConfig
 from edge.detect import PersonDetector, PoseDetector
 from edge.detect.box import BoxDetectorConfig, BoxPersonDetector, box_regions
+from edge.detect.levels import LevelsConfig, model_view
 from edge.detect.tiles import CombinedDetector, TileConfig, TiledDetector
 from edge.lift3d import (
     LIMB_PRIOR_FRAMES,
@@ -232,6 +233,9 @@ class PoseCore:
             lost coast hidden for ``Tracker.COAST_S`` (``Tracker.update``). Demo replays,
             seeds 0-15: recall >= 0.95 in 4 -> 9 of 16, 2 IDs and no extra person in
             11 -> 15 of 16; every 2nd frame: recall 0.907 -> 0.969.
+        levels: How a dark or noisy frame is shown to the landmark model
+            (:func:`edge.detect.levels.model_view`; the detector gets the same view through
+            :meth:`Pipeline.detect`); None: as it is.
 
     A new track is published only after its pose has been confirmed in
     ``tracker.config.confirm_ticks`` ticks after the first (0: at once). The detector can report
@@ -242,7 +246,8 @@ class PoseCore:
     def __init__(self, landmarker: PoseLandmarker, lifter: Stage3D, tracker: Tracker,
                  smoother: PoseSmoother | None, *, device_id: str, models: dict[str, str],
                  joints: JointSet = "blazepose33", min_visibility: float = 0.0,
-                 timings: bool = True, still: bool = False, early: bool = False) -> None:
+                 timings: bool = True, still: bool = False, early: bool = False,
+                 levels: LevelsConfig | None = None) -> None:
         self.landmarker = landmarker
         self.lifter = lifter
         self.tracker = tracker
@@ -254,6 +259,7 @@ class PoseCore:
         self.timings = timings
         self.still = still
         self.early = early
+        self.levels = levels if levels is not None else LevelsConfig()
         self._last_t_ns: int | None = None
 
     def reset(self) -> None:
@@ -544,6 +550,45 @@ class PoseCore:
     #: lands; a region of the box alone holds little of anyone else.
     TIGHT = 1.0
 
+    def close_ups(self, boxes: npt.NDArray[np.float32], turns: npt.NDArray[np.float32],
+                  wh: tuple[int, int]) -> npt.NDArray[np.bool_]:
+        """Which boxes are close-ups: at least :data:`CLOSE_UP` of the frame along the body.
+
+        Along the body: the box's height over the frame's, or for a detection turned a quarter
+        turn (someone lying, a camera on its side: ``TileConfig.still_turns``) its width over
+        the frame's; zidane.jpg's two men, turned, are then close-ups as they are upright.
+
+        Args:
+            boxes: (n, 4) float32 ``x1, y1, x2, y2`` px (NaN: no box, not a close-up).
+            turns: (n,) float32 the detections' region turns, rad.
+            wh: The frame's width and height, px.
+
+        Returns:
+            (n,) bool.
+        """
+        side = np.abs(np.sin(np.asarray(turns, np.float64))) > math.sqrt(0.5)
+        along = np.where(side, (boxes[:, 2] - boxes[:, 0]) / wh[0],
+                         (boxes[:, 3] - boxes[:, 1]) / wh[1])
+        return np.asarray(np.nan_to_num(along, nan=0.0) >= self.CLOSE_UP, bool)
+
+    def tight_regions(self, boxes: npt.NDArray[np.float32], turns: npt.NDArray[np.float32]
+                      ) -> npt.NDArray[np.float32]:
+        """The second try's regions: squares of :data:`TIGHT` x the boxes' long side.
+
+        Turned as the detections were (a box found in a view of the frame turned a quarter
+        turn holds someone lying: ``TileConfig.still_turns``), else upright.
+
+        Args:
+            boxes: (n, 4) float32 ``x1, y1, x2, y2`` px.
+            turns: (n,) float32 the detections' region turns, rad.
+
+        Returns:
+            (n, 5) float32 regions ``cx, cy, w, h`` px, rotation rad.
+        """
+        out = box_regions(boxes, self.TIGHT)
+        out[:, 4] = np.asarray(turns, np.float32).reshape(-1)
+        return out
+
     def _confirm(self, frame: Frame, tracks: Tracks, poses: Poses2D) -> Poses2D:
         """Still images: refines and confirms the first pose of every track at once.
 
@@ -592,8 +637,9 @@ class PoseCore:
         if new.size == 0:
             return poses
         boxes = tracks.boxes[new]
+        turns = tracks.regions[new, 4]
         has_box = np.isfinite(boxes).all(axis=1)
-        checked = has_box & ((boxes[:, 3] - boxes[:, 1]) < self.CLOSE_UP * h) & (
+        checked = has_box & ~self.close_ups(boxes, turns, (w, h)) & (
             cfg.min_box_fit > 0.0)
         again = self.landmarker(frame.image, poses.next_regions[new])
         fits = ~checked | (box_fit(boxes, again.keypoints, (w, h)) >= cfg.min_box_fit)
@@ -606,7 +652,7 @@ class PoseCore:
         keep = good.copy()
         if retry.size:
             b, chk = boxes[retry], checked[retry]
-            tight = self.landmarker(frame.image, box_regions(b, self.TIGHT))
+            tight = self.landmarker(frame.image, self.tight_regions(b, turns[retry]))
             ok = ((~chk | (box_fit(b, tight.keypoints, (w, h)) >= cfg.min_box_fit))
                   & (tight.presence >= cfg.min_presence))
             if ok.any():
@@ -644,7 +690,7 @@ class PoseCore:
         if dup.size:
             presence[new[dup]] = 0.0
             out, presence = self._behind(frame, out, presence, new, dup,
-                                         [partners[a] for a in dup], boxes, checked)
+                                         [partners[a] for a in dup], boxes, turns, checked)
         return dataclasses.replace(out, presence=presence)
 
     #: :meth:`_confirm`: a twin is someone behind a person found when its pose fits its box
@@ -655,7 +701,8 @@ class PoseCore:
     def _behind(self, frame: Frame, poses: Poses2D, presence: npt.NDArray[np.float32],
                 rows: npt.NDArray[np.intp], dup: npt.NDArray[np.intp],
                 partners: list[list[int]], boxes: npt.NDArray[np.float32],
-                checked: npt.NDArray[np.bool_]) -> tuple[Poses2D, npt.NDArray[np.float32]]:
+                turns: npt.NDArray[np.float32], checked: npt.NDArray[np.bool_]
+                ) -> tuple[Poses2D, npt.NDArray[np.float32]]:
         """Tries again the boxes of people hidden behind a person already found.
 
         In a group photo the box of someone in the row behind holds the person in front, and
@@ -681,6 +728,7 @@ class PoseCore:
             dup: (k,) indices into ``rows`` of the twins left.
             partners: For each twin, the indices into ``rows`` of the kept poses it duplicates.
             boxes: (m, 4) float32 the new tracks' detection boxes ``x1, y1, x2, y2`` px.
+            turns: (m,) float32 their detections' region turns, rad (:meth:`tight_regions`).
             checked: (m,) bool, the boxes under the box check (not close-ups).
 
         Returns:
@@ -694,7 +742,7 @@ class PoseCore:
         for a, others in zip(dup.tolist(), partners, strict=True):
             scale = float(region_sides(poses.regions[rows[a]]))
             image = paint_out(frame.image, kp[others])
-            tight = self.landmarker(image, box_regions(boxes[a:a + 1], self.TIGHT))
+            tight = self.landmarker(image, self.tight_regions(boxes[a:a + 1], turns[a:a + 1]))
             if tight.presence[0] < cfg.min_presence:
                 continue
             fine = self.landmarker(image, tight.next_regions)
@@ -841,6 +889,8 @@ class PoseCore:
             raise ValueError(f"frame {frame.frame_id}: capture time {frame.t_capture_ns} ns is "
                              f"not after the previous frame's {self._last_t_ns} ns")
         self._last_t_ns = frame.t_capture_ns
+        delivered = frame  # what the annotation describes; the models see the frame's view
+        frame = dataclasses.replace(frame, image=model_view(frame.image, self.levels))
         t = frame.t_capture_ns / 1e9
         t_start = time.perf_counter()
         events: list[TrackEvent] = []
@@ -913,7 +963,7 @@ class PoseCore:
         timings = StageTimings(detect=None if detected is None else detected.ms,
                                pose2d=pose2d_ms, pose3d=pose3d_ms, track=track_ms,
                                total=times["total"])
-        annotation = build_annotation(frame, device_id=self.device_id, models=self.models,
+        annotation = build_annotation(delivered, device_id=self.device_id, models=self.models,
                                       track_ids=kept.ids, poses=poses, poses_3d=poses_3d,
                                       timings=timings, joints=self.joints,
                                       min_visibility=self.min_visibility,
@@ -932,9 +982,9 @@ class Pipeline:
     mode: RunMode = "realtime"
 
     def detect(self, frame: Frame) -> DetectorResult:
-        """Runs the detector on ``frame`` (timed)."""
+        """Runs the detector on ``frame`` (timed), as the core's models see it (``levels``)."""
         t0 = time.perf_counter()
-        dets = self.detector(frame.image)
+        dets = self.detector(model_view(frame.image, self.core.levels))
         return DetectorResult(dets, frame.frame_id, frame.t_capture_ns / 1e9,
                               (time.perf_counter() - t0) * 1e3)
 
@@ -1018,6 +1068,20 @@ FINE_TILES = 0.72
 STILL_MIN_SCORE = 0.3
 
 
+#: Still images: how a dark or noisy image is shown to the models (``edge.detect.levels``):
+#: brightened when its luminance's 99th percentile is under 128 (the crowd stills: 181-248;
+#: at 25 % brightness 52-62), smoothed when its noise is over 6 grey levels (the crowd stills
+#: and the test photos: 0.5-1.5; with noise of sd 25 per channel 15-17). Crowd stills 0-99
+#: and group photos (seed 3) in those looks: see ``bench/crowd/README.md``, "Other cameras".
+#: Streams are left as they are (unmeasured there).
+LEVELS = LevelsConfig(dark_p99=128.0, noise_sigma=6.0)
+
+#: Still images: the whole frame is also detected turned a quarter turn each way, and a frame
+#: found to be on its side is detected turned (``TileConfig.still_turns``): people lying, a
+#: camera on its side, a photo without its EXIF orientation. 2 more detector calls a still.
+STILL_TURNS = True
+
+
 def build_detector(config: Config, manifest: Manifest, mode: RunMode
                    ) -> tuple[PersonDetector, str]:
     """The person detector and detection schedule the config asks for (``[detector]``).
@@ -1058,7 +1122,9 @@ def build_detector(config: Config, manifest: Manifest, mode: RunMode
     # Still images take the box detector alone under "both": BlazePose's detector on the whole
     # frame found nobody the box detector missed on the crowd stills (100 frames, recall the
     # same), and its face boxes on clutter gave 11 of 39 false persons; its turned region is
-    # left to streams (a person mid-backflip), where the tracker follows it.
+    # left to streams (a person mid-backflip), where the tracker follows it. A still on its
+    # side (people lying: a camera on its side, a photo without its EXIF orientation) is found
+    # by the box detector on the frame turned a quarter turn (TileConfig.still_turns).
     if dc.kind == "blazepose" or (dc.kind == "both" and mode != "image"):
         key = manifest.find("detector", None, precision).key
         bp = DecodeConfig()
@@ -1089,7 +1155,8 @@ def build_detector(config: Config, manifest: Manifest, mode: RunMode
             per_run=0 if mode == "image" else dc.calls_per_run,
             whole_every=dc.whole_every, nms_iou=merge_iou,
             fine_px=round(FINE_TILES * (dc.tile_px or input_px)) if mode == "image" else 0,
-            still_max_side=dc.still_max_side if mode == "image" else 0),
+            still_max_side=dc.still_max_side if mode == "image" else 0,
+            still_turns=STILL_TURNS and mode == "image"),
             whole=detector if detector is not tiled_by else None,
             # A stream's run is one call of one model (issue 9: <= 25 ms a run at 1 thread;
             # both whole-frame detectors at once are 25.8 ms): NanoDet on the whole frame
@@ -1137,5 +1204,6 @@ def build_pipeline(config: Config, *, timings: bool = True,
                     models={"detector": det_key, "pose2d": lm_key, "pose3d": lifter.name},
                     joints=config.annotation.joints,
                     min_visibility=config.annotation.min_visibility, timings=timings,
-                    still=mode == "image", early=mode == "realtime")
+                    still=mode == "image", early=mode == "realtime",
+                    levels=LEVELS if mode == "image" else None)
     return Pipeline(config, detector, core, manifest, mode)

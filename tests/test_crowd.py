@@ -374,14 +374,14 @@ def test_edge_pose_finds_the_people_of_composed_crowd_frames(
     assert stills["recall"]["40-80"]["recall"] >= 0.7, stills["recall"]
     assert stills["precision"]["precision"] >= 0.9, stills["precision"]
     # bench.crowd.stills runs the same pipeline in one process: the same figures, and one
-    # detector call per view (the whole frame, the 416-px grid with rows overlapping by half,
-    # the fine grid) of each still.
+    # detector call per view (the whole frame upright and turned a quarter turn each way,
+    # the 416-px grid with rows overlapping by half, the fine grid) of each still (upright).
     res = bench_stills.run(out / "gt.json", range(len(gt.frames)), models_dir=manifest.folder)
     assert res["figures"] == stills
     tiles = TileConfig(fine_px=round(FINE_TILES * 416), per_run=0)
     for size, cost in res["cost"].items():
         w, h = (int(v) for v in size.split("x"))
-        views = 1 + len(tile_grid(w, h, tiles, tiles.still_row_overlap)) + len(
+        views = 3 + len(tile_grid(w, h, tiles, tiles.still_row_overlap)) + len(
             tile_grid(w, h, TileConfig(tile_px=tiles.fine_px)))
         assert cost["detector_calls"] == views, (size, cost)
         assert cost["landmark_calls"] >= 2, (size, cost)

@@ -327,7 +327,10 @@ def test_a_stream_detector_run_is_one_model_call(manifest: Manifest,
     # one tile): more tiles than a stream's rotation takes.
     n_still = len(tile_grid(w, h, still.config, still.config.still_row_overlap))
     assert n_still >= n_tiles
-    assert calls == ["box"] * (1 + n_still + len(tile_grid(
+    # The whole frame three ways (upright and turned a quarter turn each way: still_turns;
+    # the demo frame is upright, so not tiled turned) and every tile.
+    assert still.config.still_turns
+    assert calls == ["box"] * (3 + n_still + len(tile_grid(
         w, h, replace(still.config, tile_px=still.config.fine_px, fine_px=0))))
 
 

@@ -6,11 +6,13 @@ core directly, so a range of frames can be scored quickly while the still path i
 and it counts the model calls that make a still's cost::
 
     python -m bench.crowd.stills --gt cache/crowd/gt.json --frames 0:100 \
-        [--pred preds.json] [--json figures.json]
+        [--look gray|dark|noise|jpeg20|rot90] [--pred preds.json] [--json figures.json]
 
 Prints the scorer's figures (``bench.crowd.score.score_frames``) on the chosen frames, the
 NanoDet and landmark calls per 1280x720 and per 768x576 still, and the median ms per still of
 each size (detector + core, one thread). Timing is wall time on whatever else the host runs.
+``--look`` renders every still as another camera would deliver it (``bench.crowd.looks``: gray,
+dark, noisy, JPEG q20, turned 90 deg with the ground truth turned too) before it is run.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from bench.crowd import looks
 from bench.crowd.score import Person, _pred_person, load_gt, score_frames
 from edge.config import parse_config
 from edge.detect.box import BoxPersonDetector
@@ -40,8 +43,8 @@ def _frames(spec: str, n: int) -> range:
     return range(int(a or 0), min(n, int(b)) if b else n)
 
 
-def run(gt_path: Path, frames: range, max_persons: int = 32, models_dir: Path | None = None
-        ) -> dict[str, Any]:
+def run(gt_path: Path, frames: range, max_persons: int = 32, models_dir: Path | None = None,
+        look: looks.Look = "plain") -> dict[str, Any]:
     """Runs image mode on ``frames`` of the benchmark and scores them.
 
     Args:
@@ -49,6 +52,8 @@ def run(gt_path: Path, frames: range, max_persons: int = 32, models_dir: Path | 
         frames: Indices of the still frames to run.
         max_persons: ``tracking.max_persons_image``.
         models_dir: ``models.dir`` (None: the shipped models).
+        look: How each still is rendered first (:func:`bench.crowd.looks.apply`, seeded with
+            the frame's index); the ground truth follows it (:func:`bench.crowd.looks.person`).
 
     Returns:
         ``{"figures": score_frames(...), "cost": {...}, "predictions": [...]}``; predictions
@@ -91,6 +96,9 @@ def run(gt_path: Path, frames: range, max_persons: int = 32, models_dir: Path | 
         image = cv2.imread(str(root / file), cv2.IMREAD_COLOR)
         if image is None:
             raise SystemExit(f"{root / file}: cannot be read")
+        image = looks.apply(np.asarray(image, np.uint8), look, i)
+        persons = [looks.person(p, w, h, look) for p in persons]
+        w, h = looks.size(w, h, look)
         frame = Frame(np.ascontiguousarray(image), i, 1, 0.0, file)
         before = dict(counts)
         t0 = time.perf_counter()
@@ -127,11 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", default="0:", help="start:stop of the still frames (0:)")
     ap.add_argument("--max-persons", type=int, default=32,
                     help="tracking.max_persons_image (default 32, as edge-pose run)")
+    ap.add_argument("--look", choices=looks.LOOKS, default="plain",
+                    help="render each still as another camera would (bench.crowd.looks)")
     ap.add_argument("--pred", type=Path, help="write the predictions (COCO results) here")
     ap.add_argument("--json", type=Path, help="write figures and cost here")
     a = ap.parse_args(argv)
     gt = load_gt(a.gt)
-    res = run(a.gt, _frames(a.frames, len(gt.frames)), a.max_persons)
+    res = run(a.gt, _frames(a.frames, len(gt.frames)), a.max_persons, look=a.look)
     f = res["figures"]
     rec = {k: v["recall"] for k, v in f["recall"].items()}
     print(json.dumps({"recall": rec, "precision": f["precision"],
