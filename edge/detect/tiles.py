@@ -429,8 +429,7 @@ class TiledDetector:
             # Which way up: the whole frame as it is and turned a quarter turn each way; the
             # frame is on its side when a turned view's detections clearly outscore the
             # upright view's, which found few (:data:`TURNED_RATIO`, :data:`TURNED_MIN`,
-            # :data:`UPRIGHT_MAX`). It is then detected
-            # whole and tiled turned; the upright
+            # :data:`UPRIGHT_MAX`). It is then detected whole and tiled turned; the upright
             # views' detections fill in where the turned ones have nobody (a frame misjudged
             # keeps its upright people), not over them (an upright box over two people lying
             # side by side gave a "pose" that swallowed both).
