@@ -914,7 +914,9 @@ class PoseCore:
                              f"not after the previous frame's {self._last_t_ns} ns")
         self._last_t_ns = frame.t_capture_ns
         delivered = frame  # what the annotation describes; the models see the frame's view
-        frame = dataclasses.replace(frame, image=self.model_image(frame.image))
+        view = self.model_image(frame.image)
+        if view is not frame.image:  # image mode's dark or noisy stills only
+            frame = dataclasses.replace(frame, image=view)
         t = frame.t_capture_ns / 1e9
         t_start = time.perf_counter()
         events: list[TrackEvent] = []

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from edge.comms.events import JournalError, check_state_dir
 from edge.config import Config, ConfigError, Secrets, load_secrets
 from edge.runtime import ModelError, load_manifest, verify_file
+from edge.types import is_ascii_number
 
 #: Where the event journal lives when neither the config nor systemd says.
 DEFAULT_STATE_DIR = Path("/var/lib/edge-pose")
@@ -141,26 +142,17 @@ def check_writable_dir(key: str, folder: Path) -> list[tuple[str, str]]:
     return []
 
 
-def _is_index(text: str) -> bool:
-    """ASCII digits only.
-
-    ``str.isdigit`` also takes a superscript two, which ``int`` refuses, and a fullwidth
-    zero, which ``int`` reads as camera 0.
-    """
-    return text.isascii() and text.isdigit()
-
-
 def check_source(config: Config, open_file: bool = False) -> list[tuple[str, str]]:
     """``source.uri`` is well formed: a known word, a camera index, a URL or an existing path.
 
     With ``open_file``, a file must also be an image or a video that can be read.
     """
     uri = config.source.uri
-    if uri == "demo" or _is_index(uri):
+    if uri == "demo" or is_ascii_number(uri):
         return []
     if uri == "picamera2" or uri.startswith("picamera2:"):
         idx = uri.partition(":")[2]
-        return [] if uri == "picamera2" or _is_index(idx) else [
+        return [] if uri == "picamera2" or is_ascii_number(idx) else [
             ("source.uri", f"{uri!r}: expected picamera2 or picamera2:<index>")]
     if "://" in uri:
         try:

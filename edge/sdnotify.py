@@ -15,6 +15,8 @@ import socket
 import time
 from collections.abc import Mapping
 
+from edge.types import is_ascii_number
+
 logger = logging.getLogger(__name__)
 
 
@@ -39,7 +41,7 @@ class Notifier:
                            addr)
         self.watchdog_s: float | None = None
         usec, pid = env.get("WATCHDOG_USEC", ""), env.get("WATCHDOG_PID", "")
-        if (usec.isascii() and usec.isdigit() and int(usec) > 0
+        if (is_ascii_number(usec) and int(usec) > 0
                 and (not pid or pid == str(os.getpid()))):
             self.watchdog_s = int(usec) / 1e6
         self._last_ping = -float("inf")

@@ -14,6 +14,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+
+def is_ascii_number(text: str) -> bool:
+    """Whether ``text`` is a non-negative integer in ASCII digits (a camera index, a count).
+
+    ``str.isdigit`` alone also takes a superscript two, which ``int`` refuses (a traceback),
+    and a fullwidth zero, which ``int`` reads as 0 (camera 0 opened for it).
+    """
+    return text.isascii() and text.isdigit()
+
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]

@@ -65,7 +65,7 @@ from typing import Any, BinaryIO
 
 from edge.annotation import Annotation
 from edge.track import TrackEvent
-from edge.types import Frame
+from edge.types import Frame, is_ascii_number
 
 logger = logging.getLogger(__name__)
 
@@ -179,11 +179,6 @@ def _is_damage(e: sqlite3.DatabaseError) -> bool:
     return isinstance(e, _Corrupt) or getattr(e, "sqlite_errorname", "") in (
         "SQLITE_NOTADB", "SQLITE_CORRUPT") or "malformed" in str(e) or (
         "not a database" in str(e))
-
-
-def _is_number(text: str) -> bool:
-    """ASCII digits only (``str.isdigit`` also takes "²", which ``int`` refuses)."""
-    return text.isascii() and text.isdigit()
 
 
 def _reject_constant(name: str) -> Any:
@@ -414,7 +409,7 @@ class EventQueue:
             doubt = "the journal was damaged"
         elif stream is None and existed:
             doubt = "the journal had no numbering (replaced or recreated)"
-        elif stream is not None and (next_seq is None or not _is_number(next_seq)):
+        elif stream is not None and (next_seq is None or not is_ascii_number(next_seq)):
             doubt = "the journal's next_seq is unreadable"
         elif stream is not None and meta.get("file") not in (None, self._file_id()):
             doubt = "the journal file was replaced (it is not the file written last)"
@@ -425,7 +420,7 @@ class EventQueue:
             doubt = (f"the last run did not stop cleanly with journal_sync_ms = "
                      f"{meta.get('sync_ms', '?')[:10]}: its last events may not have reached "
                      "the disk")
-        if stream is not None and next_seq is not None and _is_number(next_seq):
+        if stream is not None and next_seq is not None and is_ascii_number(next_seq):
             self.next_seq = max(self.next_seq, min(int(next_seq), MAX_SEQ - 1))
         self.next_seq = max(self.next_seq, highest + 1)
         if stream is not None and not doubt and len(stream) <= 64:

@@ -433,16 +433,24 @@ class TiledDetector:
             # views' detections fill in where the turned ones have nobody (a frame misjudged
             # keeps its upright people), not over them (an upright box over two people lying
             # side by side gave a "pose" that swallowed both).
-            whole = (self.whole or self.detector)(image_bgr)
-            turned = {k: turned_detections(self.whole or self.detector, image_bgr, k)
-                      for k in (1, -1)}
+            detector = self.whole or self.detector
+            whole = detector(image_bgr)
+            raw: dict[int, Detections] = {}  # each turned view's own, in that view's px
+
+            def kept(k: int) -> Callable[[U8], Detections]:
+                def detect(view: U8) -> Detections:
+                    raw[k] = detector(view)
+                    return raw[k]
+                return detect
+
+            turned = {k: turned_detections(kept(k), image_bgr, k) for k in (1, -1)}
             k = max(turned, key=lambda q: float(turned[q].scores.sum()))
             upright = self._views(image_bgr, whole)
             score = float(turned[k].scores.sum())
             found = float(whole.scores.sum())
             if score <= TURNED_RATIO * found or score <= TURNED_MIN or found >= UPRIGHT_MAX:
                 return upright
-            side = turned_detections(lambda im: self._views(im, None), image_bgr, k)
+            side = turned_detections(lambda im: self._views(im, raw[k]), image_bgr, k)
             if len(side) and len(upright):
                 over = box_iou(upright.boxes, side.boxes, over="smaller").max(axis=1)
                 upright = upright[over <= TURNED_OVER]

@@ -7,6 +7,7 @@ from pathlib import Path
 from edge.sources.base import Source, SourceError
 from edge.sources.files import IMAGE_SUFFIXES, ImageFolderSource, VideoFileSource
 from edge.sources.live import open_camera, open_picamera2, open_url
+from edge.types import is_ascii_number
 
 #: The bundled demo clip (Sports2D, BSD-3-Clause; see edge/assets/README.md).
 DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "sports2d_demo.mp4"
@@ -36,11 +37,11 @@ def open_source(uri: str, *, width: int | None = None, height: int | None = None
     backoff = {"reconnect_initial_s": reconnect_initial_s, "reconnect_max_s": reconnect_max_s}
     if uri == "demo":
         return VideoFileSource(DEMO_CLIP, loop=loop)
-    if uri.isascii() and uri.isdigit():
+    if is_ascii_number(uri):
         return open_camera(int(uri), width, height, fps, **backoff)
     if uri == "picamera2" or uri.startswith("picamera2:"):
         _, _, idx = uri.partition(":")
-        if idx and not (idx.isascii() and idx.isdigit()):
+        if idx and not is_ascii_number(idx):
             raise SourceError(f"source {uri!r}: expected picamera2 or picamera2:<index>")
         return open_picamera2(int(idx or 0), width, height, fps, **backoff)
     if uri.startswith(("rtsp://", "rtsps://", "http://", "https://")):

@@ -75,7 +75,7 @@ from edge.sinks.video import draw_annotation
 from edge.skeleton import BLAZEPOSE_BONES
 from edge.transports.http_config import HttpConfig, check_bind, is_loopback
 from edge.transports.images import image_size, sniff
-from edge.types import U8, Frame
+from edge.types import U8, Frame, is_ascii_number
 
 logger = logging.getLogger(__name__)
 
@@ -691,7 +691,7 @@ class HttpTransport:
         text = request.query.get("width")
         if text is None:
             return overlay, top
-        if not (text.isascii() and text.isdigit()) or not 64 <= int(text) <= 8192:
+        if not is_ascii_number(text) or not 64 <= int(text) <= 8192:
             return _error(400, f"width must be an integer in [64, {top}] px")
         # Steps of 64 px bound the number of encodings per frame whatever clients ask.
         return overlay, max(64, min(top, int(text)) // 64 * 64)
