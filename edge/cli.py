@@ -37,7 +37,12 @@ try:  # about 0.5 s of imports (numpy, OpenCV, scipy): Ctrl-C here is no traceba
     from edge.sinks import SinkError
     from edge.sinks.files import write_atomically
     from edge.sources import SourceError
-except KeyboardInterrupt:
+except (KeyboardInterrupt, ImportError) as e:
+    # A Ctrl-C inside a compiled extension's initialisation (scipy's pybind11 modules) arrives
+    # as "ImportError: initialization failed" raised from the KeyboardInterrupt.
+    if isinstance(e, ImportError) and not isinstance(e.__cause__ or e.__context__,
+                                                     KeyboardInterrupt):
+        raise
     print("edge-pose: interrupted", file=sys.stderr)
     sys.exit(128 + signal.SIGINT)
 
