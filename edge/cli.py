@@ -37,6 +37,7 @@ try:  # about 0.5 s of imports (numpy, OpenCV, scipy): Ctrl-C here is no traceba
     from edge.sinks import SinkError
     from edge.sinks.files import write_atomically
     from edge.sources import SourceError
+    from edge.types import path_arg
 except (KeyboardInterrupt, ImportError) as e:
     # A Ctrl-C inside a compiled extension's initialisation (scipy's pybind11 modules) arrives
     # as "ImportError: initialization failed" raised from the KeyboardInterrupt.
@@ -312,8 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             pr.add_argument("--source", help="video, image, folder, camera index, URL, "
                             "picamera2 or demo (default: the config's)")
-        pr.add_argument("--config", type=Path, help="TOML config file")
-        pr.add_argument("--out", type=Path, help="output folder (default: out/)")
+        pr.add_argument("--config", type=path_arg, help="TOML config file")
+        pr.add_argument("--out", type=path_arg, help="output folder (default: out/)")
         pr.add_argument("--max-persons", type=int, help="most people at once: "
                         "tracking.max_persons and tracking.max_persons_image")
         pr.add_argument("--model", choices=["lite", "full", "heavy"])
@@ -331,11 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
         pr.add_argument("--no-progress", action="store_true")
     pd = sub.add_parser("daemon", help="run the device service (MQTT publisher; systemd "
                         "notify and watchdog)")
-    pd.add_argument("--config", type=Path, default=Path("/etc/edge-pose/config.toml"),
+    pd.add_argument("--config", type=path_arg, default=Path("/etc/edge-pose/config.toml"),
                     help="TOML config file (default: /etc/edge-pose/config.toml)")
     ps = sub.add_parser("serve", help="the HTTP API and live browser viewer over a source "
                         "(and MQTT when the config enables it)")
-    ps.add_argument("--config", type=Path, help="TOML config file (default: built-in "
+    ps.add_argument("--config", type=path_arg, help="TOML config file (default: built-in "
                     "defaults with MQTT off)")
     ps.add_argument("--source", help="source URI (default: the config's; demo: the clip)")
     ps.add_argument("--host", help="address to bind (default 127.0.0.1; any other needs a "
@@ -348,10 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="set an [http] key, the value in TOML syntax (repeatable), e.g. "
                     "--http pose_rate_per_s=10")
     pv = sub.add_parser("validate-config", help="check a TOML config file")
-    pv.add_argument("file", type=Path)
+    pv.add_argument("file", type=path_arg)
     pm = sub.add_parser("models", help="list or verify the shipped models")
     pm.add_argument("action", choices=["list", "verify"])
-    pm.add_argument("--models-dir", type=Path, default=None,
+    pm.add_argument("--models-dir", type=path_arg, default=None,
                     help="folder with manifest.json (default: the shipped models)")
     from edge.fuse.cli import add_subparsers as add_fuse_subparsers
 

@@ -337,6 +337,9 @@ class HttpConfig(_Section):
                              "clients at once (503 above)")
     write_timeout_s: float = Field(default=20.0, gt=0, le=600, description="a streaming "
                                    "client that takes no data for this long is disconnected")
+    read_timeout_s: float = Field(default=30.0, gt=0, le=600, description="a request whose "
+                                  "headers or body take longer than this to arrive is cut "
+                                  "(408 for a body), as is a connection idle for this long")
     mjpeg_max_fps: float = Field(default=10.0, gt=0, le=60)
     jpeg_quality: int = Field(default=80, ge=10, le=100)
     jpeg_max_width: int = Field(default=1280, ge=64, le=8192, description="wider frames are "

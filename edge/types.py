@@ -8,7 +8,9 @@ radians; rotation is counter-clockwise-positive in image coordinates as MediaPip
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,17 @@ def is_ascii_number(text: str) -> bool:
     and a fullwidth zero, which ``int`` reads as 0 (camera 0 opened for it).
     """
     return text.isascii() and text.isdigit()
+
+
+def path_arg(text: str) -> Path:
+    """An argparse ``type`` for a path: an empty one is refused (exit 2, naming the option).
+
+    ``Path("")`` is the current folder, so an empty shell variable (``--out "$OUT"``) wrote a
+    run's outputs, or read its input, where the command happened to run.
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (use . for the current folder)")
+    return Path(text)
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]

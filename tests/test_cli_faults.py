@@ -168,3 +168,20 @@ def test_outputs_that_would_overwrite_the_source_are_refused(tmp_path: Path) -> 
         assert "Traceback" not in run.stderr
     assert {p: p.read_bytes() for p in before} == before
     assert not (out / "annotations.jsonl").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--source", "demo", "--out", ""],
+    ["run", "--source", "demo", "--config", " "],
+    ["validate-config", ""],
+    ["fuse", "--jsonl", "a.jsonl", "b.jsonl", "--out", ""],
+    ["calibrate", "--images", "", "--out", "cam.yml"],
+])
+def test_an_empty_path_is_refused(tmp_path: Path, args: list[str]) -> None:
+    """An empty path (an unset shell variable) was the current folder: `run --out ""` wrote
+    its outputs wherever the command ran. Now exit 2 naming the option, nothing written."""
+    run = subprocess.run([*CLI, *args], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert "an empty path" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -51,7 +51,9 @@ def _valid_annotation(a: dict[str, Any]) -> None:
 def server() -> Iterator[DemoServer]:
     # Generous pose limits here (the rate limit is tested on its own server); a short write
     # timeout so that the slow-client test sees a disconnection.
-    s = DemoServer(http={"pose_rate_per_s": 1000, "pose_burst": 1000, "write_timeout_s": 3})
+    # A short read timeout so that the slow-upload test sees it.
+    s = DemoServer(http={"pose_rate_per_s": 1000, "pose_burst": 1000, "write_timeout_s": 3,
+                         "read_timeout_s": 2})
     try:
         yield s.wait_ready()
     finally:
@@ -430,6 +432,40 @@ def test_pose_50_mb_body_is_refused_unread(server: DemoServer) -> None:
             reply = b""
     assert reply == b"" or reply.startswith(b"HTTP/1.1 413"), reply[:200]
     assert server.get("/healthz").status == 200
+
+
+def _reply_or_close(s: socket.socket) -> tuple[bytes, float]:
+    """What the server sends until it closes the connection, and how long that took (s)."""
+    t0, chunks = time.monotonic(), []
+    try:
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks), time.monotonic() - t0
+
+
+def test_slow_clients_are_cut_after_the_read_timeout(server: DemoServer) -> None:
+    """A client that announces a body and sends less, or dribbles its headers, held its
+    connection and handler without end (aiohttp bounds a body's size, not its time; its idle
+    timeout was an hour): now 408 for a body, a closed connection for headers, after
+    ``http.read_timeout_s`` (2 s here), and the server goes on serving."""
+    host = "Host: 127.0.0.1\r\n"
+    for path, ctype in (("/v1/pose", "image/jpeg"), ("/v1/pose", "multipart/form-data; "
+                                                     "boundary=x"),
+                        ("/v1/set/detector_hz", "application/json")):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as s:
+            s.sendall(f"POST {path} HTTP/1.1\r\n{host}Content-Type: {ctype}\r\n"
+                      f"Content-Length: 5000\r\n\r\n".encode() + b"--x\r\n")
+            reply, waited = _reply_or_close(s)
+        assert reply.startswith(b"HTTP/1.1 408"), (path, ctype, reply[:300])
+        assert b"http.read_timeout_s" in reply and 1.5 < waited < 15, (reply, waited)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as s:
+        s.sendall(f"GET /v1/annotation HTTP/1.1\r\n{host}X-Slow: a".encode())
+        reply, waited = _reply_or_close(s)  # a TimeoutError here: never cut
+    assert reply == b"" and 1.5 < waited < 15, (reply[:300], waited)
+    assert server.get("/healthz").status == 200
+    assert "Traceback" not in server.log()
 
 
 @pytest.mark.parametrize("path", [

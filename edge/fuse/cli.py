@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.fuse.calib import Calibration, CalibrationError, read_calibration
+from edge.types import path_arg
 
 
 class UsageError(ValueError):
@@ -33,27 +34,27 @@ def add_subparsers(sub: Any) -> None:
     """
     pf = sub.add_parser("fuse", help="fuse several devices' 2D poses into 3D (offline from "
                         "annotations.jsonl files, or live with --config)")
-    pf.add_argument("--jsonl", type=Path, nargs="+", metavar="FILE",
+    pf.add_argument("--jsonl", type=path_arg, nargs="+", metavar="FILE",
                     help="one annotations.jsonl per device (offline)")
-    pf.add_argument("--calib", type=Path, help="calibration: Pose2Sim Calib.toml, Qualisys "
+    pf.add_argument("--calib", type=path_arg, help="calibration: Pose2Sim Calib.toml, Qualisys "
                     ".qca.txt or OpenCV .yaml")
     pf.add_argument("--devices", help="device=camera pairs, comma separated (default: the "
                     "files' devices in file order = the calibration's cameras in file order)")
     pf.add_argument("--offsets", help="device=seconds pairs, comma separated: added to the "
                     "device's capture times (cameras started apart)")
-    pf.add_argument("--out", type=Path, help="fused JSONL output (offline)")
-    pf.add_argument("--config", type=Path, help="TOML config of the live fuse service")
+    pf.add_argument("--out", type=path_arg, help="fused JSONL output (offline)")
+    pf.add_argument("--config", type=path_arg, help="TOML config of the live fuse service")
     pf.add_argument("--validate", action="store_true", help="with --config: check the config "
                     "and its calibration, print every error, and exit")
     pc = sub.add_parser("calibrate", help="camera calibration tools")
     pc.add_argument("action", choices=["intrinsics"])
-    pc.add_argument("--images", type=Path, required=True,
+    pc.add_argument("--images", type=path_arg, required=True,
                     help="folder of checkerboard photos of one camera")
     pc.add_argument("--pattern", default="9x6",
                     help="inner corners per row x per column (default 9x6)")
     pc.add_argument("--square-mm", type=float, default=25.0,
                     help="checkerboard square size, mm (default 25)")
-    pc.add_argument("--out", type=Path, required=True, help="OpenCV YAML to write")
+    pc.add_argument("--out", type=path_arg, required=True, help="OpenCV YAML to write")
 
 
 def run(args: argparse.Namespace) -> int:

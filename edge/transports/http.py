@@ -389,8 +389,11 @@ class HttpTransport:
         try:
             self._stop = asyncio.Event()
             self._new_frame = asyncio.Event()
+            # keepalive_timeout also runs from a connection's start: a client that sends no
+            # whole request line and headers within it (a slowloris dribbling them) is cut.
             runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0,
-                                   handle_signals=False, logger=SERVER_LOGGER)
+                                   handle_signals=False, logger=SERVER_LOGGER,
+                                   keepalive_timeout=self.config.read_timeout_s)
             loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, self.config.host, self.config.port, backlog=64)
             loop.run_until_complete(site.start())
@@ -766,7 +769,12 @@ class HttpTransport:
         if request.content_length is not None and request.content_length > 65536:
             self.counters.commands_rejected += 1
             return _error(413, "command payload over 64 KiB")
-        payload = await request.read()
+        try:
+            async with asyncio.timeout(self.config.read_timeout_s):
+                payload = await request.read()
+        except TimeoutError:
+            self.counters.commands_rejected += 1
+            return self._body_too_slow(request)
         try:
             result = await self._in_thread(lambda: self._command(name, payload))
         except CommandError as e:
@@ -805,16 +813,21 @@ class HttpTransport:
             return _error(413, f"body of {request.content_length} bytes is over "
                           f"{c.max_body_bytes} (http.max_body_bytes)", {"Connection": "close"})
         ctype = request.content_type.lower()
-        if ctype in IMAGE_TYPES:
-            body = await request.read()  # aiohttp enforces client_max_size (413)
-        elif ctype == "multipart/form-data":
-            got = await self._multipart_image(request)
-            if isinstance(got, web.Response):
-                return got
-            body = got
-        else:
-            return _error(415, f"content type {ctype or '(none)'!r} is not accepted: send "
-                          "image/jpeg or image/png, or multipart/form-data with one image")
+        try:
+            async with asyncio.timeout(c.read_timeout_s):
+                if ctype in IMAGE_TYPES:
+                    body = await request.read()  # aiohttp enforces client_max_size (413)
+                elif ctype == "multipart/form-data":
+                    got = await self._multipart_image(request)
+                    if isinstance(got, web.Response):
+                        return got
+                    body = got
+                else:
+                    return _error(415, f"content type {ctype or '(none)'!r} is not accepted: "
+                                  "send image/jpeg or image/png, or multipart/form-data with "
+                                  "one image")
+        except TimeoutError:
+            return self._body_too_slow(request)
         kind = sniff(body)
         if kind is None:
             return _error(400, "the body is not a JPEG or PNG image")
@@ -837,6 +850,18 @@ class HttpTransport:
         finally:
             self._pose_waiting -= 1
         return web.json_response(payload)
+
+    def _body_too_slow(self, request: web.Request) -> web.Response:
+        """408 for a body that did not arrive within ``read_timeout_s``; the connection closes.
+
+        aiohttp bounds a body's size, not its time: a client announcing a length and sending
+        less (or trickling it) held its connection and handler for as long as it liked.
+        """
+        logger.info("HTTP %s %s from %s: body not in within %g s (http.read_timeout_s)",
+                    request.method, request.path, request.remote, self.config.read_timeout_s)
+        return _error(408, f"the request body did not arrive within "
+                      f"{self.config.read_timeout_s:g} s (http.read_timeout_s)",
+                      {"Connection": "close"})
 
     async def _multipart_image(self, request: web.Request) -> bytes | web.Response:
         """The first image part of a multipart body, read up to the body limit."""
