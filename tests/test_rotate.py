@@ -1,0 +1,176 @@
+"""Cameras mounted on their side or upside down (``source.rotate``, ``source.mirror``): real
+demo frames, real files, a real stream read by OpenCV's FFmpeg back-end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from edge import cli
+from edge.config import ConfigError, parse_config
+from edge.sources import ImageFolderSource, VideoFileSource, base, open_source, open_url
+from edge.types import U8
+
+_CV = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+#: The turn that undoes each ``rotate``: a camera mounted that way delivers this.
+_MOUNTED = {90: 270, 180: 180, 270: 90}
+
+
+def _cv_turn(image: U8, rotate: int, mirror: bool = False) -> U8:
+    """The reference: ``cv2.rotate`` then a left-right ``cv2.flip``."""
+    out = cv2.rotate(image, _CV[rotate]) if rotate else image
+    return np.asarray(cv2.flip(out, 1) if mirror else out, np.uint8)
+
+
+def _lossless_clip(path: Path, frames: list[U8]) -> Path:
+    """``frames`` as an FFV1 AVI (lossless: a frame read back is the frame written)."""
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"FFV1"), 30.0, (w, h))
+    assert writer.isOpened(), "OpenCV cannot write FFV1"
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def plain() -> list[U8]:
+    """The demo clip's first 6 frames, (994, 1768, 3) uint8 BGR, as decoded."""
+    src = open_source("demo")
+    try:
+        return [src.read().image for _ in range(6)]
+    finally:
+        src.close()
+
+
+# ---------------------------------------------------------------- the turn itself
+
+
+@pytest.mark.parametrize("rotate", [0, 90, 180, 270])
+@pytest.mark.parametrize("mirror", [False, True])
+def test_turn_is_opencvs_rotate_then_mirror(plain: list[U8], rotate: int, mirror: bool) -> None:
+    """Every step table entry gives the same pixels as ``cv2.rotate`` + ``cv2.flip``."""
+    image = plain[0]
+    got = base.turn(image, rotate, mirror)  # type: ignore[arg-type]
+    assert got.flags.c_contiguous and got.dtype == np.uint8
+    assert np.array_equal(got, _cv_turn(image, rotate, mirror))
+    assert image.shape == (994, 1768, 3)  # the input is untouched
+
+
+@pytest.mark.parametrize("rotate", [45, -90, 360, 1])
+def test_turn_refuses_other_angles(plain: list[U8], rotate: int) -> None:
+    with pytest.raises(ValueError, match=r"0, 90, 180 or 270"):
+        base.turn(plain[0], rotate)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- sources
+
+
+@pytest.mark.parametrize("rotate", [90, 180, 270])
+def test_a_camera_mounted_turned_is_read_upright(tmp_path: Path, plain: list[U8],
+                                                 rotate: int) -> None:
+    """A video of a camera mounted turned (the demo frames turned the other way, lossless),
+    read with ``rotate``: every frame is the upright frame, pixel for pixel, at the upright
+    size, on the file's clock."""
+    clip = _lossless_clip(tmp_path / "mounted.avi",
+                          [_cv_turn(f, _MOUNTED[rotate]) for f in plain])
+    src = open_source(str(clip), rotate=rotate)  # type: ignore[arg-type]
+    assert isinstance(src, VideoFileSource)
+    try:
+        for i, want in enumerate(plain):
+            frame = src.read()
+            assert frame.image.shape == (994, 1768, 3)
+            assert np.array_equal(frame.image, want), f"frame {i}"
+            assert (frame.frame_id, frame.ts) == (i, i / 30.0)
+    finally:
+        src.close()
+    unturned = open_source(str(clip))  # without it: the frame as the camera sends it
+    try:
+        assert unturned.read().image.shape == _cv_turn(plain[0], _MOUNTED[rotate]).shape
+    finally:
+        unturned.close()
+
+
+def test_a_mirrored_turned_video_and_the_demo_clip(tmp_path: Path, plain: list[U8]) -> None:
+    """``mirror`` after ``rotate``; ``demo`` takes them too."""
+    clip = _lossless_clip(tmp_path / "m.avi", [np.asarray(cv2.flip(f, 1), np.uint8)
+                                               for f in plain[:2]])
+    src = open_source(str(clip), mirror=True)
+    try:
+        assert np.array_equal(src.read().image, plain[0])
+    finally:
+        src.close()
+    demo = open_source("demo", rotate=90, mirror=True)
+    try:
+        assert np.array_equal(demo.read().image, _cv_turn(plain[0], 90, True))
+    finally:
+        demo.close()
+
+
+def test_still_images_are_turned_after_their_exif(tmp_path: Path, plain: list[U8]) -> None:
+    """A folder of a turned camera's photos is turned like its stream."""
+    cv2.imwrite(str(tmp_path / "a.png"), _cv_turn(plain[0], 90))
+    src = open_source(str(tmp_path), rotate=270)
+    assert isinstance(src, ImageFolderSource)
+    frame = src.read()
+    assert frame.name == "a.png" and np.array_equal(frame.image, plain[0])
+
+
+def test_a_live_stream_is_turned_on_its_capture_thread(tmp_path: Path,
+                                                       plain: list[U8]) -> None:
+    """A stream read by OpenCV's FFmpeg back-end (a local file: the code path of an RTSP/HTTP
+    URL) of a camera upside down: the frames delivered are upright, the frame ids the stream's
+    (the first connection reads the file from its start)."""
+    clip = _lossless_clip(tmp_path / "stream.avi", [_cv_turn(f, 180) for f in plain])
+    src = open_url(str(clip), rotate=180, reconnect_initial_s=60.0, reconnect_max_s=60.0)
+    try:
+        frame = src.read(timeout=10.0)
+        assert frame.image.shape == (994, 1768, 3)
+        assert np.array_equal(frame.image, plain[frame.frame_id])
+    finally:
+        src.close()
+
+
+# ---------------------------------------------------------------- config and command line
+
+
+@pytest.mark.parametrize("rotate", [0, 90, 180, 270])
+def test_rotate_is_a_source_key(tmp_path: Path, rotate: int) -> None:
+    cfg = parse_config({"source": {"rotate": rotate, "mirror": True}})
+    assert (cfg.source.rotate, cfg.source.mirror) == (rotate, True)
+    path = tmp_path / "c.toml"
+    path.write_text(f"[source]\nuri = 'demo'\nrotate = {rotate}\n[mqtt]\nenabled = false\n")
+    assert cli.main(["validate-config", str(path)]) == 0
+
+
+@pytest.mark.parametrize("value", [45, -90, 360, "90", True, 90.5])
+def test_a_bad_rotate_is_named(tmp_path: Path, value: Any,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Exit 2 from ``validate-config``, the key and the allowed values named."""
+    with pytest.raises(ConfigError) as e:
+        parse_config({"source": {"rotate": value}})
+    assert [k for k, _ in e.value.errors] == ["source.rotate"]
+    assert "0, 90, 180 or 270" in e.value.errors[0][1]
+    path = tmp_path / "c.toml"
+    text = f"'{value}'" if isinstance(value, str) else str(value).lower()
+    path.write_text(f"[source]\nrotate = {text}\n")
+    assert cli.main(["validate-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "source.rotate" in err and "0, 90, 180 or 270" in err
+
+
+def test_run_takes_rotate_from_the_command_line(tmp_path: Path) -> None:
+    """``run --rotate`` overrides the config's (``source.rotate``); ``demo`` has none."""
+    path = tmp_path / "c.toml"
+    path.write_text("[source]\nrotate = 180\n")
+    args = cli.build_parser().parse_args(["run", "--config", str(path), "--rotate", "90"])
+    assert cli._run_config(args).source.rotate == 90
+    args = cli.build_parser().parse_args(["run", "--config", str(path)])
+    assert cli._run_config(args).source.rotate == 180
+    with pytest.raises(SystemExit) as e:
+        cli.build_parser().parse_args(["run", "--rotate", "45"])
+    assert e.value.code == 2
