@@ -1,24 +1,30 @@
-"""Cameras mounted on their side or upside down (``source.rotate``, ``source.mirror``), and
-people lying down: real demo frames, real files, a real stream read by OpenCV's FFmpeg
-back-end, the real landmark model."""
+"""Cameras mounted on their side or upside down (``source.rotate``, ``source.mirror``; the
+fuse worker's ``scene.rotate``), and people lying down: real demo frames, real files, a real
+stream read by OpenCV's FFmpeg back-end, the real landmark model, the Pose2Sim demo's real
+calibration."""
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from edge import cli
 from edge.config import Config, ConfigError, parse_config
+from edge.fuse.calib import CalibrationError, CameraModel, read_calibration
+from edge.fuse.config import parse_fuse_config
 from edge.pipeline import build_pipeline
 from edge.runtime import Manifest
 from edge.sources import ImageFolderSource, VideoFileSource, base, open_source, open_url
 from edge.track import Tracker, TrackerConfig
 from edge.types import U8, Detections, Poses2D
+from models.sources import POSE2SIM_CALIB, extract
 
 _CV = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 #: The turn that undoes each ``rotate``: a camera mounted that way delivers this.
@@ -246,3 +252,80 @@ def test_someone_lying_at_a_standing_persons_feet_is_not_their_part(
         events = tracker.update(both[np.array([0 if i == 1 else 1 for i in ids])], t)
         assert [e.kind for e in events] == [], f"tick {tick}: {events}"
         assert ids == [1, 2]
+
+
+# ---------------------------------------------------------------- several cameras: edge/fuse
+
+
+@pytest.fixture(scope="module")
+def qca() -> Path:
+    """The Pose2Sim demo's Qualisys calibration (pinned wheel member, sha256-checked)."""
+    cache = Path(__file__).resolve().parent.parent / "cache"
+    return extract(POSE2SIM_CALIB, cache / "dl", cache / "build" / "src" / "pose2sim")
+
+
+def _turn_points(px: npt.NDArray[np.float64], rotate: int, w: int, h: int
+                 ) -> npt.NDArray[np.float64]:
+    """Pixel centres of a ``w`` x ``h`` frame where :func:`edge.sources.base.turn` puts them."""
+    x, y = px[..., 0], px[..., 1]
+    return np.stack({90: (h - 1 - y, x), 180: (w - 1 - x, h - 1 - y),
+                     270: (y, w - 1 - x)}[rotate], axis=-1)
+
+
+@pytest.mark.parametrize("rotate", [90, 180, 270])
+def test_a_turned_camera_model_sees_the_turned_frame(qca: Path, rotate: int) -> None:
+    """Each of the Pose2Sim demo's real cameras (Qualisys intrinsics, distortion, poses):
+    a world point projects through the turned model where the turned frame has the point's
+    projection, to 1e-6 px, by our projection and by OpenCV's; undistortion agrees too; the
+    turned pose is a rotation."""
+    calib = read_calibration(qca)
+    rng = np.random.default_rng(rotate)
+    for cam in calib:
+        w, h = cam.size
+        # points 2-6 m in front of the camera, inside its view
+        xn = rng.uniform(-0.4, 0.4, (300, 2))
+        z = rng.uniform(2.0, 6.0, 300)
+        world = (np.concatenate([xn * z[:, None], z[:, None]], 1) - cam.t) @ cam.r
+        px = cam.project(world)
+        want = _turn_points(px, rotate, w, h)
+        turned = cam.turned(rotate)
+        assert turned.size == ((h, w) if rotate != 180 else (w, h))
+        assert np.abs(turned.project(world) - want).max() < 1e-6
+        cv_px, _ = cv2.projectPoints(world, cv2.Rodrigues(turned.r)[0], turned.t, turned.k,
+                                     turned.dist)
+        assert np.abs(cv_px[:, 0] - want).max() < 1e-6
+        assert np.abs(turned.undistort(want)
+                      - _turn_points(cam.undistort(px), rotate, w, h)).max() < 1e-4
+        assert np.linalg.det(turned.r) == pytest.approx(1.0)
+        assert np.allclose(turned.center, cam.center)
+
+
+def test_fuse_config_turns_a_devices_camera(tmp_path: Path, qca: Path) -> None:
+    """``scene.rotate``: the device's camera is turned (its size too, so the device's turned
+    frames pass the size check); a device not in the scene or another angle is named."""
+    shutil.copy(qca, tmp_path / "Calib.qca.txt")
+    scene = {"name": "lab", "calibration": str(tmp_path / "Calib.qca.txt"),
+             "devices": {"a": "cam01", "b": "cam02"}}
+    plain_calib = parse_fuse_config({"scene": scene})[1]
+    _, calib = parse_fuse_config({"scene": {**scene, "rotate": {"a": 90}}})
+    w, h = plain_calib.cameras["cam01"].size
+    assert calib.cameras["cam01"].size == (h, w)
+    other, plain_other = calib.cameras["cam02"], plain_calib.cameras["cam02"]
+    assert other.size == plain_other.size and np.array_equal(other.k, plain_other.k)
+    assert calib.check_sizes({"cam01": (h, w)}) == []
+    problems = plain_calib.check_sizes({"cam01": (h, w)})  # the worker not told of the turn
+    assert len(problems) == 1 and "scene.rotate" in problems[0]
+    with pytest.raises(ConfigError) as e:
+        parse_fuse_config({"scene": {**scene, "rotate": {"c": 90}}})
+    assert e.value.errors[0][0] == "scene" and "rotate" in e.value.errors[0][1]
+    with pytest.raises(ConfigError) as e:
+        parse_fuse_config({"scene": {**scene, "rotate": {"a": 45}}})
+    assert e.value.errors[0][0] == "scene.rotate.a"
+
+
+def test_a_skewed_camera_is_not_turned() -> None:
+    cam = CameraModel("c", (640, 480), np.array([[500.0, 2.0, 320], [0, 500, 240], [0, 0, 1]]),
+                      np.zeros(5), np.eye(3), np.zeros(3))
+    with pytest.raises(CalibrationError, match=r"skew"):
+        cam.turned(90)
+    assert cam.turned(0) is cam
