@@ -6,6 +6,7 @@ calibration."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
+from fusedata import short_single  # noqa: F401 (a fixture)
 
+from bench.fuse_data import Scene
 from edge import cli
 from edge.config import Config, ConfigError, parse_config
 from edge.fuse.calib import CalibrationError, CameraModel, read_calibration
@@ -329,3 +332,49 @@ def test_a_skewed_camera_is_not_turned() -> None:
     with pytest.raises(CalibrationError, match=r"skew"):
         cam.turned(90)
     assert cam.turned(0) is cam
+
+
+def _turned_annotations(src: Path, dst: Path) -> Path:
+    """A device's annotations as the device turned a quarter clockwise would publish them:
+    the image's size swapped, every joint where the turned frame has it."""
+    lines = []
+    for line in src.read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        w, h = rec["image"]["width"], rec["image"]["height"]
+        rec["image"] = {"width": h, "height": w}
+        for p in rec["persons"]:
+            for name, xy in p["pose_2d"].items():
+                if xy is not None:
+                    x, y = xy["x"] * w, xy["y"] * h
+                    p["pose_2d"][name] = {"x": (h - 1 - y) / h, "y": x / w}
+        lines.append(json.dumps(rec))
+    dst.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return dst
+
+
+def test_a_turned_device_fuses_as_the_unturned_one(
+        short_single: Scene, tmp_path: Path,  # noqa: F811
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The Pose2Sim single-person scene, its cam02's real annotations turned a quarter (as
+    its device with ``source.rotate = 90`` publishes them): fused with ``--rotate
+    cam02=90``, byte for byte the unturned scene's fusion; without it, cam02 is a size
+    mismatch naming the turn, and left out."""
+    files = [str(p) for p in short_single.jsonl]
+    turned = [files[0], str(_turned_annotations(short_single.jsonl[1], tmp_path / "c2.jsonl")),
+              *files[2:]]
+    calib = str(short_single.calib)
+    plain, rotated, missed = (tmp_path / n for n in ("a.jsonl", "b.jsonl", "c.jsonl"))
+    assert cli.main(["fuse", "--jsonl", *files, "--calib", calib, "--out", str(plain)]) == 0
+    assert cli.main(["fuse", "--jsonl", *turned, "--calib", calib, "--rotate", "cam02=90",
+                     "--out", str(rotated)]) == 0
+    assert rotated.read_bytes() == plain.read_bytes()
+    capsys.readouterr()
+    assert cli.main(["fuse", "--jsonl", *turned, "--calib", calib, "--out", str(missed)]) == 0
+    assert "device cam02" in capsys.readouterr().err
+    views = {v for line in missed.read_text(encoding="utf-8").splitlines()
+             for p in json.loads(line)["persons"] for j in p["joints"].values() if j
+             for v in j["views"]}
+    assert views and "cam02" not in views
+    assert cli.main(["fuse", "--jsonl", *turned, "--calib", calib, "--rotate", "cam02=45",
+                     "--out", str(missed)]) == 2
+    assert "--rotate" in capsys.readouterr().err

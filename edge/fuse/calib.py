@@ -264,7 +264,8 @@ class Calibration:
                 continue
             cw, ch = cam.size
             ok = all(c * (1 - CROP_TOLERANCE) <= d <= c for c, d in ((cw, w), (ch, h)))
-            if not ok and (w, h) == (ch, cw):  # a quarter turn: the device's source.rotate
+            turned = all(c * (1 - CROP_TOLERANCE) <= d <= c for c, d in ((cw, h), (ch, w)))
+            if not ok and turned:  # a quarter turn: the device's source.rotate
                 problems.append(
                     f"{self._where()}: camera {name} was calibrated at {cw}x{ch} px but its "
                     f"device sends {w}x{h} px, turned a quarter: when the device turns its "
