@@ -222,7 +222,8 @@ class Runtime:
         src = self.config.source
         self.source = open_source(src.uri, width=src.width, height=src.height, fps=src.fps,
                                   loop=src.loop, reconnect_initial_s=src.reconnect_initial_s,
-                                  reconnect_max_s=src.reconnect_max_s)
+                                  reconnect_max_s=src.reconnect_max_s, rotate=src.rotate,
+                                  mirror=src.mirror)
         try:
             self.mode = resolve_mode(self.config, isinstance(self.source, ImageFolderSource))
             if self.mode == "image":  # a still's own limit (``set/max_persons`` changes it)

@@ -185,6 +185,7 @@ def _run_config(args: argparse.Namespace) -> Config:
             updates.setdefault(section, {})[key] = value
 
     put("source", "uri", args.source)
+    put("source", "rotate", getattr(args, "rotate", None))  # run only (demo has no --rotate)
     put("tracking", "max_persons", args.max_persons)
     put("tracking", "max_persons_image", args.max_persons)
     put("models", "landmark", args.model)
@@ -313,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             pr.add_argument("--source", help="video, image, folder, camera index, URL, "
                             "picamera2 or demo (default: the config's)")
+            pr.add_argument("--rotate", type=int, choices=[0, 90, 180, 270],
+                            help="turn every frame this many degrees clockwise, as the camera "
+                            "is mounted (source.rotate; default: the config's)")
         pr.add_argument("--config", type=path_arg, help="TOML config file")
         pr.add_argument("--out", type=path_arg, help="output folder (default: out/)")
         pr.add_argument("--max-persons", type=int, help="most people at once: "

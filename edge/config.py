@@ -37,6 +37,9 @@ class SourceConfig(_Section):
 
     ``uri`` is a video or image file, a folder of images, a camera index (``"0"``), an
     ``rtsp://``/``http(s)://`` URL, or ``picamera2`` (``picamera2:0`` for camera 0).
+    ``rotate`` and ``mirror`` are how the camera is mounted: a mounting fact, so it is set
+    here, never guessed per frame (image mode's search of a still on its side is another
+    thing: a photo's own orientation).
     """
 
     uri: str = Field(default="demo", min_length=1, description="an empty one read the "
@@ -49,6 +52,13 @@ class SourceConfig(_Section):
         default=2.0, description="largest reconnect delay of a live source, s: a failed open "
         "every 2 s costs nothing, and a camera that comes back is used within 2 s")
     loop: bool = Field(default=False, description="restart a file source at its end")
+    rotate: Literal[0, 90, 180, 270] = Field(
+        default=0, description="degrees clockwise every frame is turned as it is read: the "
+        "camera's mounting (180: upside down; 90 or 270: on its side, e.g. portrait for a "
+        "corridor). Everything after the source (detector, annotations, video, HTTP frame, "
+        "width and height) sees the turned frame; width and height above stay the device's")
+    mirror: bool = Field(default=False, description="flip every frame left to right after "
+                         "the turn (a camera behind a mirror, or a mirrored stream)")
 
     @model_validator(mode="after")
     def _backoff(self) -> SourceConfig:

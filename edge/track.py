@@ -777,7 +777,8 @@ class Tracker:
         return row_ids
 
     #: A track whose body box is at least this much inside another's and whose body is at
-    #: most :data:`PART_HEIGHT` of the other's height is a part of that person.
+    #: most :data:`PART_HEIGHT` of the other's height, and of the other's length (the longer
+    #: side of the landmarks' box), is a part of that person.
     PART_INSIDE = 0.6
     PART_HEIGHT = 0.6
     #: The body box is widened by this share of its height on every side (a hand beyond the
@@ -791,7 +792,13 @@ class Tracker:
         then "finds" a small pose there, which keypoint similarity cannot tell from a second
         person. Such a pose is centred within the real person's body box (the box of their
         landmarks, widened by :data:`PART_MARGIN` of its height), lies mostly inside it and is
-        much shorter. Someone standing behind a person is rarely centred on their body. Only a
+        much shorter, both in height and in length (the longer side of its landmarks' box).
+        Height alone took someone lying on the floor at a standing person's feet (a fall, a
+        helper beside) for that person's part: lying, they are short. Length alone measured a
+        pose spread over a group (arms on the neighbours, crowd clip01: 487x279 px) by its
+        width, and took a real person of the group for its part. Every part the height rule
+        found on the demo clip and crowd clips 00-01 (9) is at most 0.595 of its whole's
+        length. Someone standing behind a person is rarely centred on their body. Only a
         newer track can be a part of an older one: an established person is never dropped for
         a newcomer whose pose spans them. Between people found at the same time (every person
         of a still image), a newcomer whose landmarks fit its whole-body detection box
@@ -804,13 +811,16 @@ class Tracker:
                      and box_fit(tr.box[None], tr.keypoints[None], (np.inf, np.inf))[0]
                      >= min_fit) for tr in cand]
         boxes: list[F32 | None] = []
+        lengths: list[float] = []
         for tr in cand:
             if tr.keypoints is None or tr.visibility is None:
                 boxes.append(None)
+                lengths.append(0.0)
                 continue
             # Every landmark, seen or not: the body as the model places it (a backlit person
             # has few landmarks seen, and must not look small for it).
             lo, hi = tr.keypoints.min(0), tr.keypoints.max(0)
+            lengths.append(float((hi - lo).max()))  # standing: the height; lying: the width
             pad = Tracker.PART_MARGIN * float(hi[1] - lo[1])  # hair, hands beyond the wrists
             boxes.append(np.array([lo[0] - pad, lo[1] - pad, hi[0] + pad, hi[1] + pad],
                                   np.float32))
@@ -823,6 +833,8 @@ class Tracker:
                     continue
                 hi, hj = float(bi[3] - bi[1]), float(bj[3] - bj[1])
                 if hi <= 0 or hj > Tracker.PART_HEIGHT * hi:
+                    continue
+                if lengths[j] > Tracker.PART_HEIGHT * lengths[i]:  # someone lying: not short
                     continue
                 cx, cy = (bj[0] + bj[2]) / 2, (bj[1] + bj[3]) / 2
                 if not (bi[0] <= cx <= bi[2] and bi[1] <= cy <= bi[3]):

@@ -42,6 +42,8 @@ def add_subparsers(sub: Any) -> None:
                     "files' devices in file order = the calibration's cameras in file order)")
     pf.add_argument("--offsets", help="device=seconds pairs, comma separated: added to the "
                     "device's capture times (cameras started apart)")
+    pf.add_argument("--rotate", help="device=degrees pairs, comma separated: a device's "
+                    "source.rotate (90, 180, 270; its camera's model is turned to match)")
     pf.add_argument("--out", type=path_arg, help="fused JSONL output (offline)")
     pf.add_argument("--config", type=path_arg, help="TOML config of the live fuse service")
     pf.add_argument("--validate", action="store_true", help="with --config: check the config "
@@ -113,6 +115,25 @@ def parse_offsets(text: str, devices: dict[str, str]) -> dict[str, float]:
     return out
 
 
+def parse_rotate(text: str, devices: dict[str, str]) -> dict[str, int]:
+    """``"cam02=90,cam04=180"`` -> ``{"cam02": 90, "cam04": 180}`` (the devices' turns).
+
+    Raises:
+        UsageError: A malformed pair, an unknown device or another angle.
+    """
+    out: dict[str, int] = {}
+    for item in text.split(","):
+        dev, eq, val = (x.strip() for x in item.partition("="))
+        if not eq or dev not in devices:
+            raise UsageError(f"--rotate: {item!r} is not DEVICE=DEGREES for a device of "
+                             f"this scene ({', '.join(devices)})")
+        if val not in ("0", "90", "180", "270"):
+            raise UsageError(f"--rotate: {val!r} is not 0, 90, 180 or 270 (the device's "
+                             "source.rotate)")
+        out[dev] = int(val)
+    return out
+
+
 def _file_device(path: Path) -> str:
     """The device ID of the first readable line of an annotations file."""
     from edge.fuse.views import PayloadError, parse_annotation
@@ -161,6 +182,9 @@ def run_offline(args: argparse.Namespace) -> int:
         devices = (parse_devices(args.devices, calib) if args.devices
                    else default_devices(list(args.jsonl), calib))
         offsets = parse_offsets(args.offsets, devices) if args.offsets else None
+        if args.rotate:
+            turns = parse_rotate(args.rotate, devices)
+            calib = calib.turned({devices[d]: deg for d, deg in turns.items()})
         if args.out.is_dir():
             raise UsageError(f"--out {args.out} is a folder; give the file to write")
         inputs = {p.resolve() for p in [*args.jsonl, args.calib]}

@@ -65,6 +65,12 @@ class SceneConfig(_Section):
     offsets_s: dict[DeviceId, Annotated[float, Field(ge=-3600, le=3600)]] = Field(
         default_factory=dict, description="device id -> seconds added to its capture times "
         "(a known clock or trigger offset; default 0)")
+    rotate: dict[DeviceId, Literal[0, 90, 180, 270]] = Field(
+        default_factory=dict, description="device id -> its source.rotate (degrees "
+        "clockwise; default 0): the calibration is of the camera's own frame, the device "
+        "publishes it turned, and the worker turns that camera's model to match "
+        "(edge.fuse.calib.CameraModel.turned). Must be the device's own value: a quarter "
+        "turn missing here is a size mismatch, a half turn is not seen")
 
     @model_validator(mode="after")
     def _distinct_cameras(self) -> SceneConfig:
@@ -75,6 +81,10 @@ class SceneConfig(_Section):
         stray = sorted(set(self.offsets_s) - set(self.devices))
         if stray:
             raise ValueError(f"offsets_s names device(s) {', '.join(stray)} that are not in "
+                             "devices")
+        stray = sorted(set(self.rotate) - set(self.devices))
+        if stray:
+            raise ValueError(f"rotate names device(s) {', '.join(stray)} that are not in "
                              "devices")
         return self
 
@@ -233,11 +243,12 @@ def parse_fuse_config(data: dict[str, Any], origin: str = "<dict>",
 
 
 def load_scene_calibration(config: FuseConfig, origin: str) -> Calibration:
-    """Reads ``scene.calibration`` and checks it names every camera of ``scene.devices``.
+    """Reads ``scene.calibration``, checks its cameras, turns those ``scene.rotate`` names.
 
     Raises:
-        ConfigError: Under ``scene.calibration`` (unreadable, malformed, non-finite) or
-            ``scene.devices.<id>`` (a camera the file lacks).
+        ConfigError: Under ``scene.calibration`` (unreadable, malformed, non-finite),
+            ``scene.devices.<id>`` (a camera the file lacks) or ``scene.rotate.<id>`` (a
+            camera that cannot be turned).
     """
     path = config.scene.calibration
     try:
@@ -254,7 +265,16 @@ def load_scene_calibration(config: FuseConfig, origin: str) -> Calibration:
               for dev, cam in config.scene.devices.items() if cam not in names]
     if errors:
         raise ConfigError(origin, errors)
-    return calib
+    errors = []
+    for dev, deg in config.scene.rotate.items():
+        try:
+            calib.cameras[config.scene.devices[dev]].turned(deg)
+        except CalibrationError as e:
+            errors.append((f"scene.rotate.{dev}", str(e)))
+    if errors:
+        raise ConfigError(origin, errors)
+    return calib.turned({config.scene.devices[dev]: deg
+                         for dev, deg in config.scene.rotate.items()})
 
 
 def camera_names(calib: Calibration) -> set[str]:

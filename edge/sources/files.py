@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from edge.sources.base import SourceEnd, SourceError
+from edge.sources.base import Rotate, SourceEnd, SourceError, turn
 from edge.types import U8, Frame
 
 logger = logging.getLogger(__name__)
@@ -26,13 +26,17 @@ class VideoFileSource:
     runs over one file see identical timestamps, and trackers and filters see the video's
     timeline whatever the processing speed.
     A file that ends before the frame count its header announces raises :class:`SourceError`
-    (truncated or corrupt); frames delivered before that stay valid.
+    (truncated or corrupt); frames delivered before that stay valid. Frames are turned upright
+    by ``rotate`` and ``mirror`` (:func:`~edge.sources.base.turn`) before anyone sees them.
     """
 
     live = False
 
-    def __init__(self, path: Path, loop: bool = False) -> None:
+    def __init__(self, path: Path, loop: bool = False, rotate: Rotate = 0,
+                 mirror: bool = False) -> None:
         self.path = Path(path)
+        self.rotate: Rotate = rotate
+        self.mirror = mirror
         self.name = str(self.path)
         if not self.path.is_file():
             raise SourceError(f"video {self.path}: no such file")
@@ -84,8 +88,8 @@ class VideoFileSource:
                 return self.read(timeout)
             raise SourceEnd(self.name)
         fps = self.fps or 30.0
-        frame = Frame(np.ascontiguousarray(image), self._index, round(self._index * 1e9 / fps),
-                      self._index / fps)
+        image = np.ascontiguousarray(turn(image, self.rotate, self.mirror))
+        frame = Frame(image, self._index, round(self._index * 1e9 / fps), self._index / fps)
         self._next += 1
         self._index += 1
         return frame
@@ -169,14 +173,18 @@ class ImageFolderSource:
     (``Frame.name``, relative to the folder). An unreadable, corrupt or oversized image of a
     folder is skipped with a warning, counted in ``dropped`` and named in ``skipped``; a single
     image that cannot be read is an error. Images are one second apart on the source's clock
-    (``t_capture_ns``, ``ts``), so runs are reproducible.
+    (``t_capture_ns``, ``ts``), so runs are reproducible. Every image is turned by ``rotate``
+    and ``mirror`` after its EXIF orientation (a camera's mounting, as for a stream).
     """
 
     live = False
     fps: float | None = None
 
-    def __init__(self, path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    def __init__(self, path: Path, max_pixels: int = MAX_IMAGE_PIXELS, rotate: Rotate = 0,
+                 mirror: bool = False) -> None:
         self.path = Path(path)
+        self.rotate: Rotate = rotate
+        self.mirror = mirror
         self.name = str(self.path)
         self.max_pixels = max_pixels
         #: The folder the frames' names are relative to (the image's own folder for one image).
@@ -222,7 +230,8 @@ class ImageFolderSource:
                 self.skipped.append((str(path.relative_to(self.root)), str(e)))
                 logger.warning("%s; skipped", e)
                 continue
-            frame = Frame(image, self._index, self._index * 1_000_000_000, float(self._index),
+            frame = Frame(turn(image, self.rotate, self.mirror), self._index,
+                          self._index * 1_000_000_000, float(self._index),
                           name=str(path.relative_to(self.root)))
             self._index += 1
             return frame

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.sources.base import SourceError, SourceSilentError
+from edge.sources.base import Rotate, SourceError, SourceSilentError, turn
 from edge.types import Frame
 
 logger = logging.getLogger(__name__)
@@ -98,14 +98,22 @@ class _PiGrabber:
 
 
 class LiveSource:
-    """Newest-frame-only source over a device that may fail and come back."""
+    """Newest-frame-only source over a device that may fail and come back.
+
+    The capture thread turns each frame upright by ``rotate`` and ``mirror``
+    (:func:`~edge.sources.base.turn`: a camera mounted upside down or on its side), so the
+    core's thread does not pay for it.
+    """
 
     live = True
     frame_count: int | None = None
 
     def __init__(self, name: str, opener: Callable[[], Grabber], fps: float | None = None,
-                 reconnect_initial_s: float = 0.5, reconnect_max_s: float = 2.0) -> None:
+                 reconnect_initial_s: float = 0.5, reconnect_max_s: float = 2.0,
+                 rotate: Rotate = 0, mirror: bool = False) -> None:
         self.name = name
+        self.rotate: Rotate = rotate
+        self.mirror = mirror
         self.fps = fps
         self._opener = opener
         self._backoff0 = reconnect_initial_s
@@ -169,7 +177,8 @@ class LiveSource:
                         bad = 0
                     last_good = time.monotonic()
                     backoff = self._backoff0
-                    frame = Frame(image, index, time.monotonic_ns(), time.time())
+                    t_ns, ts = time.monotonic_ns(), time.time()  # captured: before the turn
+                    frame = Frame(turn(image, self.rotate, self.mirror), index, t_ns, ts)
                     index += 1
                     with self._cond:
                         self._latest = frame
@@ -214,19 +223,26 @@ class LiveSource:
 
 
 def open_camera(index: int, width: int | None = None, height: int | None = None,
-                fps: float | None = None, **backoff: float) -> LiveSource:
-    """A V4L2 camera by index (``/dev/video<index>``)."""
+                fps: float | None = None, rotate: Rotate = 0, mirror: bool = False,
+                **backoff: float) -> LiveSource:
+    """A V4L2 camera by index (``/dev/video<index>``).
+
+    ``width`` and ``height`` are the device's (before ``rotate``).
+    """
     return LiveSource(f"camera:{index}", lambda: _CvGrabber(index, width, height, fps), fps,
-                      **backoff)
+                      rotate=rotate, mirror=mirror, **backoff)
 
 
-def open_url(url: str, **backoff: float) -> LiveSource:
+def open_url(url: str, rotate: Rotate = 0, mirror: bool = False,
+             **backoff: float) -> LiveSource:
     """An RTSP or HTTP(S) video stream, read by OpenCV's FFmpeg back-end."""
-    return LiveSource(url, lambda: _CvGrabber(url, None, None, None), None, **backoff)
+    return LiveSource(url, lambda: _CvGrabber(url, None, None, None), None, rotate=rotate,
+                      mirror=mirror, **backoff)
 
 
 def open_picamera2(camera: int = 0, width: int | None = None, height: int | None = None,
-                   fps: float | None = None, **backoff: float) -> LiveSource:
+                   fps: float | None = None, rotate: Rotate = 0, mirror: bool = False,
+                   **backoff: float) -> LiveSource:
     """The Raspberry Pi camera through picamera2 (imported only here).
 
     Raises:
@@ -249,4 +265,4 @@ def open_picamera2(camera: int = 0, width: int | None = None, height: int | None
             "built for numpy 1.x is the usual cause): re-run deploy/install.sh, which installs "
             "the device lock (simplejpeg included) into the venv") from None
     return LiveSource(f"picamera2:{camera}", lambda: _PiGrabber(module, camera, width, height),
-                      fps, **backoff)
+                      fps, rotate=rotate, mirror=mirror, **backoff)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.sources.base import Source, SourceError
+from edge.sources.base import Rotate, Source, SourceError
 from edge.sources.files import IMAGE_SUFFIXES, ImageFolderSource, VideoFileSource
 from edge.sources.live import open_camera, open_picamera2, open_url
 from edge.types import is_ascii_number
@@ -15,7 +15,8 @@ DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "sports2d_demo.m
 
 def open_source(uri: str, *, width: int | None = None, height: int | None = None,
                 fps: float | None = None, loop: bool = False, reconnect_initial_s: float = 0.5,
-                reconnect_max_s: float = 2.0) -> Source:
+                reconnect_max_s: float = 2.0, rotate: Rotate = 0, mirror: bool = False
+                ) -> Source:
     """Opens the source a URI names.
 
     Args:
@@ -27,6 +28,9 @@ def open_source(uri: str, *, width: int | None = None, height: int | None = None
         loop: Restart a video file at its end.
         reconnect_initial_s: First reconnect delay of live sources, s.
         reconnect_max_s: Largest reconnect delay, s.
+        rotate: Turn every frame this many degrees clockwise (0, 90, 180, 270): the camera's
+            mounting (``source.rotate``); ``width`` and ``height`` stay the device's.
+        mirror: Then flip every frame left to right (``source.mirror``).
 
     Returns:
         The open source.
@@ -36,20 +40,21 @@ def open_source(uri: str, *, width: int | None = None, height: int | None = None
     """
     backoff = {"reconnect_initial_s": reconnect_initial_s, "reconnect_max_s": reconnect_max_s}
     if uri == "demo":
-        return VideoFileSource(DEMO_CLIP, loop=loop)
+        return VideoFileSource(DEMO_CLIP, loop=loop, rotate=rotate, mirror=mirror)
     if is_ascii_number(uri):
-        return open_camera(int(uri), width, height, fps, **backoff)
+        return open_camera(int(uri), width, height, fps, rotate=rotate, mirror=mirror, **backoff)
     if uri == "picamera2" or uri.startswith("picamera2:"):
         _, _, idx = uri.partition(":")
         if idx and not is_ascii_number(idx):
             raise SourceError(f"source {uri!r}: expected picamera2 or picamera2:<index>")
-        return open_picamera2(int(idx or 0), width, height, fps, **backoff)
+        return open_picamera2(int(idx or 0), width, height, fps, rotate=rotate, mirror=mirror,
+                              **backoff)
     if uri.startswith(("rtsp://", "rtsps://", "http://", "https://")):
-        return open_url(uri, **backoff)
+        return open_url(uri, rotate=rotate, mirror=mirror, **backoff)
     path = Path(uri)
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
-        return ImageFolderSource(path)
+        return ImageFolderSource(path, rotate=rotate, mirror=mirror)
     if not path.exists():
         raise SourceError(f"source {uri!r}: no such file, and not a camera index, URL or "
                           "picamera2")
-    return VideoFileSource(path, loop=loop)
+    return VideoFileSource(path, loop=loop, rotate=rotate, mirror=mirror)
