@@ -94,6 +94,23 @@ def parse_devices(text: str, calib: Calibration) -> dict[str, str]:
     return out
 
 
+def _device_pairs(text: str, devices: dict[str, str], option: str, unit: str
+                  ) -> list[tuple[str, str]]:
+    """``"cam01=a,cam03=b"`` -> ``[("cam01", "a"), ("cam03", "b")]``, the values unparsed.
+
+    Raises:
+        UsageError: A pair without ``=`` or naming a device the scene does not have.
+    """
+    pairs = []
+    for item in text.split(","):
+        dev, eq, val = (x.strip() for x in item.partition("="))
+        if not eq or dev not in devices:
+            raise UsageError(f"{option}: {item!r} is not DEVICE={unit} for a device of "
+                             f"this scene ({', '.join(devices)})")
+        pairs.append((dev, val))
+    return pairs
+
+
 def parse_offsets(text: str, devices: dict[str, str]) -> dict[str, float]:
     """``"cam01=-0.067,cam03=0.067"`` -> ``{"cam01": -0.067, "cam03": 0.067}``.
 
@@ -101,11 +118,7 @@ def parse_offsets(text: str, devices: dict[str, str]) -> dict[str, float]:
         UsageError: A malformed pair, an unknown device or a value that is not a number.
     """
     out: dict[str, float] = {}
-    for item in text.split(","):
-        dev, eq, val = (x.strip() for x in item.partition("="))
-        if not eq or dev not in devices:
-            raise UsageError(f"--offsets: {item!r} is not DEVICE=SECONDS for a device of "
-                             f"this scene ({', '.join(devices)})")
+    for dev, val in _device_pairs(text, devices, "--offsets", "SECONDS"):
         try:
             out[dev] = float(val)
         except ValueError:
@@ -122,11 +135,7 @@ def parse_rotate(text: str, devices: dict[str, str]) -> dict[str, int]:
         UsageError: A malformed pair, an unknown device or another angle.
     """
     out: dict[str, int] = {}
-    for item in text.split(","):
-        dev, eq, val = (x.strip() for x in item.partition("="))
-        if not eq or dev not in devices:
-            raise UsageError(f"--rotate: {item!r} is not DEVICE=DEGREES for a device of "
-                             f"this scene ({', '.join(devices)})")
+    for dev, val in _device_pairs(text, devices, "--rotate", "DEGREES"):
         if val not in ("0", "90", "180", "270"):
             raise UsageError(f"--rotate: {val!r} is not 0, 90, 180 or 270 (the device's "
                              "source.rotate)")
