@@ -23,6 +23,7 @@ from edge.comms.system import (
     throttled_paths,
 )
 from edge.sources import SourceError, open_source
+from edge.sources.base import turn
 
 PI4 = "devices/platform/soc/soc:firmware/get_throttled"
 PI5 = "devices/platform/soc@107c000000/soc@107c000000:firmware/get_throttled"
@@ -230,3 +231,85 @@ def test_cli_reports_the_picamera2_error_as_exit_2(tmp_path: Path,
     assert cli.main(["run", "--source", "picamera2", "--out", str(tmp_path / "out"),
                      "--no-progress"]) == 2
     assert "numpy.dtype size changed" in capsys.readouterr().err
+
+
+#: A stand-in Pi camera whose "sensor" applies libcamera's flips itself, as the real readout
+#: does: a frame with a gradient in x and y, so that every turn is visible.
+SENSOR = textwrap.dedent("""
+    import numpy as np
+
+    CONFIGS = []
+
+    class Picamera2:
+        def __init__(self, camera):
+            self.transform = None
+
+        def create_video_configuration(self, main, buffer_count, transform=None):
+            return {"main": main, "transform": transform}
+
+        def configure(self, config):
+            CONFIGS.append(config)
+            self.size, self.transform = config["main"]["size"], config["transform"]
+
+        def start(self):
+            pass
+
+        def capture_array(self, name):
+            w, h = self.size
+            y, x = np.mgrid[0:h, 0:w]
+            img = np.stack([x % 256, y % 256, (x + 2 * y) % 256, np.full_like(x, 255)],
+                           -1).astype(np.uint8)
+            if self.transform is not None:
+                if self.transform.vflip:
+                    img = img[::-1]
+                if self.transform.hflip:
+                    img = img[:, ::-1]
+            return np.ascontiguousarray(img)
+
+        def stop(self):
+            pass
+
+        def close(self):
+            pass
+""")
+LIBCAMERA = textwrap.dedent("""
+    class Transform:
+        def __init__(self, hflip=0, vflip=0):
+            self.hflip, self.vflip = hflip, vflip
+""")
+
+
+@pytest.mark.parametrize(("rotate", "mirror", "flips"), [
+    (180, False, (1, 1)), (0, True, (1, 0)), (180, True, (0, 1)), (90, False, None),
+    (270, True, None)])
+@pytest.mark.parametrize("libcamera", [True, False])
+def test_picamera2_turns_by_the_sensor_where_it_can(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    rotate: int, mirror: bool,
+                                                    flips: tuple[int, int] | None,
+                                                    libcamera: bool) -> None:
+    """A half turn and a mirror are asked of the sensor (libcamera's ``Transform``: no CPU);
+    a quarter turn, or a stack without libcamera's flips, is turned on the capture thread.
+    Either way the frame is the raw frame turned once, as ``source.rotate`` says (a frame
+    turned by the sensor and again by the CPU would be upside down again)."""
+    root = _stand_in(tmp_path, SENSOR)
+    if libcamera:
+        (root / "libcamera").mkdir()
+        (root / "libcamera" / "__init__.py").write_text(LIBCAMERA)
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    monkeypatch.delitem(sys.modules, "libcamera", raising=False)
+    src = open_source("picamera2:0", width=64, height=48, rotate=rotate,  # type: ignore[arg-type]
+                      mirror=mirror)
+    try:
+        frame = src.read(timeout=5.0)
+    finally:
+        src.close()
+    transform = sys.modules["picamera2"].CONFIGS[-1]["transform"]  # the stand-in's record
+    if libcamera and flips is not None:
+        assert (transform.hflip, transform.vflip) == flips
+    else:
+        assert transform is None
+    y, x = np.mgrid[0:48, 0:64]
+    raw = np.stack([x, y, (x + 2 * y) % 256], -1).astype(np.uint8)
+    assert np.array_equal(frame.image, turn(raw, rotate, mirror))  # type: ignore[arg-type]
