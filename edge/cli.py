@@ -159,6 +159,8 @@ def _serve_config(args: argparse.Namespace) -> Config:
         updates["source"] = {"uri": args.source}
     if args.no_loop:
         updates.setdefault("source", {})["loop"] = False
+    if args.rotate is not None:
+        updates.setdefault("source", {})["rotate"] = args.rotate
     if args.threads is not None:
         updates["models"] = {"threads": args.threads}
     for item in args.http:
@@ -343,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--config", type=path_arg, help="TOML config file (default: built-in "
                     "defaults with MQTT off)")
     ps.add_argument("--source", help="source URI (default: the config's; demo: the clip)")
+    ps.add_argument("--rotate", type=int, choices=[0, 90, 180, 270],
+                    help="turn every frame this many degrees clockwise, as the camera is "
+                    "mounted (source.rotate; default: the config's)")
     ps.add_argument("--host", help="address to bind (default 127.0.0.1; any other needs a "
                     "token)")
     ps.add_argument("--port", type=int, help="port (default 8080; 0: any free port)")

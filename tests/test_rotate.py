@@ -188,6 +188,11 @@ def test_run_takes_rotate_from_the_command_line(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as e:
         cli.build_parser().parse_args(["run", "--rotate", "45"])
     assert e.value.code == 2
+    # serve, the same
+    args = cli.build_parser().parse_args(["serve", "--config", str(path), "--rotate", "270"])
+    assert cli._serve_config(args).source.rotate == 270
+    args = cli.build_parser().parse_args(["serve", "--config", str(path)])
+    assert cli._serve_config(args).source.rotate == 180
 
 
 # ---------------------------------------------------------------- people lying down
