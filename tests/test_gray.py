@@ -100,7 +100,7 @@ def test_gray_stream_gives_blazepose_slots_to_the_box_detector(
     detector alone have no watch."""
     config = Config.model_validate({"models": {"dir": str(manifest.folder), "threads": 1}})
     det, _ = build_detector(config, manifest, "every-frame")
-    assert isinstance(det, TiledDetector) and det.gray is not None
+    assert isinstance(det, TiledDetector) and det.gray_watch is not None
     box, pose = det.stream
     assert isinstance(box, BoxPersonDetector) and isinstance(pose, PoseDetector)
     calls: list[str] = []
@@ -133,14 +133,14 @@ def test_gray_stream_gives_blazepose_slots_to_the_box_detector(
     # a colour stream (reset: its first frame decides): the usual rotation
     det.reset()
     det(colour)
-    assert det.gray is not None and not det.gray.gray
+    assert det.gray_watch is not None and not det.gray_watch.gray
     calls.clear()
     for _ in views:
         det(colour)
     assert calls.count("pose") == n_tiles and calls.count("box") == len(views) - n_tiles
     still, _ = build_detector(config, manifest, "image")
-    assert isinstance(still, TiledDetector) and still.gray is None
+    assert isinstance(still, TiledDetector) and still.gray_watch is None
     alone = Config.model_validate({"models": {"dir": str(manifest.folder), "threads": 1},
                                    "detector": {"kind": "box"}})
     box_only, _ = build_detector(alone, manifest, "every-frame")
-    assert isinstance(box_only, TiledDetector) and box_only.gray is None
+    assert isinstance(box_only, TiledDetector) and box_only.gray_watch is None

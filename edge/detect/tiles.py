@@ -361,7 +361,7 @@ class TiledDetector:
     #: ``stream[0]``'s. BlazePose's detector, trained on colour, loses most people on gray
     #: frames (demo clip made gray, every frame, ``detector.kind = "blazepose"``: 315 -> 217
     #: person-frames) where NanoDet loses few (373 -> 355). None: never.
-    gray: GrayWatch | None = None
+    gray_watch: GrayWatch | None = None
     _cursor: int = field(default=0, init=False)
     _size: tuple[int, int] = field(default=(0, 0), init=False)
     _tiles: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 4), np.int64),
@@ -370,8 +370,8 @@ class TiledDetector:
     def reset(self) -> None:
         """Restarts the rotation at the first tile; forgets whether the stream is gray."""
         self._cursor = 0
-        if self.gray is not None:
-            self.gray.reset()
+        if self.gray_watch is not None:
+            self.gray_watch.reset()
 
     def tiles(self, width: int, height: int) -> npt.NDArray[np.int64]:
         """The tile grid for a frame size, (n, 4) int64 px (cached for the last size)."""
@@ -464,8 +464,8 @@ class TiledDetector:
                 over = box_iou(upright.boxes, side.boxes, over="smaller").max(axis=1)
                 upright = upright[over <= TURNED_OVER]
             return merge_detections([side, upright], self.config.nms_iou)
-        if self.gray is not None:
-            self.gray.update(image_bgr)
+        if self.gray_watch is not None:
+            self.gray_watch.update(image_bgr)
         return self._views(image_bgr, None)
 
     def _views(self, image_bgr: U8, whole: Detections | None) -> Detections:
@@ -496,7 +496,7 @@ class TiledDetector:
         for v in sorted(chosen, key=lambda v: v >= 0):  # whole-frame views first
             if v < 0:
                 if self.stream and self.config.per_run > 0:
-                    gray = self.gray is not None and self.gray.gray
+                    gray = self.gray_watch is not None and self.gray_watch.gray
                     found = self.stream[0 if gray else -1 - v](image_bgr)
                 elif whole is not None:
                     found = whole
