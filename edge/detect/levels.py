@@ -10,19 +10,22 @@ estimated from its second differences, is high), and the frame itself when it ne
 (every daylight clip and photo the project has: unchanged figures). Published keypoints are in
 the frame's px either way (the view has the frame's geometry), and the annotated outputs draw
 on the frame as delivered.
+
+:class:`GrayWatch` tells a stream from a gray (night / IR) camera (:func:`chroma_spread`), on
+which BlazePose's detector finds few people (``edge.detect.tiles.TiledDetector``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from edge.types import U8
 
-__all__ = ["LevelsConfig", "model_view", "noise_sigma"]
+__all__ = ["GrayWatch", "LevelsConfig", "chroma_spread", "model_view", "noise_sigma"]
 
 
 @dataclass(frozen=True)
@@ -127,3 +130,86 @@ def model_view(image: U8, config: LevelsConfig) -> U8:
             lut = np.clip(np.round(np.arange(256) * gain), 0, 255).astype(np.uint8)
             out = np.asarray(cv2.LUT(out, lut), np.uint8)
     return out
+
+
+#: :func:`chroma_spread` looks at every this-many-th row and column (1280x720: 80x45 px).
+GRAY_STEP = 16
+
+
+def chroma_spread(image: U8, step: int = GRAY_STEP) -> float:
+    """How much colour a frame has: the spread of its pixels' colour differences, grey levels.
+
+    A gray frame (a night / IR camera, often delivered as three equal channels) has ``B - G``
+    and ``R - G`` the same at every pixel: 0, or a constant tint after a codec's colour
+    conversion (the demo clip made gray and written as mp4v: ``B - G`` 5 everywhere). So the
+    spread (99th minus 1st percentile) of each difference is measured, not its size, on a
+    subsample of every ``step``-th row and column, and the larger of the two returned. Gray
+    frames, also through JPEG at quality 50 or mp4v: 0; colour frames (the demo clip, the
+    Pose2Sim clips, the opencv-doc photos, bus.jpg, zidane.jpg): 37-213.
+
+    Args:
+        image: (H, W, 3) uint8 BGR frame.
+        step: Subsampling, px.
+
+    Returns:
+        The spread, grey levels (>= 0).
+    """
+    sub = image[::step, ::step].astype(np.int16)
+    spread = 0.0
+    for c in (0, 2):
+        lo, hi = np.percentile(sub[..., c] - sub[..., 1], (1.0, 99.0))
+        spread = max(spread, float(hi - lo))
+    return spread
+
+
+@dataclass
+class GrayWatch:
+    """Whether a stream's frames are gray, decided over time.
+
+    The first frame decides; after that the verdict changes only when :attr:`switch_after`
+    frames in a row say otherwise (a camera switching to night mode, or back), so that a
+    frame of a colour scene that happens to be nearly colourless (a white wall filling the
+    view) does not flip it. Not thread-safe: one owner (the detector's thread).
+
+    Attributes:
+        max_spread: A frame whose :func:`chroma_spread` is at most this is gray.
+        switch_after: Frames in a row against the verdict that change it.
+    """
+
+    max_spread: float = 8.0
+    switch_after: int = 3
+    _gray: bool | None = field(default=None, init=False)
+    _against: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.max_spread) and 0.0 <= self.max_spread <= 255.0):
+            raise ValueError(f"GrayWatch.max_spread must be in [0, 255], got {self.max_spread}")
+        if self.switch_after < 1:
+            raise ValueError(f"GrayWatch.switch_after must be >= 1, got {self.switch_after}")
+
+    @property
+    def gray(self) -> bool:
+        """The verdict so far (False before any frame)."""
+        return bool(self._gray)
+
+    def reset(self) -> None:
+        """Forgets the verdict: the next frame decides."""
+        self._gray, self._against = None, 0
+
+    def update(self, image: U8) -> bool:
+        """Takes one frame into account.
+
+        Args:
+            image: (H, W, 3) uint8 BGR frame.
+
+        Returns:
+            The verdict after this frame.
+        """
+        now = chroma_spread(image) <= self.max_spread
+        if self._gray is None or now == self._gray:
+            self._gray, self._against = now, 0
+        else:
+            self._against += 1
+            if self._against >= self.switch_after:
+                self._gray, self._against = now, 0
+        return self._gray

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.detect.blazepose import validate_image
+from edge.detect.levels import GrayWatch
 from edge.geometry import box_iou
 from edge.track import region_boxes
 from edge.types import F32, U8, Detections
@@ -355,14 +356,22 @@ class TiledDetector:
     #: tile slot. So a run is one call of one model (NanoDet 17.4 ms, BlazePose's detector
     #: 8.4 ms at 1 thread) rather than both at once (25.8 ms). Still images run ``whole``.
     stream: tuple[Callable[[U8], Detections], ...] = ()
+    #: Streams only: tells gray frames (a night / IR camera) apart, decided over time; while
+    #: the stream is gray the further whole-frame detectors' views (BlazePose's detector) are
+    #: ``stream[0]``'s. BlazePose's detector, trained on colour, loses most people on gray
+    #: frames (demo clip made gray, every frame, ``detector.kind = "blazepose"``: 315 -> 217
+    #: person-frames) where NanoDet loses few (373 -> 355). None: never.
+    gray_watch: GrayWatch | None = None
     _cursor: int = field(default=0, init=False)
     _size: tuple[int, int] = field(default=(0, 0), init=False)
     _tiles: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 4), np.int64),
                                           init=False)
 
     def reset(self) -> None:
-        """Restarts the rotation at the first tile."""
+        """Restarts the rotation at the first tile; forgets whether the stream is gray."""
         self._cursor = 0
+        if self.gray_watch is not None:
+            self.gray_watch.reset()
 
     def tiles(self, width: int, height: int) -> npt.NDArray[np.int64]:
         """The tile grid for a frame size, (n, 4) int64 px (cached for the last size)."""
@@ -455,6 +464,8 @@ class TiledDetector:
                 over = box_iou(upright.boxes, side.boxes, over="smaller").max(axis=1)
                 upright = upright[over <= TURNED_OVER]
             return merge_detections([side, upright], self.config.nms_iou)
+        if self.gray_watch is not None:
+            self.gray_watch.update(image_bgr)
         return self._views(image_bgr, None)
 
     def _views(self, image_bgr: U8, whole: Detections | None) -> Detections:
@@ -485,7 +496,8 @@ class TiledDetector:
         for v in sorted(chosen, key=lambda v: v >= 0):  # whole-frame views first
             if v < 0:
                 if self.stream and self.config.per_run > 0:
-                    found = self.stream[-1 - v](image_bgr)
+                    gray = self.gray_watch is not None and self.gray_watch.gray
+                    found = self.stream[0 if gray else -1 - v](image_bgr)
                 elif whole is not None:
                     found = whole
                 else:

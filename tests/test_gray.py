@@ -1,0 +1,146 @@
+"""Gray (night / IR) streams: told apart from colour, and detected without BlazePose's detector.
+
+Real frames of the demo clip made gray with OpenCV (three equal channels, and through the mp4v
+codec, which leaves a constant tint), real models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.config import Config
+from edge.detect import PoseDetector
+from edge.detect.box import BoxPersonDetector
+from edge.detect.levels import GrayWatch, chroma_spread
+from edge.detect.tiles import TiledDetector
+from edge.pipeline import build_detector
+from edge.runtime import Manifest
+from edge.types import U8
+
+
+def _gray(image: U8) -> U8:
+    """The frame as a night camera delivers it: gray, as three equal channels."""
+    g = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return np.asarray(cv2.cvtColor(g, cv2.COLOR_GRAY2BGR), np.uint8)
+
+
+def _through_mp4v(frames: list[U8], folder: Path) -> list[U8]:
+    """The frames written as an mp4v clip and read back (the codec's colour conversion)."""
+    h, w = frames[0].shape[:2]
+    path = folder / "gray.mp4"
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 30.0, (w, h))
+    assert out.isOpened(), f"OpenCV cannot write {path}"
+    for f in frames:
+        out.write(f)
+    out.release()
+    cap = cv2.VideoCapture(str(path))
+    back: list[U8] = []
+    while True:
+        ok, read = cap.read()
+        if not ok:
+            break
+        back.append(np.asarray(read, np.uint8))
+    cap.release()
+    assert len(back) == len(frames), f"{path}: {len(back)} of {len(frames)} frames read back"
+    return back
+
+
+def test_chroma_spread_tells_gray_frames_from_colour(demo_frames: dict[int, U8],
+                                                     tmp_path: Path) -> None:
+    """Colour frames spread far over the threshold, gray ones (also after mp4v or JPEG, whose
+    colour conversion leaves a constant tint, not a spread) stay at 0."""
+    limit = GrayWatch().max_spread
+    colour = list(demo_frames.values())
+    gray = [_gray(f) for f in colour]
+    jpeg = [np.asarray(cv2.imdecode(cv2.imencode(".jpg", g, [cv2.IMWRITE_JPEG_QUALITY, 50])[1],
+                                    cv2.IMREAD_COLOR), np.uint8) for g in gray]
+    coded = _through_mp4v(gray, tmp_path)
+    assert all(chroma_spread(f) > 4 * limit for f in colour), [chroma_spread(f) for f in colour]
+    for name, frames in (("gray", gray), ("jpeg", jpeg), ("mp4v", coded)):
+        spreads = [chroma_spread(f) for f in frames]
+        assert all(s <= limit / 2 for s in spreads), (name, spreads)
+    # the codec's tint: the channels differ, but by the same amount everywhere
+    assert any(not np.array_equal(f[..., 0], f[..., 1]) for f in coded)
+
+
+def test_gray_watch_decides_over_time(demo_frames: dict[int, U8]) -> None:
+    """The first frame decides; a stray frame against the verdict does not flip it, three in a
+    row do; reset forgets."""
+    colour = demo_frames[120]
+    gray = _gray(colour)
+    watch = GrayWatch()
+    assert not watch.gray
+    verdicts = [watch.update(f) for f in (gray, gray, colour, gray, colour, colour, colour,
+                                          gray, colour)]
+    assert verdicts == [True, True, True, True, True, True, False, False, False]
+    watch.reset()
+    assert not watch.gray and watch.update(gray)
+
+
+@pytest.mark.parametrize(("field", "value"), [("max_spread", -1.0), ("max_spread", float("nan")),
+                                              ("switch_after", 0)])
+def test_gray_watch_refuses_bad_settings(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"GrayWatch.{field}"):
+        if field == "switch_after":
+            GrayWatch(switch_after=int(value))
+        else:
+            GrayWatch(max_spread=value)
+
+
+def test_gray_stream_gives_blazepose_slots_to_the_box_detector(
+        manifest: Manifest, demo_frames: dict[int, U8], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream of gray frames: every view of the rotation runs NanoDet (the whole frame in
+    BlazePose's detector's slots), and each run is still one model call; a colour stream's
+    rotation is as before: BlazePose's detector in its slots. Still images and the box
+    detector alone have no watch."""
+    config = Config.model_validate({"models": {"dir": str(manifest.folder), "threads": 1}})
+    det, _ = build_detector(config, manifest, "every-frame")
+    assert isinstance(det, TiledDetector) and det.gray_watch is not None
+    box, pose = det.stream
+    assert isinstance(box, BoxPersonDetector) and isinstance(pose, PoseDetector)
+    calls: list[str] = []
+    for name, d in (("box", box), ("pose", pose)):
+        run = d.model.run
+
+        def counted(x: Any, name: str = name, run: Any = run) -> Any:
+            calls.append(name)
+            return run(x)
+        monkeypatch.setattr(d.model, "run", counted)
+
+    colour = demo_frames[120]
+    gray = _gray(colour)
+    h, w = colour.shape[:2]
+    views = det.views(w, h)
+    n_tiles = len(det.tiles(w, h))
+    slot = views.index(-2)  # BlazePose's detector's first slot
+    for _ in views:
+        det(gray)
+    assert calls == ["box"] * len(views)
+    # BlazePose's slot, gray: NanoDet's whole-frame detections. On this frame BlazePose's
+    # detector finds the woman in colour (0.95) and nobody in gray; NanoDet finds her in both
+    # (0.72, 0.61).
+    assert len(pose(colour)) == 1 and len(pose(gray)) == 0
+    det.reset()
+    for _ in range(slot):
+        det(gray)
+    found = det(gray)
+    assert len(found) == 1 and np.array_equal(found.boxes, box(gray).boxes)
+    # a colour stream (reset: its first frame decides): the usual rotation
+    det.reset()
+    det(colour)
+    assert det.gray_watch is not None and not det.gray_watch.gray
+    calls.clear()
+    for _ in views:
+        det(colour)
+    assert calls.count("pose") == n_tiles and calls.count("box") == len(views) - n_tiles
+    still, _ = build_detector(config, manifest, "image")
+    assert isinstance(still, TiledDetector) and still.gray_watch is None
+    alone = Config.model_validate({"models": {"dir": str(manifest.folder), "threads": 1},
+                                   "detector": {"kind": "box"}})
+    box_only, _ = build_detector(alone, manifest, "every-frame")
+    assert isinstance(box_only, TiledDetector) and box_only.gray_watch is None
