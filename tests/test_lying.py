@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
+from conftest import DEMO_CLIP
 
 from bench.crowd import score
 from bench.crowd.compose import Placement, compose, pasted_extent
@@ -20,10 +22,12 @@ from bench.crowd.cutouts import Bank, Cutout
 from bench.crowd.generate import Scenes, person_json
 from bench.crowd.generate import main as generate_main
 from edge.config import parse_config
+from edge.detect.tiles import turned_detections
+from edge.geometry import box_iou
 from edge.pipeline import build_pipeline
 from edge.runtime import Manifest
 from edge.skeleton import COCO17_FROM_BLAZEPOSE
-from edge.types import U8
+from edge.types import U8, DetectorResult, Frame
 
 #: Where she lies in frame 0 (1768x994): on the ground left of the utility box.
 FLOOR_XY = (120, 700)
@@ -133,3 +137,34 @@ def test_walking_clips_can_hold_people_lying_still(woman: Cutout) -> None:
 def test_generate_refuses_a_share_outside_0_1(capsys: pytest.CaptureFixture[str]) -> None:
     assert generate_main(["--lying", "1.5", "--frames", "0", "--clips", "0"]) == 2
     assert "--lying" in capsys.readouterr().err
+
+
+def test_a_standing_man_seen_sideways_is_not_a_second_person(manifest: Manifest) -> None:
+    """The demo clip's man stands on the box (frames 0-21, tracked); NanoDet on the frame
+    turned a quarter turn (the view that finds people lying) boxes him sideways with the
+    building beside him, and the landmark model draws a lying body across that region
+    (presence 0.71). That detection is him, not a second person: nobody new is published."""
+    pipe = build_pipeline(parse_config({"models": {"dir": str(manifest.folder), "threads": 1}}),
+                          mode="every-frame", timings=False)
+    cap = cv2.VideoCapture(str(DEMO_CLIP))
+    try:
+        images = [np.ascontiguousarray(cap.read()[1]) for _ in range(27)]
+    finally:
+        cap.release()
+    counts: list[int] = []
+    last: dict[str, Any] = {}
+    for i, image in enumerate(images):
+        frame = Frame(image, i, (i + 1) * 33_333_333, i / 30)
+        if i == 21:
+            found = turned_detections(pipe.detector.stream[0], image, 1)
+            b = last["persons"][0]["bbox"]  # the man's box, normalised
+            man = np.array([b["x1"], b["y1"], b["x2"], b["y2"]]) * [1768, 994, 1768, 994]
+            assert len(found) == 1 and abs(found.regions[0, 4]) > 1.5
+            assert box_iou(man[None], found.boxes, over="first")[0, 0] > 0.5
+            detected: DetectorResult | None = DetectorResult(found, i, i / 30, 0.0)
+        else:
+            detected = pipe.detect(frame) if i % 3 == 0 else None
+        last = pipe.core.step(frame, detected).annotation.payload
+        counts.append(len(last["persons"]))
+    assert counts[15:21] == [1] * 6  # the man, tracked before the sideways view
+    assert counts[21:] == [1] * 6, counts[21:]
