@@ -22,7 +22,7 @@ from bench.crowd.cutouts import Bank, Cutout
 from bench.crowd.generate import Scenes, person_json
 from bench.crowd.generate import main as generate_main
 from edge.config import parse_config
-from edge.detect.tiles import turned_detections
+from edge.detect.tiles import TiledDetector, turned_detections
 from edge.geometry import box_iou
 from edge.pipeline import build_pipeline
 from edge.runtime import Manifest
@@ -148,7 +148,7 @@ def test_a_standing_man_seen_sideways_is_not_a_second_person(manifest: Manifest)
                           mode="every-frame", timings=False)
     cap = cv2.VideoCapture(str(DEMO_CLIP))
     try:
-        images = [np.ascontiguousarray(cap.read()[1]) for _ in range(27)]
+        images: list[U8] = [np.ascontiguousarray(cap.read()[1], np.uint8) for _ in range(27)]
     finally:
         cap.release()
     counts: list[int] = []
@@ -156,7 +156,8 @@ def test_a_standing_man_seen_sideways_is_not_a_second_person(manifest: Manifest)
     for i, image in enumerate(images):
         frame = Frame(image, i, (i + 1) * 33_333_333, i / 30)
         if i == 21:
-            found = turned_detections(pipe.detector.stream[0], image, 1)
+            assert isinstance(pipe.detector, TiledDetector)
+            found = turned_detections(pipe.detector.stream[0], image, 1)  # NanoDet, turned
             b = last["persons"][0]["bbox"]  # the man's box, normalised
             man = np.array([b["x1"], b["y1"], b["x2"], b["y2"]]) * [1768, 994, 1768, 994]
             assert len(found) == 1 and abs(found.regions[0, 4]) > 1.5
