@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -989,6 +990,11 @@ class Tracker:
             holds = box_iou(region_boxes(trk_regions), region_boxes(det_regions),
                             over="first").T >= 0.95
             coarse = (centred & (ratio >= 2.0) & holds).any(axis=1)
+        # A detection turned a quarter turn (a view of the frame turned, looking for people
+        # lying) whose box holds most of an upright tracked person's pose is that person seen
+        # sideways with their surroundings, not someone lying: the landmark model imagines a
+        # lying body across them (the demo clip: the man standing on the box, frames 22-32).
+        coarse |= self._sideways(detections)
         self._count(duplicates=int(coarse[sorted(unmatched)].sum()) if unmatched else 0)
         unmatched -= set(np.flatnonzero(coarse).tolist())
         body_boxes = whole_body_boxes(detections)
@@ -1018,6 +1024,31 @@ class Tracker:
             events.append(TrackEvent(kind, tid, t))
             self._count(**{kind: 1})
         return events
+
+    #: A detection's region turned within this of a quarter turn is a sideways view's.
+    SIDEWAYS_TURN = math.pi / 6
+    #: ... and it is an upright tracked person's when its box holds this much of their pose's
+    #: box (landmarks' extent).
+    SIDEWAYS_HOLDS = 0.8
+
+    def _sideways(self, detections: Detections) -> npt.NDArray[np.bool_]:
+        """(n,) True for detections turned a quarter turn that hold an upright person.
+
+        Upright: the tracked pose's landmarks span more rows than columns. Held: at least
+        :data:`SIDEWAYS_HOLDS` of that span's box inside the detection's box.
+        """
+        out = np.zeros(len(detections), bool)
+        turn = np.asarray(detections.regions[:, 4], np.float64)
+        side = np.abs(np.abs(np.arctan2(np.sin(turn), np.cos(turn))) - math.pi / 2) \
+            <= self.SIDEWAYS_TURN
+        boxes = [np.concatenate([tr.keypoints.min(0), tr.keypoints.max(0)])
+                 for tr in self._tracks if tr.keypoints is not None]
+        boxes = [b for b in boxes if b[3] - b[1] > b[2] - b[0]]
+        if not side.any() or not boxes:
+            return out
+        held = box_iou(np.asarray(boxes, np.float32), detections.boxes[side], over="first")
+        out[np.flatnonzero(side)] = (held >= self.SIDEWAYS_HOLDS).any(axis=0)
+        return out
 
     def _gate(self, a: F32, b: F32) -> npt.NDArray[np.bool_]:
         """(n, m) True where region a[i] may be the same person as region b[j]."""

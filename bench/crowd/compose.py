@@ -51,6 +51,9 @@ class Placement:
         gain: Brightness gain on the person's pixels (1 = unchanged).
         bias: Brightness offset, grey levels.
         identity: The person's id in the ground truth.
+        turn: Quarter turn of the scaled (and flipped) cutout, degrees: 0, 90 (clockwise: the
+            head to the right) or -90 (the head to the left): a person lying on the floor.
+            ``x`` and ``y`` place the turned cutout.
     """
 
     cutout: Cutout
@@ -61,6 +64,11 @@ class Placement:
     gain: float = 1.0
     bias: float = 0.0
     identity: int = 0
+    turn: int = 0
+
+    def __post_init__(self) -> None:
+        if self.turn not in (0, 90, -90):
+            raise ValueError(f"Placement.turn must be 0, 90 or -90 degrees, got {self.turn}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,7 +78,8 @@ class Pasted:
     Attributes:
         identity: Id from the placement.
         bbox: (4,) float64 ``x, y, w, h`` of the seen extent (zeros when nothing is seen).
-        height: Rows the whole person spans.
+        height: Rows the whole person spans; for a person turned to lie (``placement.turn``),
+            the columns: the body's length, what an upright person's height is.
         keypoints: (17, 3) float64 ``x, y, v``.
         visible_fraction: Seen pixels / all pixels of the person.
         area: Seen pixels.
@@ -92,11 +101,11 @@ class Pasted:
 
 
 def scaled(placement: Placement) -> tuple[U8, F32, npt.NDArray[np.bool_]]:
-    """The cutout as pasted: resized, flipped, brightness changed.
+    """The cutout as pasted: resized, flipped, turned, brightness changed.
 
     Returns:
         ``(bgra, keypoints, visible)``: (h, w, 4) uint8; (17, 2) float32 px in the scaled
-        cutout; (17,) bool source visibility (reordered when flipped).
+        (turned) cutout; (17,) bool source visibility (reordered when flipped).
     """
     c = placement.cutout
     h0, w0 = c.bgra.shape[:2]
@@ -113,6 +122,15 @@ def scaled(placement: Placement) -> tuple[U8, F32, npt.NDArray[np.bool_]]:
         kp = kp[COCO17_FLIP]
         kp[:, 0] = (w - 1) - kp[:, 0]
         vis = vis[COCO17_FLIP]
+    if placement.turn:
+        # Exact quarter turns of the pixel grid; pixel centres map to pixel centres.
+        hh, ww = bgra.shape[:2]
+        if placement.turn == 90:  # clockwise: (x, y) -> (hh - 1 - y, x)
+            bgra = np.rot90(bgra, -1)
+            kp = np.stack([(hh - 1) - kp[:, 1], kp[:, 0]], axis=1)
+        else:  # counter-clockwise: (x, y) -> (y, ww - 1 - x)
+            bgra = np.rot90(bgra, 1)
+            kp = np.stack([kp[:, 1], (ww - 1) - kp[:, 0]], axis=1)
     bgr = bgra[:, :, :3].astype(np.float32) * placement.gain + placement.bias
     out = np.dstack([np.clip(np.round(bgr), 0, 255).astype(np.uint8), bgra[:, :, 3]])
     return np.ascontiguousarray(out), kp.astype(np.float32), vis
@@ -155,7 +173,8 @@ def compose(background: U8, placements: list[Placement]) -> tuple[U8, list[Paste
         p = placements[i]
         bgra, kp, vis = patches[i]
         mask = bgra[:, :, 3] >= 128
-        rows = np.flatnonzero(mask.any(axis=1))
+        # The body's length: rows for an upright person, columns for one lying.
+        rows = np.flatnonzero(mask.any(axis=0 if p.turn else 1))
         total = int(mask.sum())
         person_h = int(rows[-1] - rows[0] + 1) if len(rows) else 0
         seen = np.zeros((height, width), bool)
@@ -182,9 +201,10 @@ def compose(background: U8, placements: list[Placement]) -> tuple[U8, list[Paste
 
 
 def pasted_extent(placement: Placement) -> tuple[int, int]:
-    """``(width, height)`` px of the scaled cutout (the box the placement occupies)."""
+    """``(width, height)`` px of the scaled (turned) cutout: the box the placement occupies."""
     h0, w0 = placement.cutout.bgra.shape[:2]
-    return max(1, round(w0 * placement.scale)), max(1, round(h0 * placement.scale))
+    w, h = max(1, round(w0 * placement.scale)), max(1, round(h0 * placement.scale))
+    return (h, w) if placement.turn else (w, h)
 
 
 def fit_background(photo: U8, width: int, height: int, rng: np.random.Generator) -> U8:

@@ -75,6 +75,8 @@ class Settings:
         layout: Still frames' people: ``crowd`` (on a ground plane, some beside others:
             :meth:`Scenes.still`) or ``groups`` (rows of upright people posing for a group
             photo: :meth:`Scenes.group`; ``people`` is not used).
+        lying: Share of each clip's people lying still on the floor (turned a quarter turn,
+            :meth:`Scenes.walkers`); 0 draws nothing more, so the clips are as before.
     """
 
     seed: int = 0
@@ -88,6 +90,7 @@ class Settings:
     pose2sim: bool = True
     source_frames: int | None = None
     layout: Literal["crowd", "groups"] = "crowd"
+    lying: float = 0.0
 
 
 def _box(x: float, y: float, w: float, h: float) -> tuple[float, float, float, float]:
@@ -107,11 +110,13 @@ def overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, 
 class Scenes:
     """Draws people and places them; one ``numpy`` Generator makes it reproducible."""
 
-    def __init__(self, bank: Bank, rng: np.random.Generator, overlap_share: float) -> None:
+    def __init__(self, bank: Bank, rng: np.random.Generator, overlap_share: float,
+                 lying: float = 0.0) -> None:
         """Groups the bank's cutouts by source package (Sports2D, Pose2Sim)."""
         self.bank = bank
         self.rng = rng
         self.share = overlap_share
+        self.lying = lying
         groups: dict[str, list[int]] = {}
         for i, c in enumerate(bank.cutouts):
             name = bank.clip_names[c.clip]
@@ -255,6 +260,11 @@ class Scenes:
         on a fixed row of the ground plane (as in :meth:`still`), moving at a constant 0.3-0.8
         body heights per second, left or right, some starting outside the frame. Identities
         are 1..n.
+
+        With ``lying`` > 0, each person is, with that probability, someone lying still on the
+        floor instead (a fall): one frame of the track, turned a quarter turn either way, its
+        body length the drawn height, the bottom of its box on the ground row of that size,
+        wholly inside the frame's width, the same in every frame.
         """
         tracks = list(self.bank.tracks(min_len=20).values())
         horizon, ratio = self.ground(height)
@@ -272,6 +282,17 @@ class Scenes:
             speed = target * self.rng.uniform(0.3, 0.8) / fps * (1 if self.rng.random() < 0.5
                                                                 else -1)
             feet = self.feet(horizon, ratio, target, height)
+            if self.lying > 0 and self.rng.random() < self.lying:
+                c = cuts[int(self.rng.integers(len(cuts)))]
+                turn = 90 if self.rng.random() < 0.5 else -90
+                s = target / c.mask_height
+                w, h = pasted_extent(Placement(c, s, 0, 0, turn=turn))
+                x = self.rng.uniform(0, max(width - w, 1))
+                p = Placement(c, s, round(x), round(min(feet, height) - h), flip, gain, bias,
+                              ident, turn)
+                for f in range(frames):
+                    per_frame[f].append((feet, p))
+                continue
             x0 = self.rng.uniform(-0.2 * width, 1.0 * width)
             start = int(self.rng.integers(len(cuts)))
             period = 2 * (len(cuts) - 1)
@@ -290,8 +311,9 @@ class Scenes:
 
 
 def person_json(p: Pasted, names: list[str]) -> dict[str, Any]:
-    """One person of ``gt.json``."""
+    """One person of ``gt.json`` (``lying``: true only for someone turned to lie)."""
     c = p.placement.cutout
+    lying = {"lying": True} if p.placement.turn else {}
     return {
         "id": p.identity,
         "bbox": [round(float(v), 2) for v in p.bbox],
@@ -303,6 +325,7 @@ def person_json(p: Pasted, names: list[str]) -> dict[str, Any]:
         "ignore": p.ignore,
         "source": {"clip": names[c.clip], "track": c.track, "frame": c.frame,
                    "flip": p.placement.flip},
+        **lying,
     }
 
 
@@ -349,7 +372,7 @@ def generate(out: Path, settings: Settings, cache: Path, threads: int = 1) -> di
         backgrounds[name] = np.asarray(im, np.uint8)
     names = sorted(backgrounds)
     rng = np.random.default_rng(settings.seed)
-    scenes = Scenes(bank, rng, settings.overlap_share)
+    scenes = Scenes(bank, rng, settings.overlap_share, settings.lying)
     upright = scenes.upright() if settings.layout == "groups" else np.zeros(0, np.intp)
     if settings.layout == "groups" and settings.frames and not len(upright):
         raise SourceError("no cutout stands upright: no group photo can be made")
@@ -403,7 +426,8 @@ def generate(out: Path, settings: Settings, cache: Path, threads: int = 1) -> di
             "clips": settings.clips, "clip_frames": settings.clip_frames, "fps": settings.fps,
             "walkers": list(settings.walkers), "overlap_share": settings.overlap_share,
             "pose2sim": settings.pose2sim, "source_frames": settings.source_frames,
-            "layout": settings.layout, "source_clips": bank.clip_names,
+            "layout": settings.layout, **({"lying": settings.lying} if settings.lying else {}),
+            "source_clips": bank.clip_names,
             "cutout_version": BANK_VERSION,
             "background_package":
                 f"{sources.OPENCV_DOC.name}={sources.OPENCV_DOC.version}",
@@ -482,15 +506,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layout", choices=("crowd", "groups"), default="crowd",
                     help="still frames: people on a ground plane (crowd, default) or rows of "
                          "upright people posing for a group photo (groups)")
+    ap.add_argument("--lying", type=float, default=0.0, metavar="SHARE",
+                    help="share of each clip's people lying still on the floor, turned a "
+                         "quarter turn (default 0)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in ("frames", "clips", "clip_frames"):
         if getattr(args, name) < 0:
             print(f"error: --{name.replace('_', '-')} must be >= 0", file=sys.stderr)
             return 2
+    if not 0.0 <= args.lying <= 1.0:
+        print(f"error: --lying must be in 0..1, got {args.lying}", file=sys.stderr)
+        return 2
     settings = Settings(seed=args.seed, frames=args.frames, clips=args.clips,
                         clip_frames=args.clip_frames, pose2sim=not args.sports2d_only,
-                        source_frames=args.source_frames, layout=args.layout)
+                        source_frames=args.source_frames, layout=args.layout,
+                        lying=args.lying)
     t = time.monotonic()
     try:
         gt = generate(args.out, settings, args.cache, args.threads)

@@ -51,10 +51,12 @@ class Person:
     Attributes:
         keypoints: (17, 3) ``x, y, v``; v > 0 where the joint is given.
         box: (4,) ``x1, y1, x2, y2`` the matching box (:func:`match_box`).
-        height: Full-body height (ground truth), px; NaN for predictions.
+        height: Full-body height (ground truth), px; NaN for predictions. For someone lying,
+            the body's length (``gt.json``'s ``height`` is that for them).
         ignore: Too little seen to score (ground truth only).
         identity: Person / track id (None when the file has none).
         score: Prediction score (1 for the ground truth).
+        lying: Turned to lie on the floor (ground truth only; ``gt.json``'s ``lying``).
     """
 
     keypoints: F64
@@ -63,6 +65,7 @@ class Person:
     ignore: bool = False
     identity: int | None = None
     score: float = 1.0
+    lying: bool = False
 
 
 def match_box(points: F64, width: int, height: int, fallback: Sequence[float] | None = None
@@ -190,7 +193,7 @@ def _gt_person(d: dict[str, Any], width: int, height: int) -> Person:
     kp = np.asarray(d["keypoints"], np.float64).reshape(17, 3)
     given = kp[kp[:, 2] > 0, :2]
     return Person(kp, match_box(given, width, height, d["bbox"]), float(d["height"]),
-                  bool(d["ignore"]), int(d["id"]))
+                  bool(d["ignore"]), int(d["id"]), lying=bool(d.get("lying", False)))
 
 
 @dataclass(frozen=True)
@@ -371,7 +374,11 @@ def _error_stats(errs: list[float], missing: int) -> dict[str, Any]:
 
 def score_frames(gt_frames: Sequence[list[Person]], pred_frames: Sequence[list[Person]]
                  ) -> dict[str, Any]:
-    """Recall by height, precision and keypoint error over frames scored independently."""
+    """Recall by height, precision and keypoint error over frames scored independently.
+
+    When some people lie (``Person.lying``), ``recall_lying`` and ``recall_upright`` give the
+    recall by height (body length for those lying) of each apart.
+    """
     people: list[Person] = []
     found: list[bool] = []
     tp = fp = discarded = n_pred = ignored = 0
@@ -395,12 +402,18 @@ def score_frames(gt_frames: Sequence[list[Person]], pred_frames: Sequence[list[P
         fp += len(m.false_positives)
         discarded += len(m.discarded)
         n_pred += len(preds)
+    posture: dict[str, Any] = {}
+    if any(p.lying for p in people):
+        for name, want in (("recall_upright", False), ("recall_lying", True)):
+            sel = [i for i, p in enumerate(people) if p.lying == want]
+            posture[name] = _bucket_counts([people[i] for i in sel], [found[i] for i in sel])
     return {
         "frames": len(gt_frames),
         "people": len(people),
         "ignored_people": ignored,
         "predictions": n_pred,
         "recall": _bucket_counts(people, found),
+        **posture,
         "precision": {"true_positives": tp, "false_positives": fp,
                       "on_ignored_people": discarded,
                       "precision": round(tp / (tp + fp), 4) if tp + fp else None},
@@ -513,6 +526,19 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{_fmt(d['precision']['precision'], True)} | "
                 f"{_fmt(d['keypoint_error']['>=80']['median_pct'])} |")
         lines.append("")
+        lying = {n: c["detection"] for n, c in result["clips"].items()
+                 if "recall_lying" in c["detection"]}
+        if lying:
+            lines += ["| clip | upright: recall 40-80 / >= 80 px | lying (by body length) |",
+                      "|---|---|---|"]
+            for name, d in lying.items():
+                u, y = d["recall_upright"], d["recall_lying"]
+                lines.append(" | ".join(
+                    [f"| {name}"] + [" / ".join(f"{_fmt(r[k]['recall'], True)} "
+                                                f"({r[k]['found']}/{r[k]['total']})"
+                                                for k in ("40-80", ">=80")) for r in (u, y)])
+                    + " |")
+            lines.append("")
     lines.append(f"Matching: {result['matching']}.")
     return "\n".join(lines) + "\n"
 
