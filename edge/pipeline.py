@@ -9,9 +9,11 @@ results arrive as :class:`~edge.types.DetectorResult` whenever the detector has 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -25,7 +27,7 @@ from edge.detect import DetectorConfig as DecodeConfig
 from edge.detect import PersonDetector, PoseDetector
 from edge.detect.box import BoxDetectorConfig, BoxPersonDetector, box_regions
 from edge.detect.levels import GrayWatch, LevelsConfig, model_view
-from edge.detect.tiles import CombinedDetector, TileConfig, TiledDetector
+from edge.detect.tiles import CombinedDetector, TileConfig, TiledDetector, turned_detections
 from edge.lift3d import (
     LIMB_PRIOR_FRAMES,
     LeftRight,
@@ -50,7 +52,7 @@ from edge.track import (
     keypoint_similarity,
     region_sides,
 )
-from edge.types import I64, U8, DetectorResult, Frame, Poses2D, Poses3D
+from edge.types import I64, U8, Detections, DetectorResult, Frame, Poses2D, Poses3D
 
 logger = logging.getLogger(__name__)
 
@@ -1201,12 +1203,32 @@ def build_detector(config: Config, manifest: Manifest, mode: RunMode
             whole=detector if detector is not tiled_by else None,
             # A stream's run is one call of one model (issue 9: <= 25 ms a run at 1 thread;
             # both whole-frame detectors at once are 25.8 ms): NanoDet on the whole frame
-            # every whole_every-th run as before, BlazePose's detector in every other tile slot.
-            stream=(box, pose) if box is not None and pose is not None else (),
+            # every whole_every-th run as before, the other whole-frame views (BlazePose's
+            # detector, NanoDet turned a quarter turn each way: stream_views) in every other
+            # tile slot.
+            stream=stream_views(box, pose),
             gray_watch=GrayWatch() if GRAY_STREAMS and box is not None and pose is not None
             and mode != "image" else None)
     key = "+".join(keys)
     return detector, key
+
+
+def stream_views(box: BoxPersonDetector | None, pose: PoseDetector | None
+                 ) -> tuple[Callable[[U8], Detections], ...]:
+    """A stream's whole-frame views (``TiledDetector.stream``), none unless both detectors run.
+
+    NanoDet (``stream[0]``, every ``whole_every``-th run), then the extra views that take every
+    other tile slot in turn: BlazePose's detector, NanoDet on the frame turned a quarter turn
+    counter-clockwise, BlazePose's detector again, NanoDet turned clockwise. Someone lying on
+    the floor is boxed by neither detector upright; turned, NanoDet sees them standing, and
+    their region is turned back with the view (:func:`turned_detections`), so the landmark
+    model sees them upright too. An upright person boxed sideways in a turned view is not taken
+    for someone new (``Tracker._sideways``). BlazePose's detector keeps half the extra slots.
+    """
+    if box is None or pose is None:
+        return ()
+    return (box, pose, functools.partial(turned_detections, box, k=1), pose,
+            functools.partial(turned_detections, box, k=-1))
 
 
 def build_pipeline(config: Config, *, timings: bool = True,

@@ -282,14 +282,16 @@ def test_a_stream_detector_run_is_one_model_call(manifest: Manifest,
                                                  demo_frames: dict[int, U8],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The default ``both`` schedule on a stream: every run invokes one model once (NanoDet on
-    the whole frame every 2nd run, a tile or BlazePose's detector in between), so a run costs
-    one model's call; a still image takes the whole frame and every tile with the box
-    detector alone."""
+    the whole frame every 2nd run, a tile or an extra whole-frame view in between: BlazePose's
+    detector, NanoDet turned a quarter turn, BlazePose's, NanoDet turned the other way), so a
+    run costs one model's call; a still image takes the whole frame and every tile with the
+    box detector alone."""
     config = Config.model_validate({"models": {"dir": str(manifest.folder), "threads": 1}})
     det, key = build_detector(config, manifest, "every-frame")
     assert isinstance(det, TiledDetector) and "+" in key
-    box, pose = det.stream
+    box, pose, *turned = det.stream
     assert isinstance(box, BoxPersonDetector) and isinstance(pose, PoseDetector)
+    assert len(turned) == 3 and turned[1] is pose
     calls: list[str] = []
 
     def count(name: str, d: BoxPersonDetector | PoseDetector) -> None:
@@ -312,8 +314,9 @@ def test_a_stream_detector_run_is_one_model_call(manifest: Manifest,
         per_run.append(list(calls))
     assert all(len(c) == 1 for c in per_run), per_run
     n_tiles = len(det.tiles(w, h))
-    assert [c[0] for c in per_run].count("pose") == n_tiles
-    assert [c[0] for c in per_run].count("box") == len(views) - n_tiles
+    assert [c[0] for c in per_run].count("pose") == sum(t % 4 in (0, 2) for t in range(n_tiles))
+    assert [c[0] for c in per_run].count("box") == len(views) - sum(
+        t % 4 in (0, 2) for t in range(n_tiles))
     still, _ = build_detector(config, manifest, "image")
     # Still images: the box detector alone, on the whole frame and every tile of both grids,
     # at its still-image score threshold.
