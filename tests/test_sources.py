@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 from pathlib import Path
@@ -279,6 +280,64 @@ def test_a_video_without_frames_is_an_error_at_open(tmp_path: Path) -> None:
     cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 25, (64, 64)).release()
     with pytest.raises(SourceError, match=r"empty\.avi: no frame can be read"):
         VideoFileSource(path)
+
+
+def _avi_announcing(path: Path, frames: int, announced: int) -> Path:
+    """An MJPEG AVI of `frames` frames at 30 fps whose stream header says `announced`."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 30.0, (64, 48))
+    for i in range(frames):
+        writer.write(np.full((48, 64, 3), 3 * i, np.uint8))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    strh = data.find(b"strh")  # AVISTREAMHEADER.dwLength: 32 bytes into the chunk's data
+    assert strh > 0 and data[strh + 8: strh + 12] == b"vids"
+    struct.pack_into("<I", data, strh + 8 + 32, announced)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _read_all(src: VideoFileSource) -> int:
+    n = 0
+    with pytest.raises(SourceEnd):
+        while True:
+            assert src.read().frame_id == n
+            n += 1
+    return n
+
+
+def test_a_whole_video_whose_header_estimates_more_frames_ends_cleanly(tmp_path: Path) -> None:
+    """Containers without a frame count (AVI, FLV, TS, WebM) are counted by OpenCV from their
+    duration, audio included: the bundled clip looped into AVI announced 1855 frames and held
+    1840. Such a whole file used to end in "truncated or corrupt" and exit 1."""
+    src = VideoFileSource(_avi_announcing(tmp_path / "a.avi", 40, 55))
+    assert src.frame_count == 55
+    assert _read_all(src) == 40
+    src.close()
+
+
+def test_a_video_ending_far_short_of_its_header_is_truncated(tmp_path: Path) -> None:
+    src = VideoFileSource(_avi_announcing(tmp_path / "a.avi", 40, 140))  # 100 > 2 s of frames
+    for i in range(40):
+        assert src.read().frame_id == i
+    with pytest.raises(SourceError, match=r"frame 40 of 140 could not be read: the file is "
+                                          r"truncated or corrupt"):
+        src.read()
+    src.close()
+
+
+def test_a_video_in_a_codec_opencv_cannot_decode_names_it(tmp_path: Path) -> None:
+    """AV1 (tests/media/av1_96x54_5f.mp4, 5 frames of the demo clip by ffmpeg 5.1's libaom):
+    OpenCV's wheel has no AV1 decoder; the file used to open and then fail at frame 0 as
+    "truncated or corrupt". A build that decodes it reads its 5 frames."""
+    path = Path(__file__).parent / "media" / "av1_96x54_5f.mp4"
+    try:
+        src = VideoFileSource(path)
+    except SourceError as e:
+        assert "no frame can be read (codec 'AV01')" in str(e)
+        assert "codec is one OpenCV's FFmpeg cannot decode" in str(e)
+    else:
+        assert _read_all(src) == 5
+        src.close()
 
 
 def test_a_camera_that_never_opens_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:

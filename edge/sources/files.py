@@ -18,6 +18,33 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 
+def header_slack(count: int, fps: float | None) -> int:
+    """Frames a video may end short of its header's frame count and still be whole.
+
+    Where a container stores no frame count (AVI, FLV, MPEG-TS, Matroska, WebM), OpenCV
+    estimates it from the container's duration, which includes the audio: a whole file whose
+    audio runs on past its last picture announces more frames than it holds (the bundled clip
+    looped 8 times into AVI / FLV / TS / WebM: 1855-1856 announced, 1840 read; 120 frames as
+    MPEG-4 in AVI: 121). A shortfall within 2 s of frames or 2 % of the count is taken for
+    that; a larger one is a truncated or damaged file.
+
+    Args:
+        count: The header's frame count.
+        fps: The file's frame rate, frames/s (30 when unknown).
+
+    Returns:
+        The largest shortfall, frames, that is not an error.
+    """
+    return max(round(2.0 * (fps or 30.0)), count // 50)
+
+
+def _fourcc(cap: cv2.VideoCapture) -> str:
+    """The video's codec as its four-character code (``'avc1'``, ``'av01'``), or its number."""
+    code = int(cap.get(cv2.CAP_PROP_FOURCC))
+    text = "".join(chr((code >> 8 * i) & 0xFF) for i in range(4))
+    return repr(text) if text.isprintable() and text.strip() else f"0x{code:08x}"
+
+
 class VideoFileSource:
     """Every frame of a video file, in order.
 
@@ -25,9 +52,11 @@ class VideoFileSource:
     the file (from the frame index and the file's frame rate; ns and s from its start), so two
     runs over one file see identical timestamps, and trackers and filters see the video's
     timeline whatever the processing speed.
-    A file that ends before the frame count its header announces raises :class:`SourceError`
-    (truncated or corrupt); frames delivered before that stay valid. Frames are turned upright
-    by ``rotate`` and ``mirror`` (:func:`~edge.sources.base.turn`) before anyone sees them.
+    A file that ends well before the frame count its header announces (more than
+    :func:`header_slack`) raises :class:`SourceError` (truncated or corrupt); frames delivered
+    before that stay valid. A file none of whose frames can be decoded is refused at open.
+    Frames are turned upright by ``rotate`` and ``mirror`` (:func:`~edge.sources.base.turn`)
+    before anyone sees them.
     """
 
     live = False
@@ -50,14 +79,18 @@ class VideoFileSource:
         self._loop = loop
         self._next = 0
         self._index = 0
-        self._peeked: U8 | None = None
-        if self.frame_count is None:  # no count in the header: is there a frame at all?
-            ok, image = self._cap.read()
-            if not ok or image is None:
-                self._cap.release()
-                raise SourceError(f"video {self.path}: no frame can be read (an empty or "
-                                  "damaged video)")
-            self._peeked = np.asarray(image, np.uint8)
+        # The first frame is decoded now, so a video none of whose frames can be decoded (an
+        # empty or damaged file, or a codec this OpenCV build lacks, such as AV1) is refused at
+        # open with its codec named, not reported later as "truncated".
+        ok, image = self._cap.read()
+        if not ok or image is None:
+            codec = _fourcc(self._cap)
+            self._cap.release()
+            raise SourceError(
+                f"video {self.path}: no frame can be read (codec {codec}): the "
+                "file is empty or damaged, or its codec is one OpenCV's FFmpeg cannot decode "
+                "(convert it, e.g. to H.264)")
+        self._peeked: U8 | None = np.asarray(image, np.uint8)
 
     @property
     def dropped(self) -> int:
@@ -79,9 +112,13 @@ class VideoFileSource:
             image = np.asarray(read, np.uint8) if ok and read is not None else None
         if image is None:
             if self.frame_count is not None and self._next < self.frame_count:
-                raise SourceError(
-                    f"video {self.path}: frame {self._next} of {self.frame_count} could not be "
-                    "read: the file is truncated or corrupt")
+                if self.frame_count - self._next > header_slack(self.frame_count, self.fps):
+                    raise SourceError(
+                        f"video {self.path}: frame {self._next} of {self.frame_count} could "
+                        "not be read: the file is truncated or corrupt")
+                logger.info("video %s: ended after %d frames; its header's %d is an estimate "
+                            "(the container's duration, audio included, x the frame rate)",
+                            self.path, self._next, self.frame_count)
             if self._loop and self._next > 0:
                 self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
                 self._next = 0
