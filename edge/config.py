@@ -35,7 +35,8 @@ class _Section(BaseModel):
 class SourceConfig(_Section):
     """Where frames come from.
 
-    ``uri`` is a video or image file, a folder of images, a camera index (``"0"``), an
+    ``uri`` is a video or image file, a folder of images, a camera index (``"0"``) or V4L2
+    device path (``/dev/video0``, ``/dev/v4l/by-id/...``), an
     ``rtsp://``/``http(s)://`` URL, or ``picamera2`` (``picamera2:0`` for camera 0).
     ``rotate`` and ``mirror`` are how the camera is mounted: a mounting fact, so it is set
     here, never guessed per frame (image mode's search of a still on its side is another

@@ -451,8 +451,10 @@ def run_realtime(source: Source, core: Core, detector: Detector, sinks: Sequence
     errors: list[BaseException] = []
 
     def reader() -> None:
-        period = 1.0 / source.fps if (not source.live and source.fps) else 0.0
-        next_t = time.perf_counter()
+        # A file is played on its own clock: each frame is let out at its time in the file
+        # (``Frame.ts``: a variable-rate video keeps its pauses) after the first frame's.
+        paced = not source.live and bool(source.fps)
+        start: tuple[float, float] | None = None  # (perf_counter, ts) of the first frame
         try:
             while not stop.is_set():
                 try:
@@ -470,10 +472,12 @@ def run_realtime(source: Source, core: Core, detector: Detector, sinks: Sequence
                     if on_source is not None:
                         on_source("back", None)
                 stats.frames_read += 1
+                if paced:
+                    if start is None:
+                        start = (time.perf_counter(), frame.ts)
+                    else:
+                        stop.wait(max(0.0, start[0] + frame.ts - start[1] - time.perf_counter()))
                 frames.put(frame)
-                if period:
-                    next_t += period
-                    stop.wait(max(0.0, next_t - time.perf_counter()))
         except BaseException as e:  # surfaced to the caller through `errors`
             errors.append(e)
         finally:

@@ -329,7 +329,7 @@ def test_a_video_in_a_codec_opencv_cannot_decode_names_it(tmp_path: Path) -> Non
     """AV1 (tests/media/av1_96x54_5f.mp4, 5 frames of the demo clip by ffmpeg 5.1's libaom):
     OpenCV's wheel has no AV1 decoder; the file used to open and then fail at frame 0 as
     "truncated or corrupt". A build that decodes it reads its 5 frames."""
-    path = Path(__file__).parent / "media" / "av1_96x54_5f.mp4"
+    path = MEDIA / "av1_96x54_5f.mp4"
     try:
         src = VideoFileSource(path)
     except SourceError as e:
@@ -338,6 +338,65 @@ def test_a_video_in_a_codec_opencv_cannot_decode_names_it(tmp_path: Path) -> Non
     else:
         assert _read_all(src) == 5
         src.close()
+
+
+MEDIA = Path(__file__).parent / "media"
+
+
+def test_a_variable_frame_rate_video_keeps_its_timeline() -> None:
+    """tests/media/vfr_96x54.mp4: the demo clip's frames n with n % 3 == 0 or n % 5 == 0 (0, 3,
+    5, 6, 9, 10, ...) kept at their times n / 30 s (ffmpeg 5.1, ``-fps_mode vfr``), as a phone
+    in low light records. Times used to be index / the header's average rate (13.9 fps),
+    up to 71 ms off; the trackers and filters saw 72 ms steps where the clip has 33 and 100."""
+    src = VideoFileSource(MEDIA / "vfr_96x54.mp4")
+    want = [round(n * 1e9 / 30) for n in range(200) if n % 3 == 0 or n % 5 == 0][:46]
+    got = []
+    with pytest.raises(SourceEnd):
+        while True:
+            f = src.read()
+            assert f.ts == f.t_capture_ns / 1e9
+            got.append(f.t_capture_ns)
+    src.close()
+    assert got == want
+
+
+def test_an_avi_is_timed_by_index_and_its_header_estimate_is_no_error() -> None:
+    """tests/media/mjpeg_audio_96x54_15f.avi (ffmpeg 5.1: MJPEG and MP3, 0.5 s of the demo
+    clip): OpenCV announces 16 frames and reports the second frame's time as 66.7 ms; AVI
+    has no presentation times, so its clock is index / rate; the 15 frames end cleanly."""
+    src = VideoFileSource(MEDIA / "mjpeg_audio_96x54_15f.avi")
+    assert src.frame_count == 16 and src.fps == 30.0
+    got = []
+    with pytest.raises(SourceEnd):
+        while True:
+            got.append(src.read().t_capture_ns)
+    src.close()
+    assert got == [round(i * 1e9 / 30) for i in range(15)]
+
+
+def test_a_looping_video_file_clock_runs_on() -> None:
+    src = VideoFileSource(MEDIA / "vfr_96x54.mp4", loop=True)
+    got = [src.read().t_capture_ns for _ in range(100)]
+    src.close()
+    assert (np.diff(got) > 0).all()
+    one = [round(n * 1e9 / 30) for n in range(200) if n % 3 == 0 or n % 5 == 0][:46]
+    period = round(1e9 / src.fps) if src.fps else 0
+    second = [one[-1] + period + t for t in one]
+    assert got[:46] == one and got[46:92] == second
+
+
+def test_a_camera_named_by_its_device_path_is_a_camera() -> None:
+    """``--source /dev/video0`` (or udev's /dev/v4l/by-id/... name) used to be taken for a video
+    file: "video /dev/video0: no such file". No camera here (the seam): an absent device is a
+    live source that keeps trying, as a camera index is; another device is refused."""
+    for uri in ("/dev/video99", "/dev/v4l/by-id/usb-Example_Cam-video-index0"):
+        src = open_source(uri, reconnect_initial_s=0.02, reconnect_max_s=0.05)
+        try:
+            assert src.live and src.name == f"camera:{uri}"
+        finally:
+            src.close()
+    with pytest.raises(SourceError, match=r"'/dev/null': not a V4L2 video device"):
+        open_source("/dev/null")
 
 
 def test_a_camera_that_never_opens_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:

@@ -49,7 +49,7 @@ class VideoFileSource:
     """Every frame of a video file, in order.
 
     A file's clock is its own: ``Frame.t_capture_ns`` and ``Frame.ts`` are the frame's time in
-    the file (from the frame index and the file's frame rate; ns and s from its start), so two
+    the file (its presentation time, :meth:`_stamp`; ns and s from its first frame), so two
     runs over one file see identical timestamps, and trackers and filters see the video's
     timeline whatever the processing speed.
     A file that ends well before the frame count its header announces (more than
@@ -69,6 +69,11 @@ class VideoFileSource:
         self.name = str(self.path)
         if not self.path.is_file():
             raise SourceError(f"video {self.path}: no such file")
+        with self.path.open("rb") as f:
+            head = f.read(12)
+        # AVI has no presentation times (a frame every 1/rate by construction), and OpenCV
+        # reports its frames' times a frame late from the second on: index / rate there.
+        self._pts = not (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
         self._cap = cv2.VideoCapture(str(self.path))
         if not self._cap.isOpened():
             raise SourceError(f"video {self.path}: cannot be opened (not a video, or corrupt)")
@@ -91,6 +96,10 @@ class VideoFileSource:
                 "file is empty or damaged, or its codec is one OpenCV's FFmpeg cannot decode "
                 "(convert it, e.g. to H.264)")
         self._peeked: U8 | None = np.asarray(image, np.uint8)
+        self._peeked_ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
+        self._first_ms: float | None = None  # this pass's first frame's presentation time
+        self._offset_ns = 0  # the clock at this pass's first frame (loops add up)
+        self._last_ns: int | None = None
 
     @property
     def dropped(self) -> int:
@@ -107,9 +116,11 @@ class VideoFileSource:
         image: U8 | None = None
         if self._peeked is not None:
             image, self._peeked = self._peeked, None
+            ms = self._peeked_ms
         else:
             ok, read = self._cap.read()
             image = np.asarray(read, np.uint8) if ok and read is not None else None
+            ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
         if image is None:
             if self.frame_count is not None and self._next < self.frame_count:
                 if self.frame_count - self._next > header_slack(self.frame_count, self.fps):
@@ -122,14 +133,47 @@ class VideoFileSource:
             if self._loop and self._next > 0:
                 self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
                 self._next = 0
+                self._first_ms = None
+                self._offset_ns = (self._last_ns or 0) + self._period_ns()
                 return self.read(timeout)
             raise SourceEnd(self.name)
-        fps = self.fps or 30.0
+        t_ns = self._stamp(ms)
         image = np.ascontiguousarray(turn(image, self.rotate, self.mirror))
-        frame = Frame(image, self._index, round(self._index * 1e9 / fps), self._index / fps)
+        frame = Frame(image, self._index, t_ns, t_ns / 1e9)
         self._next += 1
         self._index += 1
         return frame
+
+    def _period_ns(self) -> int:
+        return round(1e9 / (self.fps or 30.0))
+
+    def _stamp(self, ms: float) -> int:
+        """A frame's time on the file's clock, ns from its first frame.
+
+        The frame's presentation time in the file (FFmpeg's, as OpenCV reports it), so a
+        variable-frame-rate video (a phone in low light, a screen recording) keeps its real
+        timeline; a constant-rate MP4 gets index / frame rate exactly (Matroska and WebM to
+        their 1 ms time base). An AVI (no presentation times; OpenCV reports an AVI with audio a
+        frame late from its second frame on) is timed by index / frame rate; a time missing, or
+        not after the previous frame's, is the previous time plus a frame period.
+
+        Args:
+            ms: ``CAP_PROP_POS_MSEC`` after decoding the frame, ms.
+
+        Returns:
+            The time, ns, strictly after the previous frame's.
+        """
+        t: int | None = None
+        if not self._pts:
+            t = self._offset_ns + round(self._next * 1e9 / (self.fps or 30.0))
+        elif np.isfinite(ms) and ms >= 0:
+            if self._first_ms is None:
+                self._first_ms = ms
+            t = self._offset_ns + round((ms - self._first_ms) * 1e6)
+        if t is None or (self._last_ns is not None and t <= self._last_ns):
+            t = self._offset_ns if self._last_ns is None else self._last_ns + self._period_ns()
+        self._last_ns = t
+        return t
 
     def close(self) -> None:
         """Releases the file."""

@@ -59,7 +59,8 @@ class _CvGrabber:
 
     def __init__(self, target: int | str, width: int | None, height: int | None,
                  fps: float | None) -> None:
-        self._cap = (cv2.VideoCapture(target, cv2.CAP_V4L2) if isinstance(target, int)
+        v4l2 = isinstance(target, int) or target.startswith("/dev/")
+        self._cap = (cv2.VideoCapture(target, cv2.CAP_V4L2) if v4l2
                      else cv2.VideoCapture(target))
         if not self._cap.isOpened():
             self._cap.release()
@@ -257,12 +258,14 @@ class LiveSource:
         self._thread.join(timeout=5.0)
 
 
-def open_camera(index: int, width: int | None = None, height: int | None = None,
+def open_camera(index: int | str, width: int | None = None, height: int | None = None,
                 fps: float | None = None, rotate: Rotate = 0, mirror: bool = False,
                 **backoff: float) -> LiveSource:
-    """A V4L2 camera by index (``/dev/video<index>``).
+    """A V4L2 camera by index (``/dev/video<index>``) or by device path.
 
-    ``width`` and ``height`` are the device's (before ``rotate``).
+    A path (``/dev/video0``, ``/dev/v4l/by-id/usb-...-video-index0``) is opened anew at each
+    reconnect, so a persistent ``by-id`` name follows its camera when a replug gives it
+    another index. ``width`` and ``height`` are the device's (before ``rotate``).
     """
     return LiveSource(f"camera:{index}", lambda: _CvGrabber(index, width, height, fps), fps,
                       rotate=rotate, mirror=mirror, **backoff)

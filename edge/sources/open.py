@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 from edge.sources.base import Rotate, Source, SourceError
 from edge.sources.files import IMAGE_SUFFIXES, ImageFolderSource, VideoFileSource
 from edge.sources.live import open_camera, open_picamera2, open_url
 from edge.types import is_ascii_number
+
+#: A V4L2 device path: the kernel's name, or udev's persistent names (a camera's own, or its
+#: USB port's) that stay with a camera when a replug changes its index.
+_V4L2_NAME = re.compile(r"/dev/(video\d+|v4l/by-(id|path)/[^/]+)")
 
 #: The bundled demo clip (Sports2D, BSD-3-Clause; see edge/assets/README.md).
 DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "sports2d_demo.mp4"
@@ -21,7 +27,8 @@ def open_source(uri: str, *, width: int | None = None, height: int | None = None
 
     Args:
         uri: ``demo`` (the bundled clip), a video file, an image, a folder of images, a camera
-            index (``0``), an ``rtsp://`` / ``http(s)://`` URL, or ``picamera2[:N]``.
+            index (``0``) or device path (``/dev/video0``, ``/dev/v4l/by-id/...``), an
+            ``rtsp://`` / ``http(s)://`` URL, or ``picamera2[:N]``.
         width: Requested capture width, px (cameras).
         height: Requested capture height, px (cameras).
         fps: Requested capture rate, Hz (cameras).
@@ -51,6 +58,11 @@ def open_source(uri: str, *, width: int | None = None, height: int | None = None
                               **backoff)
     if uri.startswith(("rtsp://", "rtsps://", "http://", "https://")):
         return open_url(uri, rotate=rotate, mirror=mirror, **backoff)
+    if uri.startswith("/dev/"):
+        if not _V4L2_NAME.fullmatch(uri) and not _V4L2_NAME.fullmatch(os.path.realpath(uri)):
+            raise SourceError(f"source {uri!r}: not a V4L2 video device (/dev/videoN, or a "
+                              "/dev/v4l/by-id/... or by-path/... name)")
+        return open_camera(uri, width, height, fps, rotate=rotate, mirror=mirror, **backoff)
     path = Path(uri)
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageFolderSource(path, rotate=rotate, mirror=mirror)
