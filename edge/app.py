@@ -317,7 +317,7 @@ class Runtime:
             SinkError: Naming the output and the source.
         """
         src = self.source
-        if isinstance(src, VideoFileSource):
+        if isinstance(src, VideoFileSource) and not src.remote:
             video = src.path.resolve()
             for name in ("annotations.jsonl", "annotated.mp4", "coco_keypoints.json",
                          "stats.json"):

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import struct
 import threading
 import time
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
-from mjpeg_camera import MjpegCamera
+from mjpeg_camera import MjpegCamera, free_port
 
 from edge.sources import (
     DEMO_CLIP,
@@ -397,6 +401,68 @@ def test_a_camera_named_by_its_device_path_is_a_camera() -> None:
             src.close()
     with pytest.raises(SourceError, match=r"'/dev/null': not a V4L2 video device"):
         open_source("/dev/null")
+
+
+@contextlib.contextmanager
+def _web_server(folder: Path) -> Iterator[str]:
+    """A real HTTP file server (the standard library's) on a free loopback port: its URL."""
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_video_file_on_a_web_server_is_read_as_a_file(tmp_path: Path,
+                                                        demo_frames: dict[int, Any]) -> None:
+    """``--source https://host/clip.mp4`` was read as a camera: as fast as it decoded, most
+    frames dropped, and at its end "lost", reconnected and played again for ever. Now: every
+    frame, on the file's clock, then the end, as the same file on disk."""
+    _short_clip(tmp_path / "clip.mp4", 12, demo_frames)
+    (tmp_path / "vfr.mp4").write_bytes((MEDIA / "vfr_96x54.mp4").read_bytes())
+    with _web_server(tmp_path) as base:
+        for name in ("clip.mp4", "vfr.mp4"):
+            remote = open_source(f"{base}/{name}")
+            assert isinstance(remote, VideoFileSource) and remote.remote and not remote.live
+            local = VideoFileSource(tmp_path / name)
+            assert (remote.frame_count, remote.fps) == (local.frame_count, local.fps)
+            assert _read_all(remote) == _read_all(local) > 0
+            remote.close()
+            local.close()
+        remote = open_source(f"{base}/clip.mp4")
+        frames = [remote.read() for _ in range(12)]
+        local = VideoFileSource(tmp_path / "clip.mp4")
+        for a in frames:
+            b = local.read()
+            assert (a.frame_id, a.t_capture_ns) == (b.frame_id, b.t_capture_ns)
+            np.testing.assert_array_equal(a.image, b.image)
+        remote.close()
+        local.close()
+
+
+def test_a_live_stream_or_a_silent_server_stays_live() -> None:
+    """An MJPEG camera has no length (a live source, whatever its URL's name); a file URL
+    whose server does not answer is left to the live source's reconnects."""
+    cam = MjpegCamera()
+    cam.start()
+    try:
+        src = open_source(cam.url)
+        assert src.live
+        src.close()
+    finally:
+        cam.stop()
+    src = open_source(f"http://127.0.0.1:{free_port()}/clip.mp4", reconnect_initial_s=0.02,
+                      reconnect_max_s=0.05)
+    assert src.live
+    src.close()
 
 
 def test_a_camera_that_never_opens_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:

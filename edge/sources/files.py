@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -61,22 +62,28 @@ class VideoFileSource:
 
     live = False
 
-    def __init__(self, path: Path, loop: bool = False, rotate: Rotate = 0,
+    def __init__(self, path: Path | str, loop: bool = False, rotate: Rotate = 0,
                  mirror: bool = False) -> None:
-        self.path = Path(path)
+        #: True for a video file on a web server (an ``http(s)://`` URL), read by FFmpeg.
+        self.remote = isinstance(path, str) and path.startswith(("http://", "https://"))
+        self.path = Path(urlsplit(str(path)).path) if self.remote else Path(path)
         self.rotate: Rotate = rotate
         self.mirror = mirror
-        self.name = str(self.path)
-        if not self.path.is_file():
-            raise SourceError(f"video {self.path}: no such file")
-        with self.path.open("rb") as f:
-            head = f.read(12)
+        self.name = str(path) if self.remote else str(self.path)
+        if self.remote:
+            avi = self.path.suffix.lower() == ".avi"
+        else:
+            if not self.path.is_file():
+                raise SourceError(f"video {self.path}: no such file")
+            with self.path.open("rb") as f:
+                head = f.read(12)
+            avi = head[:4] == b"RIFF" and head[8:12] == b"AVI "
         # AVI has no presentation times (a frame every 1/rate by construction), and OpenCV
         # reports its frames' times a frame late from the second on: index / rate there.
-        self._pts = not (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
-        self._cap = cv2.VideoCapture(str(self.path))
+        self._pts = not avi
+        self._cap = cv2.VideoCapture(self.name)
         if not self._cap.isOpened():
-            raise SourceError(f"video {self.path}: cannot be opened (not a video, or corrupt)")
+            raise SourceError(f"video {self.name}: cannot be opened (not a video, or corrupt)")
         fps = float(self._cap.get(cv2.CAP_PROP_FPS))
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self.fps: float | None = fps if fps > 0 else None
@@ -92,7 +99,7 @@ class VideoFileSource:
             codec = _fourcc(self._cap)
             self._cap.release()
             raise SourceError(
-                f"video {self.path}: no frame can be read (codec {codec}): the "
+                f"video {self.name}: no frame can be read (codec {codec}): the "
                 "file is empty or damaged, or its codec is one OpenCV's FFmpeg cannot decode "
                 "(convert it, e.g. to H.264)")
         self._peeked: U8 | None = np.asarray(image, np.uint8)
@@ -125,11 +132,11 @@ class VideoFileSource:
             if self.frame_count is not None and self._next < self.frame_count:
                 if self.frame_count - self._next > header_slack(self.frame_count, self.fps):
                     raise SourceError(
-                        f"video {self.path}: frame {self._next} of {self.frame_count} could "
+                        f"video {self.name}: frame {self._next} of {self.frame_count} could "
                         "not be read: the file is truncated or corrupt")
                 logger.info("video %s: ended after %d frames; its header's %d is an estimate "
                             "(the container's duration, audio included, x the frame rate)",
-                            self.path, self._next, self.frame_count)
+                            self.name, self._next, self.frame_count)
             if self._loop and self._next > 0:
                 self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
                 self._next = 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 from edge.sources.base import Rotate, Source, SourceError
 from edge.sources.files import IMAGE_SUFFIXES, ImageFolderSource, VideoFileSource
@@ -57,6 +58,9 @@ def open_source(uri: str, *, width: int | None = None, height: int | None = None
         return open_picamera2(int(idx or 0), width, height, fps, rotate=rotate, mirror=mirror,
                               **backoff)
     if uri.startswith(("rtsp://", "rtsps://", "http://", "https://")):
+        remote = _remote_file(uri, loop, rotate, mirror)
+        if remote is not None:
+            return remote
         return open_url(uri, rotate=rotate, mirror=mirror, **backoff)
     if uri.startswith("/dev/"):
         if not _V4L2_NAME.fullmatch(uri) and not _V4L2_NAME.fullmatch(os.path.realpath(uri)):
@@ -70,3 +74,40 @@ def open_source(uri: str, *, width: int | None = None, height: int | None = None
         raise SourceError(f"source {uri!r}: no such file, and not a camera index, URL or "
                           "picamera2")
     return VideoFileSource(path, loop=loop, rotate=rotate, mirror=mirror)
+
+
+#: What a web server's video file is named: an ``http(s)://`` URL ending so is tried as a file.
+REMOTE_VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
+
+
+def _remote_file(url: str, loop: bool, rotate: Rotate, mirror: bool) -> VideoFileSource | None:
+    """A video file on a web server, read as a file; None for a live stream.
+
+    ``https://host/clip.mp4`` was read as a camera: as fast as it decoded (1829 frames read in
+    39 s, 1672 of them dropped), and at its end "lost", reconnected and played again, for
+    ever. A URL whose path ends in a video file's suffix is opened once: when FFmpeg finds a
+    frame count (a file: its length is known), it is read as a file is, every frame on its
+    own clock, to its end; a live stream served under such a name (no length), or a server
+    that does not answer, is left to the live source and its reconnects.
+
+    Args:
+        url: An ``http(s)://`` URL.
+        loop: Restart the file at its end.
+        rotate: The frames' turn, degrees clockwise.
+        mirror: Then a left-right flip.
+
+    Returns:
+        The open file, or None.
+    """
+    if not url.startswith(("http://", "https://")):
+        return None
+    if PurePosixPath(urlsplit(url).path).suffix.lower() not in REMOTE_VIDEO_SUFFIXES:
+        return None
+    try:
+        src = VideoFileSource(url, loop=loop, rotate=rotate, mirror=mirror)
+    except SourceError:
+        return None
+    if src.frame_count is None:
+        src.close()
+        return None
+    return src
