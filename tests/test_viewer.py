@@ -449,6 +449,33 @@ def test_viewer_poses_a_photo_and_goes_back_to_live(server: DemoServer, browser:
     assert not errors, errors
 
 
+def test_viewer_poses_a_photo_of_another_format(server: DemoServer, browser: WebDriver,
+                                                tmp_path: Path) -> None:
+    """A WebP (what browsers save from the web) or a BMP: the device reads JPEG and PNG only,
+    and the page used to send them as they were (415, "not a JPEG or PNG"). The page now
+    sends the JPEG of its own decoding: posed, drawn, the people found as in the JPEG."""
+    zidane = photo("zidane.jpg")
+    upright = np.asarray(cv2.imread(str(zidane)), np.uint8)
+    browser.get(f"http://127.0.0.1:{server.port}/")
+    _wait("live frames", lambda: _state(browser).get("framesDrawn", 0) >= 1, 90)
+    for n, (name, params) in enumerate((("zidane.webp", [cv2.IMWRITE_WEBP_QUALITY, 95]),
+                                        ("zidane.bmp", []))):
+        ok, data = cv2.imencode(Path(name).suffix, upright, params)
+        assert ok
+        (tmp_path / name).write_bytes(data.tobytes())
+        _choose(browser, tmp_path / name)
+        _wait(f"{name}'s result", partial(_answered, browser, {"photoErrors": 0,
+                                                                "photosShown": n}), 120)
+        st = _photo_state(browser)
+        assert not st["photoError"], st["photoError"]
+        assert st["photo"]["name"] == name
+        ann = st["photo"]["annotation"]
+        assert (ann["image"]["width"], ann["image"]["height"]) == (1280, 720)
+        assert len(ann["persons"]) == 2, [p["bbox"] for p in ann["persons"]]
+        _assert_drawn_photo(browser, upright)
+        _assert_skeletons_in_boxes(_canvas(browser, "overlay")[0], ann["persons"])
+
+
 def test_viewer_poses_a_photo_with_the_token(browser: WebDriver) -> None:
     """A device with a token: the page opened as /#token=... sends it with the photo too."""
     token = "viewer-photo-token-0123456789"

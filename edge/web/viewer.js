@@ -404,6 +404,19 @@
     return file.type || "application/octet-stream";
   }
 
+  // A photo in another format the browser reads (WebP, AVIF, GIF, BMP; HEIC in Safari) is
+  // sent as the JPEG of the browser's own decoding, already upright: the device reads JPEG
+  // and PNG only, and OpenCV's WebP and friends would need header checks of their own.
+  async function asJpeg(bitmap) {
+    const c = document.createElement("canvas");
+    c.width = bitmap.width;
+    c.height = bitmap.height;
+    c.getContext("2d").drawImage(bitmap, 0, 0);
+    return await new Promise((ok, fail) => c.toBlob(
+      (blob) => (blob ? ok(blob) : fail(new Error("the browser cannot encode it"))),
+      "image/jpeg", 0.95));
+  }
+
   // What a refusal of the device means for the person who chose the photo.
   async function refusal(name, r) {
     let detail = "";
@@ -415,7 +428,7 @@
       case 400: return `${name} is not an image the device can read${why}.`;
       case 401: return "This device needs a token: open the page as /#token=<token>.";
       case 413: return `${name} is too large for the device${why}.`;
-      case 415: return `${name} is not a JPEG or PNG image.`;
+      case 415: return `${name} is not a JPEG or PNG image, nor one this browser can read.`;
       case 429:
         return `Too many photos: try again in ${r.headers.get("Retry-After") || 1} s${why}.`;
       case 503: return `The device is busy${why}: try again in a moment.`;
@@ -442,13 +455,29 @@
       // Decoded while the device works; the device's answer, if a refusal, says more.
       const decoded = createImageBitmap(file, { imageOrientation: "from-image" })
         .catch((e) => e);
+      let body = file;
+      let type = await sniffType(file);
+      if (type !== "image/jpeg" && type !== "image/png") { // converted if the browser reads it
+        const read = await decoded;
+        if (read instanceof ImageBitmap) {
+          try {
+            body = await asJpeg(read);
+            type = "image/jpeg";
+          } catch (e) { /* sent as it is: the device's refusal says why */ }
+        }
+      }
       try {
-        const r = await fetch("/v1/pose", {
-          method: "POST", body: file, cache: "no-store", signal: abort.signal,
-          headers: Object.assign({ "Content-Type": await sniffType(file) }, headers),
-        });
-        if (r.ok) a = await r.json();
-        else message = await refusal(name, r);
+        if (limit && body.size > limit) {
+          message = `${name} is too large for the device (${mib(body.size)} as JPEG, over ` +
+            `${mib(limit)}: http.max_body_bytes).`;
+        } else {
+          const r = await fetch("/v1/pose", {
+            method: "POST", body, cache: "no-store", signal: abort.signal,
+            headers: Object.assign({ "Content-Type": type }, headers),
+          });
+          if (r.ok) a = await r.json();
+          else message = await refusal(name, r);
+        }
       } catch (e) {
         if (!abort.signal.aborted) {
           message = `${name} was not posed: the device does not answer ` +
