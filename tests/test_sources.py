@@ -91,9 +91,13 @@ def test_single_image_errors(tmp_path: Path, make: Any, match: str) -> None:
 
 
 def test_empty_folder(tmp_path: Path) -> None:
-    with pytest.raises(SourceError, match=r"no images"):
+    with pytest.raises(SourceError, match=r"no images \(.*\)$"):
         open_source(str(tmp_path))
     assert ".png" in IMAGE_SUFFIXES
+    (tmp_path / "walk.MP4").write_bytes((MEDIA / "vfr_96x54.mp4").read_bytes())
+    with pytest.raises(SourceError, match=r"no images .*; it holds 1 video\(s\) \(walk\.MP4\): "
+                                          r"give one video file as the source"):
+        open_source(str(tmp_path))
 
 
 @pytest.mark.parametrize(("uri", "match"), [

@@ -17,6 +17,9 @@ from edge.types import U8, Frame
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+#: What a video file is commonly named (for messages and web URLs; any file OpenCV's FFmpeg
+#: opens is read as a video).
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
 
 
 def header_slack(count: int, fps: float | None) -> int:
@@ -281,8 +284,13 @@ class ImageFolderSource:
             files = sorted(p for p in self.path.iterdir()
                            if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
             if not files:
+                videos = sorted(p.name for p in self.path.iterdir()
+                                if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+                hint = (f"; it holds {len(videos)} video(s) ({', '.join(videos[:3])}"
+                        f"{', ...' if len(videos) > 3 else ''}): give one video file as the "
+                        "source" if videos else "")
                 raise SourceError(f"folder {self.path}: no images "
-                                  f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+                                  f"({', '.join(sorted(IMAGE_SUFFIXES))}){hint}")
         elif self.path.is_file():
             files = [self.path]
             self.root = self.path.parent

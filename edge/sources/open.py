@@ -8,7 +8,12 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from edge.sources.base import Rotate, Source, SourceError
-from edge.sources.files import IMAGE_SUFFIXES, ImageFolderSource, VideoFileSource
+from edge.sources.files import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    ImageFolderSource,
+    VideoFileSource,
+)
 from edge.sources.live import open_camera, open_picamera2, open_url
 from edge.types import is_ascii_number
 
@@ -76,9 +81,6 @@ def open_source(uri: str, *, width: int | None = None, height: int | None = None
     return VideoFileSource(path, loop=loop, rotate=rotate, mirror=mirror)
 
 
-#: What a web server's video file is named: an ``http(s)://`` URL ending so is tried as a file.
-REMOTE_VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
-
 
 def _remote_file(url: str, loop: bool, rotate: Rotate, mirror: bool) -> VideoFileSource | None:
     """A video file on a web server, read as a file; None for a live stream.
@@ -101,7 +103,7 @@ def _remote_file(url: str, loop: bool, rotate: Rotate, mirror: bool) -> VideoFil
     """
     if not url.startswith(("http://", "https://")):
         return None
-    if PurePosixPath(urlsplit(url).path).suffix.lower() not in REMOTE_VIDEO_SUFFIXES:
+    if PurePosixPath(urlsplit(url).path).suffix.lower() not in VIDEO_SUFFIXES:
         return None
     try:
         src = VideoFileSource(url, loop=loop, rotate=rotate, mirror=mirror)
