@@ -35,7 +35,7 @@ try:  # about 0.5 s of imports (numpy, OpenCV, scipy): Ctrl-C here is no traceba
     from edge.config import Config, ConfigError, load_config, parse_config
     from edge.runtime import ModelError, load_manifest, load_model, runtime_name, verify_file
     from edge.sinks import SinkError
-    from edge.sinks.files import write_atomically
+    from edge.sinks.files import JsonlSink, write_atomically
     from edge.sources import SourceError
     from edge.types import path_arg
 except (KeyboardInterrupt, ImportError) as e:
@@ -257,8 +257,15 @@ def run(config: Config, *, progress: bool = True, stream: TextIO | None = None) 
             stats.error = stats.error or "no image could be read"
             code = 1
     if stats.error:
-        print(f"edge-pose: stopped early: {stats.error}; the annotations of the "
-              f"{stats.frames_processed} frames processed are kept", file=sys.stderr)
+        inner = (getattr(o, "inner", o) for o in rt.outputs)
+        jsonl = next((o for o in inner if isinstance(o, JsonlSink)), None)
+        kept = stats.frames_processed if jsonl is None else min(jsonl.lines,
+                                                                stats.frames_processed)
+        what = (f"the annotations of the {kept} frames processed are kept"
+                if kept == stats.frames_processed else
+                f"the annotations of the first {kept} of the {stats.frames_processed} frames "
+                "processed are kept")
+        print(f"edge-pose: stopped early: {stats.error}; {what}", file=sys.stderr)
     return code
 
 

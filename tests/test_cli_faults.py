@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -139,6 +140,11 @@ def test_a_full_disk_mid_run_is_a_message_and_whole_lines(tmp_path: Path) -> Non
     assert "frames processed" in run.stdout  # the report is printed all the same
     lines = (out / "annotations.jsonl").read_text().splitlines()
     assert lines and all(json.loads(line) for line in lines)
+    # What it says is kept is what is in the file (it used to count the frame whose line
+    # failed: "the annotations of the 47 frames processed are kept" over 46 lines).
+    kept = re.search(r"the annotations of the (first )?(\d+) (of the \d+ )?frames processed "
+                     r"are kept", run.stderr)
+    assert kept is not None and int(kept.group(2)) == len(lines), run.stderr
     stats = out / "stats.json"
     assert not stats.exists() or json.loads(stats.read_text())["frames_processed"] >= len(lines)
     assert not list(out.glob(".*.tmp"))
