@@ -223,7 +223,7 @@ class Runtime:
         self.source = open_source(src.uri, width=src.width, height=src.height, fps=src.fps,
                                   loop=src.loop, reconnect_initial_s=src.reconnect_initial_s,
                                   reconnect_max_s=src.reconnect_max_s, rotate=src.rotate,
-                                  mirror=src.mirror)
+                                  mirror=src.mirror, stall_timeout_s=src.stall_timeout_s)
         try:
             self.mode = resolve_mode(self.config, isinstance(self.source, ImageFolderSource))
             if self.mode == "image":  # a still's own limit (``set/max_persons`` changes it)

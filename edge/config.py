@@ -52,6 +52,11 @@ class SourceConfig(_Section):
     reconnect_max_s: PositiveFloat = Field(
         default=2.0, description="largest reconnect delay of a live source, s: a failed open "
         "every 2 s costs nothing, and a camera that comes back is used within 2 s")
+    stall_timeout_s: float = Field(
+        default=10.0, ge=0.5, le=600, description="an rtsp/http stream's connection that takes "
+        "longer than this to open or to deliver a frame is closed and opened again, s (a pulled "
+        "cable or a camera's power cut closes nothing: FFmpeg's own 30 s kept the stream stalled "
+        "that long after the camera was back); above the camera's keyframe interval")
     loop: bool = Field(default=False, description="restart a file source at its end")
     rotate: Literal[0, 90, 180, 270] = Field(
         default=0, description="degrees clockwise every frame is turned as it is read: the "

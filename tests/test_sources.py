@@ -9,7 +9,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,9 @@ from edge.sources import (
     open_source,
     open_url,
 )
+from edge.sources.base import SourceSilentError
 from edge.sources.files import IMAGE_SUFFIXES
+from edge.sources.live import LiveSource
 from edge.sources.prefetch import Prefetcher
 
 
@@ -467,6 +469,67 @@ def test_a_live_stream_or_a_silent_server_stays_live() -> None:
                       reconnect_max_s=0.05)
     assert src.live
     src.close()
+
+
+class _StallingCamera:
+    """An MJPEG camera over HTTP whose connections can go silent without closing, as when its
+    cable is pulled: the peer sends no more bytes and no FIN. New connections are served."""
+
+    def __init__(self) -> None:
+        self.frames = MjpegCamera().frames[:20]
+        self.stalled = threading.Event()
+        cam = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=f")
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    for i in range(100_000):
+                        if cam.stalled.is_set():
+                            time.sleep(120)  # silent, open: the daemon thread dies with it
+                            return
+                        jpg = cam.frames[i % len(cam.frames)]
+                        self.wfile.write(b"--f\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                         + str(len(jpg)).encode() + b"\r\n\r\n" + jpg
+                                         + b"\r\n")
+                        self.wfile.flush()
+                        time.sleep(1 / 15)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/video.mjpg"
+
+
+def test_a_stalled_network_camera_is_reopened_after_the_stall_timeout() -> None:
+    """The connection goes silent without closing; the camera is back 0.5 s later (new
+    connections get frames). OpenCV's own limit (30 s) kept the stream stalled: frames again
+    30.6 s after the stall. With ``stall_timeout_s`` 2 s: within a few seconds."""
+    cam = _StallingCamera()
+    src = open_source(cam.url, reconnect_initial_s=0.1, reconnect_max_s=0.2,
+                      stall_timeout_s=2.0)
+    try:
+        for _ in range(5):
+            src.read(timeout=20)
+        cam.stalled.set()
+        t0 = time.monotonic()
+        time.sleep(0.5)
+        cam.stalled.clear()  # back: the stalled connection stays silent, new ones are served
+        while True:
+            with contextlib.suppress(SourceSilentError):
+                src.read(timeout=0.5)
+                break
+            assert time.monotonic() - t0 < 15, "the stalled stream was not reopened"
+        assert isinstance(src, LiveSource) and src.reconnects >= 1
+    finally:
+        src.close()
+        cam.server.shutdown()
+        cam.server.server_close()
 
 
 def test_a_camera_that_never_opens_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:

@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 #: Failed reads in a row after which the device is taken as gone and reopened.
 MAX_BAD_GRABS = 5
 
+#: A network stream's connection is given up and reopened when opening it, or reading one
+#: frame, takes longer than this, s (``source.stall_timeout_s``'s default).
+STALL_TIMEOUT_S = 10.0
+
 #: Failed reads for this long since the last good frame (s) also reopen the device.
 BAD_GRAB_WINDOW_S = 1.0
 
@@ -58,10 +62,19 @@ class _CvGrabber:
     turned = False
 
     def __init__(self, target: int | str, width: int | None, height: int | None,
-                 fps: float | None) -> None:
+                 fps: float | None, stall_timeout_s: float | None = None) -> None:
         v4l2 = isinstance(target, int) or target.startswith("/dev/")
-        self._cap = (cv2.VideoCapture(target, cv2.CAP_V4L2) if v4l2
-                     else cv2.VideoCapture(target))
+        if v4l2:
+            self._cap = cv2.VideoCapture(target, cv2.CAP_V4L2)
+        elif stall_timeout_s is None:
+            self._cap = cv2.VideoCapture(target)
+        else:
+            # FFmpeg's own limits on a connection's open and on each read; OpenCV's default
+            # (30 s) kept a stalled stream (a pulled cable: no bytes, no close) for 30 s
+            # after its camera was back.
+            ms = max(1, round(stall_timeout_s * 1000))
+            self._cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
         if not self._cap.isOpened():
             self._cap.release()
             raise OSError(f"cannot open {target!r}")
@@ -272,10 +285,14 @@ def open_camera(index: int | str, width: int | None = None, height: int | None =
 
 
 def open_url(url: str, rotate: Rotate = 0, mirror: bool = False,
-             **backoff: float) -> LiveSource:
-    """An RTSP or HTTP(S) video stream, read by OpenCV's FFmpeg back-end."""
-    return LiveSource(url, lambda: _CvGrabber(url, None, None, None), None, rotate=rotate,
-                      mirror=mirror, **backoff)
+             stall_timeout_s: float = STALL_TIMEOUT_S, **backoff: float) -> LiveSource:
+    """An RTSP or HTTP(S) video stream, read by OpenCV's FFmpeg back-end.
+
+    A connection that takes longer than ``stall_timeout_s`` (s) to open, or to deliver a frame,
+    is closed and opened again (``source.stall_timeout_s``).
+    """
+    return LiveSource(url, lambda: _CvGrabber(url, None, None, None, stall_timeout_s), None,
+                      rotate=rotate, mirror=mirror, **backoff)
 
 
 def open_picamera2(camera: int = 0, width: int | None = None, height: int | None = None,

@@ -14,7 +14,7 @@ from edge.sources.files import (
     ImageFolderSource,
     VideoFileSource,
 )
-from edge.sources.live import open_camera, open_picamera2, open_url
+from edge.sources.live import STALL_TIMEOUT_S, open_camera, open_picamera2, open_url
 from edge.types import is_ascii_number
 
 #: A V4L2 device path: the kernel's name, or udev's persistent names (a camera's own, or its
@@ -27,8 +27,8 @@ DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "sports2d_demo.m
 
 def open_source(uri: str, *, width: int | None = None, height: int | None = None,
                 fps: float | None = None, loop: bool = False, reconnect_initial_s: float = 0.5,
-                reconnect_max_s: float = 2.0, rotate: Rotate = 0, mirror: bool = False
-                ) -> Source:
+                reconnect_max_s: float = 2.0, rotate: Rotate = 0, mirror: bool = False,
+                stall_timeout_s: float = STALL_TIMEOUT_S) -> Source:
     """Opens the source a URI names.
 
     Args:
@@ -44,6 +44,8 @@ def open_source(uri: str, *, width: int | None = None, height: int | None = None
         rotate: Turn every frame this many degrees clockwise (0, 90, 180, 270): the camera's
             mounting (``source.rotate``); ``width`` and ``height`` stay the device's.
         mirror: Then flip every frame left to right (``source.mirror``).
+        stall_timeout_s: A network stream's connection that takes longer to open or to deliver
+            a frame is reopened, s (``source.stall_timeout_s``).
 
     Returns:
         The open source.
@@ -66,7 +68,8 @@ def open_source(uri: str, *, width: int | None = None, height: int | None = None
         remote = _remote_file(uri, loop, rotate, mirror)
         if remote is not None:
             return remote
-        return open_url(uri, rotate=rotate, mirror=mirror, **backoff)
+        return open_url(uri, rotate=rotate, mirror=mirror, stall_timeout_s=stall_timeout_s,
+                        **backoff)
     if uri.startswith("/dev/"):
         if not _V4L2_NAME.fullmatch(uri) and not _V4L2_NAME.fullmatch(os.path.realpath(uri)):
             raise SourceError(f"source {uri!r}: not a V4L2 video device (/dev/videoN, or a "
