@@ -92,6 +92,27 @@ def test_single_image_errors(tmp_path: Path, make: Any, match: str) -> None:
         src.read()
 
 
+def test_a_truncated_jpeg_is_skipped_not_posed_half_grey(tmp_path: Path,
+                                                         demo_frames: dict[int, Any]) -> None:
+    """A JPEG cut short (a copy interrupted, a card pulled) used to be read as its first rows
+    over grey and posed, with only libjpeg's "Premature end of JPEG file" on stderr, while
+    POST /v1/pose refused the same bytes. Cut anywhere, even just its end marker: skipped."""
+    ok, jpg = cv2.imencode(".jpg", demo_frames[120][::2, ::2])
+    assert ok
+    whole = jpg.tobytes()
+    for i, cut in enumerate((len(whole) // 3, len(whole) - 2)):
+        (tmp_path / f"cut{i}.jpg").write_bytes(whole[:cut])
+    (tmp_path / "whole.jpg").write_bytes(whole)
+    src = open_source(str(tmp_path))
+    assert isinstance(src, ImageFolderSource)
+    frame = src.read()
+    with pytest.raises(SourceEnd):
+        src.read()
+    assert frame.name == "whole.jpg" and frame.image.shape == demo_frames[120][::2, ::2].shape
+    assert [name for name, _ in src.skipped] == ["cut0.jpg", "cut1.jpg"]
+    assert all("cannot be decoded (corrupt or truncated)" in why for _, why in src.skipped)
+
+
 def test_empty_folder(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"no images \(.*\)$"):
         open_source(str(tmp_path))

@@ -251,7 +251,14 @@ def read_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> U8:
     if w * h > max_pixels:
         raise SourceError(f"image {path}: {w}x{h} is {w * h / 1e6:.0f} MP, more than the "
                           f"{max_pixels / 1e6:.0f} MP accepted; scale it down first")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as e:
+        raise SourceError(f"image {path}: cannot be read ({e.strerror or e})") from None
+    # imdecode, not imread: imread hands back a truncated JPEG's first rows over grey (only
+    # libjpeg's "Premature end of JPEG file" on stderr), imdecode refuses it, as POST /v1/pose
+    # does with the same bytes. Both turn a JPEG upright by its EXIF orientation.
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         raise SourceError(f"image {path}: cannot be decoded (corrupt or truncated)")
     return np.ascontiguousarray(image)
