@@ -176,6 +176,30 @@ class DetectorGate:
         return self.pipeline.detect(frame)
 
 
+def _check_stills_mode(source: Source, mode: str) -> None:
+    """Refuses one still image in a video mode; warns for a folder of them.
+
+    In ``realtime`` and ``every-frame`` a new person is published once seen in a second frame
+    (``tracking.confirm_ticks``): one photo, or the example config's ``mode = "realtime"``
+    over a folder of photos, ran, found nobody and exited 0. A folder may be a video's frames
+    (an image sequence), which those modes are for: a warning, not an error.
+
+    Raises:
+        SourceError: One image in a video mode, naming ``scheduler.mode``.
+    """
+    if not isinstance(source, ImageFolderSource) or mode == "image":
+        return
+    if source.frame_count == 1:
+        raise SourceError(
+            f"image {source.path}: one still in scheduler.mode = {mode!r} finds nobody (a "
+            "person is published once seen in a second frame); use mode \"auto\" or "
+            "\"image\" (--image)")
+    logger.warning("folder %s: %d images in scheduler.mode = %r: read as a video's frames in "
+                   "order (tracked across images, published from a person's second frame); "
+                   "for separate photos use mode \"auto\" or \"image\" (--image)",
+                   source.path, source.frame_count, mode)
+
+
 class Runtime:
     """Source, scheduler, core and transports of one process (see the module docstring).
 
@@ -226,6 +250,7 @@ class Runtime:
                                   mirror=src.mirror, stall_timeout_s=src.stall_timeout_s)
         try:
             self.mode = resolve_mode(self.config, isinstance(self.source, ImageFolderSource))
+            _check_stills_mode(self.source, self.mode)
             if self.mode == "image":  # a still's own limit (``set/max_persons`` changes it)
                 self.controls.max_persons = self.config.tracking.max_persons_image
             timings = self.mode == "realtime" if self._timings is None else self._timings

@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import tomllib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ try:  # about 0.5 s of imports (numpy, OpenCV, scipy): Ctrl-C here is no traceba
     from edge.sinks import SinkError
     from edge.sinks.files import JsonlSink, write_atomically
     from edge.sources import SourceError
+    from edge.sources.live import quiet_video_backends
     from edge.types import path_arg
 except (KeyboardInterrupt, ImportError) as e:
     # A Ctrl-C inside a compiled extension's initialisation (scipy's pybind11 modules) arrives
@@ -269,6 +271,10 @@ def run(config: Config, *, progress: bool = True, stream: TextIO | None = None) 
     return code
 
 
+#: A repeat of the first stop signal within this many seconds is the same request, s.
+SAME_SIGNAL_S = 1.0
+
+
 @contextlib.contextmanager
 def _stop_on_signals(rt: Runtime) -> Iterator[list[int]]:
     """SIGINT (Ctrl-C) and SIGTERM end ``rt``'s loop after the current frame, not mid-write.
@@ -276,17 +282,24 @@ def _stop_on_signals(rt: Runtime) -> Iterator[list[int]]:
     The outputs are then closed as after the source's end (the video finished, every queued
     annotation written, ``stats.json`` beside them). Without this, SIGTERM killed the process
     at once (no ``stats.json``, exit 143 with no word) and Ctrl-C raised ``KeyboardInterrupt``
-    wherever the core thread was. A second signal stops at once (``KeyboardInterrupt``).
+    wherever the core thread was. A second signal stops at once (``KeyboardInterrupt``), but
+    the same signal again within ``SAME_SIGNAL_S`` is the same request: GNU ``timeout`` sends
+    its SIGTERM to the process and then to its process group, and that pair stopped the run
+    with no ``stats.json`` and exit 130.
 
     Yields:
         The numbers of the signals received (empty when none came).
     """
     got: list[int] = []
+    first = [0.0]  # time.monotonic() of the first signal
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if got:
+            if signum == got[0] and time.monotonic() - first[0] < SAME_SIGNAL_S:
+                return
             raise KeyboardInterrupt
         got.append(signum)
+        first[0] = time.monotonic()
         rt.stop()
         print(f"edge-pose: {signal.Signals(signum).name}: stopping after the current frame "
               "(again to stop at once)", file=sys.stderr)
@@ -383,6 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level = logging.WARNING - 10 * min(int(args.verbose), 2)
         logging.basicConfig(level=level,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        quiet_video_backends(debug=level <= logging.DEBUG)
         if args.command in ("run", "demo"):
             if args.command == "demo":
                 args.source = "demo"

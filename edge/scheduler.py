@@ -409,6 +409,11 @@ class _Results:
         return combine_results(items)
 
 
+#: The longest a realtime reader waits on a silent live source before it looks at the stop
+#: event again, s.
+READ_SLICE_S = 0.25
+
+
 def run_realtime(source: Source, core: Core, detector: Detector, sinks: Sequence[Sink],
                  stats: RunStats, *, rate_hz: float = 30.0, detector_hz: float = 5.0,
                  stop: threading.Event | None = None, read_timeout_s: float = 10.0,
@@ -455,18 +460,30 @@ def run_realtime(source: Source, core: Core, detector: Detector, sinks: Sequence
         # (``Frame.ts``: a variable-rate video keeps its pauses) after the first frame's.
         paced = not source.live and bool(source.fps)
         start: tuple[float, float] | None = None  # (perf_counter, ts) of the first frame
+        # A silent source is waited for in slices, so a stop is seen within one (it waited the
+        # whole read_timeout_s: a SIGTERM then took up to 10 s, and the video writer, told to
+        # finish by the same signal, was gone by then).
+        slice_s = min(READ_SLICE_S, read_timeout_s)
+        heard = time.monotonic()  # the last frame's arrival, or the reader's start
         try:
             while not stop.is_set():
                 try:
-                    frame = source.read(timeout=read_timeout_s)
+                    frame = source.read(timeout=slice_s)
                 except SourceEnd:
                     break
-                except SourceSilentError as e:
-                    if stats.source_lost(str(e)):
-                        logger.warning("%s; still reconnecting, the loop goes on", e)
+                except SourceSilentError:
+                    silent = time.monotonic() - heard
+                    if silent < read_timeout_s:
+                        continue
+                    err = getattr(source, "last_error", None)
+                    why = (f"source {source.name}: no frame for {silent:.1f} s"
+                           + (f" (last error: {err})" if err else ""))
+                    if stats.source_lost(why):
+                        logger.warning("%s; still reconnecting, the loop goes on", why)
                         if on_source is not None:
-                            on_source("lost", str(e))
+                            on_source("lost", why)
                     continue
+                heard = time.monotonic()
                 if stats.source_back():
                     logger.warning("source %s: frames again", source.name)
                     if on_source is not None:

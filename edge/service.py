@@ -56,6 +56,7 @@ from edge.comms.system import SystemProbe
 from edge.config import Config, load_config
 from edge.preflight import preflight, resolve_state_dir
 from edge.sdnotify import Notifier
+from edge.sources.live import quiet_video_backends
 from edge.types import Frame
 
 if TYPE_CHECKING:
@@ -198,6 +199,7 @@ def _setup_logging(config: Config, environ: Mapping[str, str]) -> None:
     fmt = ("%(levelname)s %(name)s: %(message)s" if environ.get("JOURNAL_STREAM")
            else "%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.basicConfig(level=config.logging.level, format=fmt, force=True)
+    quiet_video_backends(debug=config.logging.level == "DEBUG")
     logging.getLogger("paho.mqtt").setLevel(max(logging.WARNING,
                                                 logging.getLevelName(config.logging.level)))
 

@@ -31,9 +31,13 @@ def _lines(path: Path) -> int:
         return 0
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_mid_run_finishes_the_outputs(tmp_path: Path, sig: signal.Signals) -> None:
-    """SIGTERM used to kill ``run`` at once: no stats.json, exit 143 without a word."""
+@pytest.mark.parametrize(("sig", "twice"), [(signal.SIGTERM, False), (signal.SIGINT, False),
+                                            (signal.SIGTERM, True)])
+def test_a_signal_mid_run_finishes_the_outputs(tmp_path: Path, sig: signal.Signals,
+                                               twice: bool) -> None:
+    """SIGTERM used to kill ``run`` at once: no stats.json, exit 143 without a word. Twice
+    50 ms apart is what GNU ``timeout`` sends (to the process, then its group): that stopped
+    at once, with no stats.json and exit 130."""
     out = tmp_path / "out"
     proc = subprocess.Popen([*CLI, "run", "--source", "demo", "--every-frame", "--out", str(out),
                              "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
@@ -44,6 +48,9 @@ def test_a_signal_mid_run_finishes_the_outputs(tmp_path: Path, sig: signal.Signa
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.05)
         proc.send_signal(sig)
+        if twice:
+            time.sleep(0.05)
+            proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -63,6 +70,37 @@ def test_a_signal_mid_run_finishes_the_outputs(tmp_path: Path, sig: signal.Signa
     cap.release()
     assert frames == done
     assert f"frames processed {done}" in stdout
+
+
+def test_a_stop_while_the_camera_is_away_is_prompt_and_clean(tmp_path: Path) -> None:
+    """No camera (the seam: none on this machine): the reader waited its whole 10 s read
+    timeout before it saw a SIGTERM, and the video writer, told to finish by the same signal
+    from GNU ``timeout`` (the process group), was gone by then: "the writer process failed",
+    exit 1, 8 s late. Now: out within a second or two, exit 143, every output closed."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*CLI, "run", "--source", "/dev/video99", "--out", str(out),
+                             "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        end = time.monotonic() + 120
+        while not (out / "annotations.jsonl").exists() and time.monotonic() < end:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        time.sleep(1.0)  # the core running, the reader waiting on the absent camera
+        t0 = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)  # as GNU timeout: the process, then its group
+        time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr and "writer process failed" not in stderr, stderr
+    assert took < 5, f"stopped {took:.1f} s after SIGTERM"
+    assert json.loads((out / "stats.json").read_text())["frames_processed"] == 0
+    assert "cannot open" in stderr and "[ WARN" not in stderr, stderr  # OpenCV's own: quiet
 
 
 def _numpy_loaded(pid: int) -> bool:

@@ -225,6 +225,16 @@ def test_non_image_with_an_image_suffix(tmp_path: Path, content: bytes) -> None:
     assert r.returncode == 1 and "photo.jpg" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("mode", ["--realtime", "--every-frame"])
+def test_one_photo_in_a_video_mode_is_refused(tmp_path: Path, mode: str) -> None:
+    """A person is published once seen in a second frame in the video modes: one photo (or
+    the example config's ``mode = "realtime"``) ran, found nobody and exited 0."""
+    r = _cli("run", "--source", str(photo("zidane.jpg")), mode, "--out", str(tmp_path / "o"),
+             "--no-progress")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "zidane.jpg: one still in scheduler.mode" in r.stderr and "--image" in r.stderr
+
+
 def test_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     r = _cli("run", "--source", str(tmp_path / "empty"), "--out", str(tmp_path / "o"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -269,6 +270,27 @@ class LiveSource:
         with self._cond:
             self._cond.notify_all()
         self._thread.join(timeout=5.0)
+
+
+def quiet_video_backends(debug: bool = False) -> None:
+    """Keeps OpenCV's and FFmpeg's own log lines off the console and the journal.
+
+    Each retry of a missing camera printed OpenCV's ``[ WARN:0@...] global cap_v4l.cpp:914
+    open VIDEOIO(V4L2:/dev/video0): can't open camera by index`` and a ``cap.cpp`` line, and an
+    unreachable stream FFmpeg's ``[tcp @ 0x...] Connection ... failed``: two lines every 2 s
+    for ever (about 86,000 a day under systemd), beside this package's own message, logged
+    once per reason. Left to OpenCV's errors and FFmpeg's fatal errors unless ``debug``; a
+    level set in ``OPENCV_LOG_LEVEL`` or ``OPENCV_FFMPEG_LOGLEVEL`` is kept. FFmpeg's is read
+    when OpenCV first opens a video, so this is called before any source opens.
+
+    Args:
+        debug: Keep both at their own defaults (``-vv``, ``logging.level = "DEBUG"``).
+    """
+    if debug:
+        return
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
 
 
 def open_camera(index: int | str, width: int | None = None, height: int | None = None,
