@@ -165,6 +165,8 @@ def _serve_config(args: argparse.Namespace) -> Config:
         updates.setdefault("source", {})["rotate"] = args.rotate
     if args.threads is not None:
         updates["models"] = {"threads": args.threads}
+    if args.device_id is not None:
+        updates["annotation"] = {"device_id": args.device_id}
     for item in args.http:
         key, eq, value = item.partition("=")
         if not eq:
@@ -197,6 +199,7 @@ def _run_config(args: argparse.Namespace) -> Config:
     put("models", "threads", args.threads)
     put("scheduler", "mode", args.mode)
     put("output", "dir", args.out)
+    put("annotation", "device_id", args.device_id)
     return _override(config, updates, "command line")
 
 
@@ -340,7 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
                             help="turn every frame this many degrees clockwise, as the camera "
                             "is mounted (source.rotate; default: the config's)")
         pr.add_argument("--config", type=path_arg, help="TOML config file")
-        pr.add_argument("--out", type=path_arg, help="output folder (default: out/)")
+        pr.add_argument("--out", type=path_arg, help="output folder (default: " + (
+            "out/)" if name == "run" else "out/demo/)"))
+        pr.add_argument("--device-id", help="the annotations' device_id (annotation.device_id; "
+                        "default: the config's, edge-pose): one per camera, for `fuse`")
         pr.add_argument("--max-persons", type=int, help="most people at once: "
                         "tracking.max_persons and tracking.max_persons_image")
         pr.add_argument("--model", choices=["lite", "full", "heavy"])
@@ -355,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
         mode.add_argument("--image", dest="mode", action="store_const", const="image",
                           help="independent still images (the default for an image file or a "
                           "folder of images)")
-        pr.add_argument("--no-progress", action="store_true")
+        pr.add_argument("--no-progress", action="store_true",
+                        help="no progress line on the terminal (logs, scripts)")
     pd = sub.add_parser("daemon", help="run the device service (MQTT publisher; systemd "
                         "notify and watchdog)")
     pd.add_argument("--config", type=path_arg, default=Path("/etc/edge-pose/config.toml"),
@@ -372,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "token)")
     ps.add_argument("--port", type=int, help="port (default 8080; 0: any free port)")
     ps.add_argument("--threads", type=int, help="interpreter threads per model")
+    ps.add_argument("--device-id", help="the annotations' device_id (annotation.device_id; "
+                    "default: the config's, edge-pose)")
     ps.add_argument("--no-loop", action="store_true", help="stop at the end of a file (default "
                     "without --config: loop it)")
     ps.add_argument("--http", action="append", default=[], metavar="KEY=VALUE",

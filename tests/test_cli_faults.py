@@ -188,6 +188,24 @@ def test_a_full_disk_mid_run_is_a_message_and_whole_lines(tmp_path: Path) -> Non
     assert not list(out.glob(".*.tmp"))
 
 
+def test_device_id_on_the_command_line(tmp_path: Path) -> None:
+    """Every ``run`` wrote device_id "edge-pose", so the runs of several cameras could not be
+    fused (``fuse``: "device edge-pose is also another file's device"), and a config file was
+    the only way to name them."""
+    clip = ROOT / "tests" / "media" / "vfr_96x54.mp4"
+    r = subprocess.run([*CLI, "run", "--source", str(clip), "--every-frame", "--device-id",
+                        "cam02", "--out", str(tmp_path / "o"), "--no-progress"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in (tmp_path / "o" / "annotations.jsonl").read_text().splitlines()]
+    assert len(rows) == 46 and {row["device_id"] for row in rows} == {"cam02"}
+    bad = subprocess.run([*CLI, "run", "--source", str(clip), "--device-id", "cam 2", "--out",
+                          str(tmp_path / "b")], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and "annotation.device_id" in bad.stderr, bad.stderr
+    assert not (tmp_path / "b").exists()
+
+
 def test_outputs_that_would_overwrite_the_source_are_refused(tmp_path: Path) -> None:
     """``--source out/annotated.mp4 --out out`` truncated the video being read (20 of its 230
     frames read, the rest lost); a folder of photos as ``out/annotated`` would be drawn over."""

@@ -171,7 +171,9 @@ def default_devices(paths: list[Path], calib: Calibration) -> dict[str, str]:
         dev = _file_device(path)
         if dev in out:
             raise UsageError(f"{path}: device {dev} is also another file's device; give each "
-                             "device its own file, or --devices")
+                             "device its own file, or --devices (each camera's run needs its "
+                             "own device_id: `edge-pose run --device-id cam01 ...` or "
+                             "[annotation] device_id; `edge-pose` is every run's default)")
         out[dev] = cam
     return out
 
