@@ -181,6 +181,10 @@ def test_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "5 files but" in capsys.readouterr().err
     assert main(["fuse", "--calib", str(sc.calib)]) == 2
     assert "needs --jsonl" in capsys.readouterr().err
+    # One view: it ran, wrote 0 person-frames, exit 0, and blamed the clocks.
+    assert _cli_fuse([sc.jsonl[0]], sc.calib, out) == 2
+    assert "fusion needs at least two views; 1 file(s) give 1 device(s)" in (
+        capsys.readouterr().err) and not out.exists()
     # A calibration with NaN: named, nothing written.
     bad = tmp_path / "Calib.qca.txt"
     bad.write_text(sc.calib.read_text(encoding="ascii").replace(

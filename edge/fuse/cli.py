@@ -192,6 +192,9 @@ def run_offline(args: argparse.Namespace) -> int:
         calib = read_calibration(args.calib)
         devices = (parse_devices(args.devices, calib) if args.devices
                    else default_devices(list(args.jsonl), calib))
+        if len(devices) < 2:  # ran, wrote nothing and blamed the clocks
+            raise UsageError(f"fusion needs at least two views; {len(args.jsonl)} file(s) give "
+                             f"{len(devices)} device(s): {', '.join(devices) or 'none'}")
         offsets = parse_offsets(args.offsets, devices) if args.offsets else None
         if args.rotate:
             turns = parse_rotate(args.rotate, devices)
