@@ -122,11 +122,15 @@ def check_models(config: Config) -> list[tuple[str, str]]:
                              "the temporal lifter needs it for the first frames of a track; "
                              "rebuild with `make lifter` or choose \"world\"")]
                 entries.append(singles[0])
-        for entry in entries:
-            verify_file(manifest.folder / entry.file, entry.sha256)
     except ModelError as e:
         return [(key, str(e))]
-    return []
+    errors: list[tuple[str, str]] = []
+    for entry in entries:  # every damaged or missing file, not only the first
+        try:
+            verify_file(manifest.folder / entry.file, entry.sha256)
+        except ModelError as e:
+            errors.append((key, str(e)))
+    return errors
 
 
 def check_writable_dir(key: str, folder: Path) -> list[tuple[str, str]]:

@@ -53,9 +53,10 @@ from edge.comms.commands import Controls
 from edge.comms.events import EVENTS_SCHEMA_VERSION, EventQueue
 from edge.comms.mqtt import MqttPublisher
 from edge.comms.system import SystemProbe
-from edge.config import Config, load_config
+from edge.config import Config, ConfigError, load_config
 from edge.preflight import preflight, resolve_state_dir
 from edge.sdnotify import Notifier
+from edge.sources.files import IMAGE_SUFFIXES
 from edge.sources.live import quiet_video_backends
 from edge.types import Frame
 
@@ -204,6 +205,24 @@ def _setup_logging(config: Config, environ: Mapping[str, str]) -> None:
                                                 logging.getLevelName(config.logging.level)))
 
 
+def _refuse_stills(config: Config, origin: str) -> None:
+    """The service streams a camera or a video: photos are refused, with where they go.
+
+    ``serve --source zidane.jpg`` posed the photo, ended its one-frame run and took the viewer
+    down with it after 1.5 s.
+
+    Raises:
+        ConfigError: ``source.uri`` is an image file or a folder (exit status 2).
+    """
+    uri = config.source.uri
+    path = Path(uri)
+    if path.suffix.lower() in IMAGE_SUFFIXES or (uri != "demo" and path.is_dir()):
+        raise ConfigError(origin, [("source.uri", (
+            f"{uri!r} is a photo or a folder: the service streams a camera or a video; pose "
+            "photos with `edge-pose run --source PHOTO` (image mode), or on a running "
+            "service with POST /v1/pose and the viewer's \"Find people in a photo\""))])
+
+
 def _decode_image(body: bytes) -> Any:
     image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
@@ -235,6 +254,7 @@ def run_service(config: Config, environ: Mapping[str, str] | None = None, *,
 
     env = os.environ if environ is None else environ
     secrets = preflight(config, env, origin=origin)
+    _refuse_stills(config, origin)
     serve_http = config.http.enabled if http is None else http
     token = load_http_token(config.http, env) if serve_http else None
     if serve_http:

@@ -31,7 +31,7 @@ SCHEME_INT8 = ("dynamic-range int8 (ai-edge-quantizer 0.10.0 recipe dynamic_wi8_
                "per-channel symmetric weights, activations quantized to int8 per row at run "
                "time, int8 x int8 matrix products (XNNPACK), float32 bias, model input and "
                "output; chosen over static int8, which lost 18-26 mm MPJPE on the held-out "
-               "clips (see lifter/README_section.md)")
+               "clips (see models/README.md, section 3D lifter)")
 
 
 def export_float(net: LifterNet | TemporalConvNet) -> bytes:

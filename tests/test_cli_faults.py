@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,6 +205,21 @@ def test_device_id_on_the_command_line(tmp_path: Path) -> None:
                          timeout=120)
     assert bad.returncode == 2 and "annotation.device_id" in bad.stderr, bad.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_the_service_refuses_a_photo_and_says_where_photos_go(tmp_path: Path) -> None:
+    """``serve --source photo.jpg`` posed it, ended its one-frame run and took the viewer down
+    after 1.5 s; a daemon config with a folder of photos did the same."""
+    cv2.imwrite(str(tmp_path / "p.jpg"), np.zeros((64, 64, 3), np.uint8))
+    serve = subprocess.run([*CLI, "serve", "--source", str(tmp_path / "p.jpg"), "--port", "0"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    config = tmp_path / "d.toml"
+    config.write_text(f"[source]\nuri = {str(tmp_path)!r}\n[mqtt]\nenabled = false\n")
+    daemon = subprocess.run([*CLI, "daemon", "--config", str(config)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    for r in (serve, daemon):
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "source.uri" in r.stderr and "POST /v1/pose" in r.stderr, r.stderr
 
 
 def test_outputs_that_would_overwrite_the_source_are_refused(tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ SIT = np.array([
     [-0.074, 0.0, -0.041], [0.276, 0.03, -0.328], [0.127, 0.03, -0.41],
     [0.276, 0.44, -0.328], [0.127, 0.44, -0.41]])
 #: PA-MPJPE bounds (mm) for a clean projection of each known pose (the shipped lifters give
-#: 29 and 55 mm; the held-out clean mean is 70 mm, see lifter/README_section.md).
+#: 29 and 55 mm; the held-out clean mean is 70 mm, see models/README.md).
 PA_BOUND_MM = {"walk": 50.0, "sit": 80.0}
 #: int8 vs float of the same lift, metres.
 INT8_TOL = 0.08

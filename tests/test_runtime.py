@@ -58,6 +58,25 @@ def test_missing_model_file(manifest: Manifest, tmp_path: Path) -> None:
         load_model(key, 1, m)
 
 
+def test_validate_config_names_every_bad_model(manifest: Manifest, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """One model missing and another truncated: only the first was named, so a fix needed a
+    second ``validate-config`` to learn of the other."""
+    folder = _copy_models(manifest, tmp_path / "models")
+    m = load_manifest(folder)
+    landmark = m.find("landmark", "full", "int8")
+    detector = m.find("detector", None, "int8")
+    (folder / landmark.file).unlink()
+    data = (folder / detector.file).read_bytes()
+    (folder / detector.file).write_bytes(data[: len(data) // 2])
+    config = tmp_path / "c.toml"
+    config.write_text(f"[models]\ndir = {str(folder)!r}\n[mqtt]\nenabled = false\n")
+    assert cli.main(["validate-config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{landmark.file} is missing" in err, err
+    assert detector.file in err and "sha256 mismatch" in err, err
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip-one-byte", "append"])
 def test_damaged_model_is_refused_before_the_runtime(manifest: Manifest, tmp_path: Path,
                                                      damage: str) -> None:

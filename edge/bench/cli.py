@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--feed-fps", type=_positive(float), default=30.0,
                    help="frames per second fed, and core ticks per second (default 30)")
     g.add_argument("--detector-hz", type=_positive(float), default=None,
-                   help="detector runs per second (default: the config's, 5)")
+                   help="detector runs per second (default: the config's, 10)")
     g.add_argument("--e2e-threads", type=_positive(int), default=None,
                    help="interpreter threads per model (default: the config's, 2)")
     g.add_argument("--e2e-precision", type=_choices(PRECISIONS), default=None, metavar="P,P",
@@ -330,8 +330,8 @@ def measure_all(args: argparse.Namespace, manifest: Manifest) -> dict[str, Any]:
         if seen:
             notes.append("fewer people annotated than shown at "
                          + ", ".join(str(e["people"]) for e in seen)
-                         + " people: the detector (224x224 input over the whole frame) misses "
-                         "small people; see `seen`")
+                         + " people: people too small for the detector's views of the frame "
+                         "(whole frame and 416 px tiles), or crowded, are missed; see `seen`")
     result["load_start"] = load_start
     result["load_end"] = load_average()
     result["temp_c"] = read_cpu_temp_c()
