@@ -148,6 +148,13 @@ def test_folder_of_mixed_sizes_with_broken_files(manifest: Manifest, tmp_path: P
     for r in rows:  # annotated images, same size as the input
         img = cv2.imread(str(out / "annotated" / r["file"]))
         assert img is not None and img.shape[1::-1] == sizes[r["file"]]
+    # A photo's drawing has its people only: no video header ("frame 0  det ... fps") over
+    # its top left corner (bus.jpg's is sky and a building: nobody there).
+    drawn = cv2.imread(str(out / "annotated" / "bus.jpg"))
+    plain = cv2.imread(str(folder / "bus.jpg"))
+    assert drawn is not None and plain is not None
+    corner = np.abs(drawn[:40, :260].astype(np.int16) - plain[:40, :260].astype(np.int16))
+    assert corner.mean() < 4, f"the top left corner is drawn on ({corner.mean():.1f} / 255)"
 
     coco_path = out / "coco_keypoints.json"
     data = json.loads(coco_path.read_text())

@@ -57,7 +57,7 @@ class ImagesSink:
             out = out.with_suffix(".jpg")
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            ok = cv2.imwrite(str(out), draw_annotation(frame.image, annotation))
+            ok = cv2.imwrite(str(out), draw_annotation(frame.image, annotation, header=False))
         except (OSError, cv2.error) as e:
             raise SinkError(f"images {out}: write failed ({e})") from None
         if not ok:
