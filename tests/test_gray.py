@@ -206,10 +206,11 @@ def test_core_asks_less_presence_only_while_the_stream_is_gray(
 
 def test_gray_demo_clip_keeps_its_people(manifest: Manifest, tmp_path: Path) -> None:
     """The demo clip as a night camera delivers it (gray, through mp4v), every frame: the
-    landmark model is less sure of the man and the woman on gray crops, and the lower
-    presence threshold of gray streams keeps them. Measured: 356 of 386 labelled
-    person-frames (0.922) with the colour threshold, 359 (0.930) with the gray one; no frame
-    with more people than present either way. (Colour: 372; the colour stream is unchanged.)"""
+    landmark model is less sure of the man and the woman on gray crops, and the box detectors
+    find them less often. Measured, of 386 labelled person-frames: 356 (0.922) as colour
+    streams are processed; 359 (0.930) with the lower presence threshold of gray streams
+    (``GRAY_PRESENCE``); 373 (0.966) when a person whose pose is lost for a frame also coasts
+    (``GRAY_COAST``), as in colour (372). No frame with more people than present."""
     clip = tmp_path / "gray.mp4"
     assert looks.clip(DEMO_CLIP, clip, "gray") == N_FRAMES
     out = tmp_path / "out"
@@ -220,5 +221,5 @@ def test_gray_demo_clip_keeps_its_people(manifest: Manifest, tmp_path: Path) -> 
     rows = [json.loads(line) for line in (out / "annotations.jsonl").read_text().splitlines()]
     assert len(rows) == N_FRAMES
     recall, extra = presence_recall(rows)
-    assert recall >= 0.929, f"presence recall {recall:.3f} ({recall * 386:.0f} of 386)"
+    assert recall >= 0.96, f"presence recall {recall:.3f} ({recall * 386:.0f} of 386)"
     assert extra == [], f"more people than present in frames {extra}"
