@@ -642,7 +642,8 @@ class Tracker:
     COAST_S = 0.3
 
     def update(self, poses: Poses2D | None, t: float, ids: I64 | None = None,
-               coast: npt.NDArray[np.bool_] | None = None) -> list[TrackEvent]:
+               coast: npt.NDArray[np.bool_] | None = None,
+               min_presence: float | None = None) -> list[TrackEvent]:
         """Applies one tick of 2D poses: drops absent people, propagates regions, merges twins.
 
         Args:
@@ -657,6 +658,9 @@ class Tracker:
                 (:data:`COAST_S`): not posed this tick, its region left where it was. Back
                 with a pose that duplicates another posed track's (:meth:`_likely_duplicates`),
                 it ends: its region slid onto someone else.
+            min_presence: This tick's presence threshold in place of
+                ``config.min_presence`` (a gray stream's lower one:
+                ``edge.pipeline.GRAY_PRESENCE``); None: the configured one.
 
         Returns:
             Events in order: ``left`` (in track order), then ``merged``.
@@ -665,9 +669,12 @@ class Tracker:
             ValueError: ``t`` is before the previous update's, or the number of pose rows does
                 not match ``ids``.
         """
+        if min_presence is not None and not 0.0 <= min_presence <= 1.0:
+            raise ValueError(f"Tracker.update: min_presence must be in [0, 1], got {min_presence}")
         t = self._check_time(t, self._t_update, "update")
         self._t_update = t
         cfg = self.config
+        threshold = cfg.min_presence if min_presence is None else min_presence
         events: list[TrackEvent] = []
         row_ids = self._row_ids(poses, ids)
         by_id = {tr.id: tr for tr in self._tracks}
@@ -681,7 +688,7 @@ class Tracker:
                 if tr is None:
                     continue
                 nxt = poses.next_regions[row]
-                if not (presence[row] >= cfg.min_presence and _valid_region(nxt)):
+                if not (presence[row] >= threshold and _valid_region(nxt)):
                     if (coast is not None and bool(coast[row]) and tr.confirmed
                             and t - tr.last_seen <= self.COAST_S):
                         if not tr.coasting:
