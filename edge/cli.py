@@ -311,8 +311,12 @@ def _stop_on_signals(rt: Runtime) -> Iterator[list[int]]:
     try:
         yield got
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        # After a stop signal the handler stays to the end: the run can be over before the
+        # repeat arrives (50 ms later from GNU timeout), and the default action would then
+        # kill the process while it writes stats.json.
+        if not got:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 def _validate_config(path: Path) -> int:
