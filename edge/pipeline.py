@@ -238,10 +238,11 @@ class PoseCore:
         levels: How a dark or noisy frame is shown to the landmark model
             (:func:`edge.detect.levels.model_view`; the detector gets the same view through
             :meth:`Pipeline.detect`); None: as it is.
-        gray_watch: Streams: decides, frame by frame, whether the stream is gray (a night / IR
-            camera); while it is, a pose needs only :data:`GRAY_PRESENCE` of
-            ``min_presence`` (:attr:`min_presence`). The core's own watch (the detector's
-            thread has another): owned by the core's thread. None: never gray (still images).
+        gray_watch: Streams: decides, from a frame every :data:`GRAY_SAMPLE_S`, whether the
+            stream is gray (a night / IR camera); while it is, a pose needs only
+            :data:`GRAY_PRESENCE` of ``min_presence`` (:attr:`min_presence`). The core's own
+            watch (the detector's thread has another): owned by the core's thread. None: never
+            gray (still images).
 
     A new track is published only after its pose has been confirmed in
     ``tracker.config.confirm_ticks`` ticks after the first (0: at once). The detector can report
@@ -269,6 +270,7 @@ class PoseCore:
         self.levels = levels if levels is not None else LevelsConfig()
         self.gray_watch = gray_watch
         self._gray = False  # the stream judged gray at the current frame (gray_watch)
+        self._gray_t_ns: int | None = None  # capture time of the frame it last looked at
         self._view: tuple[U8, U8] | None = None  # the last image and the models' view of it
         self._last_t_ns: int | None = None
 
@@ -281,6 +283,7 @@ class PoseCore:
         self._last_t_ns = None
         self._view = None
         self._gray = False
+        self._gray_t_ns = None
         if self.gray_watch is not None:
             self.gray_watch.reset()
 
@@ -935,7 +938,11 @@ class PoseCore:
             raise ValueError(f"frame {frame.frame_id}: capture time {frame.t_capture_ns} ns is "
                              f"not after the previous frame's {self._last_t_ns} ns")
         self._last_t_ns = frame.t_capture_ns
-        self._gray = self.gray_watch is not None and self.gray_watch.update(frame.image)
+        if self.gray_watch is not None and (
+                self._gray_t_ns is None
+                or frame.t_capture_ns - self._gray_t_ns >= GRAY_SAMPLE_S * 1e9):
+            self._gray = self.gray_watch.update(frame.image)
+            self._gray_t_ns = frame.t_capture_ns
         delivered = frame  # what the annotation describes; the models see the frame's view
         view = self.model_image(frame.image)
         if view is not frame.image:  # image mode's dark or noisy stills only
@@ -1175,6 +1182,13 @@ GRAY_PRESENCE = 0.8
 #: IDF1 rises where people were lost (seed 1 clip00 26.1 -> 71.7 %, seed 2 clip02 70.0 ->
 #: 88.0 %). Colour streams: unchanged.
 GRAY_COAST = True
+
+#: The core looks at a stream's colour (``PoseCore.gray_watch``) in one frame every this many
+#: seconds of capture time, the first frame at once: a camera switches to night mode rarely,
+#: and :func:`~edge.detect.levels.chroma_spread` costs 0.26-0.37 ms a frame (1280x720 to
+#: 1920x1080, this host), 1-1.5 % of a core tick, on every frame before. A switch is seen
+#: after 3 looks (``GrayWatch.switch_after``): 0.6 s.
+GRAY_SAMPLE_S = 0.2
 
 
 def build_detector(config: Config, manifest: Manifest, mode: RunMode

@@ -18,13 +18,14 @@ from test_pipeline import N_FRAMES, presence_recall
 from test_track import dets, poses
 
 from bench.crowd import looks
+from bench.replay import read_frames
 from edge import cli
 from edge.config import Config
 from edge.detect import PoseDetector
 from edge.detect.box import BoxPersonDetector
 from edge.detect.levels import GrayWatch, chroma_spread
 from edge.detect.tiles import TiledDetector
-from edge.pipeline import GRAY_PRESENCE, build_detector, build_pipeline
+from edge.pipeline import GRAY_PRESENCE, GRAY_SAMPLE_S, build_detector, build_pipeline
 from edge.runtime import Manifest
 from edge.sources import DEMO_CLIP
 from edge.track import Tracker
@@ -46,14 +47,7 @@ def _through_mp4v(frames: list[U8], folder: Path) -> list[U8]:
     for f in frames:
         out.write(f)
     out.release()
-    cap = cv2.VideoCapture(str(path))
-    back: list[U8] = []
-    while True:
-        ok, read = cap.read()
-        if not ok:
-            break
-        back.append(np.asarray(read, np.uint8))
-    cap.release()
+    back = [image for _, image in read_frames(path)]
     assert len(back) == len(frames), f"{path}: {len(back)} of {len(frames)} frames read back"
     return back
 
@@ -181,23 +175,31 @@ def test_tracker_refuses_a_bad_presence_threshold(value: float) -> None:
 
 def test_core_asks_less_presence_only_while_the_stream_is_gray(
         manifest: Manifest, demo_frames: dict[int, U8]) -> None:
-    """A stream's core judges each frame (its own :class:`GrayWatch`): gray frames lower the
-    presence a pose needs to ``GRAY_PRESENCE`` of ``min_presence``, three colour frames in a
-    row raise it again, reset forgets. Still images have no watch."""
+    """A stream's core judges a frame every ``GRAY_SAMPLE_S`` (its own :class:`GrayWatch`):
+    gray frames lower the presence a pose needs to ``GRAY_PRESENCE`` of ``min_presence``,
+    three colour looks in a row raise it again, frames between looks keep the verdict (the
+    look costs 0.3 ms: it was taken on every frame), reset forgets. Still images have no
+    watch."""
     config = Config.model_validate({"models": {"dir": str(manifest.folder), "threads": 1}})
     core = build_pipeline(config, manifest=manifest, mode="every-frame").core
     base = core.tracker.config.min_presence
     colour = demo_frames[120]
     gray = _gray(colour)
+    look = round(GRAY_SAMPLE_S * 1e9)
     seen = []
     for k, image in enumerate((gray, gray, colour, colour, colour, gray)):
-        core.step(Frame(image, k, (k + 1) * 33_000_000, k / 30.0), None)
+        core.step(Frame(image, k, (k + 1) * look, (k + 1) * look / 1e9), None)
         seen.append(core.min_presence)
     low = base * GRAY_PRESENCE
     assert low < base
     assert seen == [low, low, low, low, base, base]
     core.reset()
     assert core.min_presence == base
+    between = []  # a gray look, then colour frames 33 ms apart within one look's interval
+    for k, image in enumerate((gray, colour, colour, colour, colour)):
+        core.step(Frame(image, 10 + k, 10 * look + k * 33_000_000, 0.0), None)
+        between.append(core.min_presence)
+    assert between == [low] * 5
     still = build_pipeline(config, manifest=manifest, mode="image").core
     assert still.gray_watch is None
     still.step(Frame(gray, 0, 1, 0.0), None)
