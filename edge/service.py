@@ -56,8 +56,8 @@ from edge.comms.system import SystemProbe
 from edge.config import Config, ConfigError, load_config
 from edge.preflight import preflight, resolve_state_dir
 from edge.sdnotify import Notifier
-from edge.sources.files import IMAGE_SUFFIXES
 from edge.sources.live import quiet_video_backends
+from edge.sources.open import names_stills
 from edge.types import Frame
 
 if TYPE_CHECKING:
@@ -215,8 +215,7 @@ def _refuse_stills(config: Config, origin: str) -> None:
         ConfigError: ``source.uri`` is an image file or a folder (exit status 2).
     """
     uri = config.source.uri
-    path = Path(uri)
-    if path.suffix.lower() in IMAGE_SUFFIXES or (uri != "demo" and path.is_dir()):
+    if names_stills(uri):
         raise ConfigError(origin, [("source.uri", (
             f"{uri!r} is a photo or a folder: the service streams a camera or a video; pose "
             "photos with `edge-pose run --source PHOTO` (image mode), or on a running "

@@ -31,6 +31,7 @@ from edge.sources import (
 from edge.sources.base import SourceSilentError
 from edge.sources.files import IMAGE_SUFFIXES
 from edge.sources.live import LiveSource
+from edge.sources.open import names_stills
 from edge.sources.prefetch import Prefetcher
 
 
@@ -111,6 +112,19 @@ def test_a_truncated_jpeg_is_skipped_not_posed_half_grey(tmp_path: Path,
     assert frame.name == "whole.jpg" and frame.image.shape == demo_frames[120][::2, ::2].shape
     assert [name for name, _ in src.skipped] == ["cut0.jpg", "cut1.jpg"]
     assert all("cannot be decoded (corrupt or truncated)" in why for _, why in src.skipped)
+
+
+@pytest.mark.parametrize(("uri", "stills"), [
+    ("demo", False), ("0", False), ("picamera2", False), ("picamera2:1", False),
+    ("/dev/video0", False), ("http://cam/snapshot.jpg", False), ("rtsp://cam/live", False),
+    ("{tmp}", True), ("{tmp}/a.JPG", True), ("{tmp}/a.webp", True), ("{tmp}/a.mp4", False),
+    ("{tmp}/no_such_folder", False),
+])
+def test_names_stills_is_what_open_source_reads_as_stills(tmp_path: Path, uri: str,
+                                                          stills: bool) -> None:
+    """One rule for "is this source photos": the service refuses them by it (it used to
+    judge by suffix alone, so a camera's ``http://.../snapshot.jpg`` URL was refused)."""
+    assert names_stills(uri.format(tmp=tmp_path)) is stills
 
 
 def test_empty_folder(tmp_path: Path) -> None:

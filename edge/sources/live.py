@@ -63,12 +63,9 @@ class _CvGrabber:
     turned = False
 
     def __init__(self, target: int | str, width: int | None, height: int | None,
-                 fps: float | None, stall_timeout_s: float | None = None) -> None:
-        v4l2 = isinstance(target, int) or target.startswith("/dev/")
-        if v4l2:
+                 fps: float | None, stall_timeout_s: float = STALL_TIMEOUT_S) -> None:
+        if isinstance(target, int) or target.startswith("/dev/"):
             self._cap = cv2.VideoCapture(target, cv2.CAP_V4L2)
-        elif stall_timeout_s is None:
-            self._cap = cv2.VideoCapture(target)
         else:
             # FFmpeg's own limits on a connection's open and on each read; OpenCV's default
             # (30 s) kept a stalled stream (a pulled cable: no bytes, no close) for 30 s

@@ -76,13 +76,29 @@ def open_source(uri: str, *, width: int | None = None, height: int | None = None
                               "/dev/v4l/by-id/... or by-path/... name)")
         return open_camera(uri, width, height, fps, rotate=rotate, mirror=mirror, **backoff)
     path = Path(uri)
-    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
+    if names_stills(uri):
         return ImageFolderSource(path, rotate=rotate, mirror=mirror)
     if not path.exists():
         raise SourceError(f"source {uri!r}: no such file, and not a camera index, URL or "
                           "picamera2")
     return VideoFileSource(path, loop=loop, rotate=rotate, mirror=mirror)
 
+
+def names_stills(uri: str) -> bool:
+    """Whether :func:`open_source` reads ``uri`` as still images (an image file or a folder).
+
+    Args:
+        uri: A source URI, as :func:`open_source` takes it.
+
+    Returns:
+        True for an image file's name or an existing folder; False for ``demo``, a camera, a
+        URL, ``picamera2`` and video files.
+    """
+    if (uri in ("demo", "picamera2") or is_ascii_number(uri)
+            or uri.startswith(("picamera2:", "/dev/")) or "://" in uri):
+        return False
+    path = Path(uri)
+    return path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def _remote_file(url: str, loop: bool, rotate: Rotate, mirror: bool) -> VideoFileSource | None:
