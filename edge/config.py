@@ -9,9 +9,10 @@ then runs the checks the daemon makes before it starts (:mod:`edge.preflight`).
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -399,13 +400,68 @@ class ConfigError(ValueError):
         super().__init__(f"config {path}: {len(errors)} error(s)\n{lines}")
 
 
-def _errors(e: ValidationError) -> list[tuple[str, str]]:
+def _section(model: type[BaseModel], path: Sequence[str]) -> type[BaseModel] | None:
+    """The section model at ``path`` below ``model`` (None: not a section)."""
+    for name in path:
+        field = model.model_fields.get(name)
+        sub = None if field is None else field.annotation
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            return None
+        model = sub
+    return model
+
+
+def _keys(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every key path of ``model``, sections and their keys, depth first."""
+    out: list[tuple[str, ...]] = []
+    for name, field in model.model_fields.items():
+        out.append((*prefix, name))
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            out += _keys(sub, (*prefix, name))
+    return out
+
+
+def unknown_key_hint(model: type[BaseModel], loc: Sequence[str]) -> str:
+    """What a mistyped or misplaced key at ``loc`` was most likely meant to be.
+
+    A key of the same section spelt alike (``difflib``, ratio >= 0.75) is suggested; else a key
+    spelt alike in another section (``min_presence`` under ``[detector]`` belongs in
+    ``[tracking]``).
+
+    Args:
+        model: The root model (:class:`Config`, or the fuse worker's).
+        loc: The unknown key's path, section names then the key.
+
+    Returns:
+        ``"; did you mean tracking.min_presence?"``, or ``""`` when nothing is close.
+    """
+    *parent, key = loc
+    section = _section(model, parent)
+    if section is None:
+        return ""
+    close = difflib.get_close_matches(key, list(section.model_fields), n=1, cutoff=0.75)
+    if close:
+        return f"; did you mean {'.'.join([*parent, close[0]])}?"
+    others = [k for k in _keys(model) if list(k[:-1]) != parent]
+    alike = set(difflib.get_close_matches(key, {k[-1] for k in others}, n=1, cutoff=0.75))
+    elsewhere = [".".join(k) for k in others if k[-1] in alike]
+    if elsewhere:
+        return f"; did you mean {' or '.join(elsewhere)}?"
+    return ""
+
+
+def _errors(e: ValidationError, model: type[BaseModel] | None = None
+            ) -> list[tuple[str, str]]:
+    """Each of ``e``'s errors as (key path, message); unknown keys get a hint from ``model``."""
     out = []
     for err in e.errors(include_url=False):
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+            if model is not None:
+                msg += unknown_key_hint(model, [str(p) for p in err["loc"]])
         elif err["type"] in ("float_type", "int_type", "bool_type", "string_type"):
             msg += f" (got {type(err['input']).__name__} {str(err['input'])[:40]!r})"
         out.append((loc, msg))
@@ -424,7 +480,7 @@ def parse_config(data: dict[str, Any], origin: str = "<dict>") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(origin, _errors(e)) from None
+        raise ConfigError(origin, _errors(e, Config)) from None
 
 
 def read_toml(path: Path) -> dict[str, Any]:

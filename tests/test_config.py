@@ -51,6 +51,34 @@ def test_every_error_has_its_key_path(data: dict[str, object],
         assert gkey == key and msg in gmsg
 
 
+@pytest.mark.parametrize(("data", "key", "hint"), [
+    ({"trackng": {}}, "trackng", "did you mean tracking?"),
+    ({"tracking": {"min_presense": 0.3}}, "tracking.min_presense",
+     "did you mean tracking.min_presence?"),
+    # the right key in the wrong section
+    ({"detector": {"min_presence": 0.3}}, "detector.min_presence",
+     "did you mean tracking.min_presence?"),
+    ({"mqtt": {"tls": {"ca_fil": "x"}}}, "mqtt.tls.ca_fil", "did you mean mqtt.tls.ca_file?"),
+    # nothing alike: no guess
+    ({"source": {"bogus": 1}}, "source.bogus", None),
+])
+def test_an_unknown_key_names_what_was_likely_meant(data: dict[str, object], key: str,
+                                                    hint: str | None) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "test.toml")
+    [(got_key, msg)] = info.value.errors
+    assert got_key == key and msg.startswith("unknown key")
+    assert (hint in msg) if hint else msg == "unknown key"
+
+
+def test_a_fuse_worker_key_gets_the_same_hint() -> None:
+    from edge.fuse.config import parse_fuse_config
+    with pytest.raises(ConfigError) as info:
+        parse_fuse_config({"sync": {"max_wiat_s": 1}}, "fuse.toml")
+    # max_wait_s lives in [fuse], not [sync]
+    assert ("sync.max_wiat_s", "unknown key; did you mean fuse.max_wait_s?") in info.value.errors
+
+
 def test_toml_ints_fill_float_fields_and_strings_fill_paths() -> None:
     c = parse_config({"scheduler": {"rate_hz": 10, "detector_hz": 2},
                       "mqtt": {"reconnect_min_s": 1, "reconnect_max_s": 2},

@@ -229,7 +229,7 @@ def parse_fuse_config(data: dict[str, Any], origin: str = "<dict>",
     try:
         config = FuseConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(origin, _errors(e)) from None
+        raise ConfigError(origin, _errors(e, FuseConfig)) from None
     if base is not None:
         scene = config.scene
         updates: dict[str, Any] = {}
