@@ -739,3 +739,60 @@ def test_smallest_sides_leave_out_a_tracks_first_moments_and_forget_old_sizes() 
         tracker.tracks()
         tracker.update(poses([(500.0, 300.0)], [0.9], size=SIZE), t)
     assert tracker.smallest_sides(t, 0.2).tolist() == pytest.approx([SIZE])
+
+
+def _spanning(boxes: list[tuple[float, float, float, float]], presence: float = 0.9) -> Poses2D:
+    """Poses whose 33 landmarks span each ``x1, y1, x2, y2`` box (a body filling it)."""
+    n = len(boxes)
+    kp = np.zeros((n, 33, 2), np.float32)
+    regs = np.zeros((n, 5), np.float32)
+    t = np.linspace(0.0, 1.0, 33)
+    for k, (x1, y1, x2, y2) in enumerate(boxes):
+        kp[k, :, 0] = x1 + (x2 - x1) * np.abs(np.sin(7 * t))  # every column of the box
+        kp[k, :, 1] = y1 + (y2 - y1) * t
+        side = 1.25 * max(x2 - x1, y2 - y1)
+        regs[k] = ((x1 + x2) / 2, (y1 + y2) / 2, side, side, 0.0)
+    kp[:, 0, :] = np.array([b[:2] for b in boxes], np.float32)  # the corners themselves
+    kp[:, -1, :] = np.array([b[2:] for b in boxes], np.float32)
+    return Poses2D(kp, np.zeros((n, 33), np.float32), np.ones((n, 33), np.float32),
+                   np.full(n, presence, np.float32), np.zeros((n, 33, 3), np.float32), regs,
+                   regs.copy())
+
+
+def _boxed(boxes: list[tuple[float, float, float, float]]) -> Detections:
+    b = np.array(boxes, np.float32).reshape(-1, 4)
+    side = 1.25 * np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+    regs = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, side, side,
+                     np.zeros(len(b))], axis=1).astype(np.float32)
+    return Detections(b, np.full(len(b), 0.8, np.float32),
+                      np.zeros((len(b), 0, 2), np.float32), regs)
+
+
+@pytest.mark.parametrize(("fits", "merged"), [
+    (True, False),   # a far person beside a near one, found in a stream: a person
+    (False, True),   # a "pose" the model imagined at the near one's hand: a part of them
+])
+def test_a_newcomer_that_fitted_its_box_is_never_taken_for_a_part(fits: bool,
+                                                                  merged: bool) -> None:
+    """A 50-px walker found beside a 300-px person, inside their body box widened by
+    ``PART_MARGIN``: kept when its first pose spanned the whole-body box it was detected in,
+    however it moves after (the fit is taken at its first pose: crowd clips, a walker soon
+    left the box of a detection from a second before and was merged away as a hand); a
+    newcomer whose pose did not fit its box is still merged as a part."""
+    tracker = Tracker()
+    near = (200.0, 100.0, 300.0, 400.0)
+    tracker.add_detections(_boxed([near]), 0.0)
+    tracker.tracks()
+    tracker.update(_spanning([near]), 0.0)
+    far = (310.0, 240.0, 330.0, 290.0)
+    assert kinds(tracker.add_detections(_boxed([far]), 1 / FPS)) == [("entered", 2)]
+    events: list[TrackEvent] = []
+    for tick in range(1, 31):  # one second of the walker walking right, 1 px a frame
+        ids = tracker.tracks().ids.tolist()
+        x = float(tick - 1)
+        mine = (far[0] + x, far[1], far[2] + x, far[3])
+        if not fits:  # the body imagined over the hand's whole region, not its box
+            mine = (290.0, 215.0, 350.0, 315.0)
+        events += tracker.update(_spanning([near, mine][:len(ids)]), tick / FPS)
+    assert (events == [TrackEvent("merged", 2, 1 / FPS, other_id=1)]) is merged, events
+    assert tracker.tracks().ids.tolist() == ([1] if merged else [1, 2])
