@@ -260,6 +260,20 @@ def toml_value(v: Any) -> str:
     return json.dumps(str(v))
 
 
+def journal_events(state: Path) -> list[dict[str, Any]]:
+    """The events a daemon's journal holds unacknowledged (read-only; [] before it exists)."""
+    path = state / "events.db"
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return [json.loads(body) for (body,) in db.execute("SELECT body FROM events")]
+    except sqlite3.Error:  # created, no table yet
+        return []
+    finally:
+        db.close()
+
+
 def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
     lines = []
     for name, values in sections.items():
@@ -504,6 +518,10 @@ def test_broker_outage_loses_no_event_and_drops_only_old_pose_frames(
         sub.connected.clear()
         t_down = time.time()
         time.sleep(5.0)
+        # The outage lasts until an event has happened in it, kept in the daemon's journal (a
+        # loaded host ticks slowly: the clip's 3-s loop once gave no event in 5 s).
+        wait_until(lambda: any(ev["ts"] >= t_down for ev in journal_events(d.state)), 60,
+                   "an event during the outage")
         broker.start()
         t_up = time.time()
         assert sub.connected.wait(15)
