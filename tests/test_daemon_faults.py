@@ -20,7 +20,6 @@ import os
 import random
 import re
 import signal
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from test_service import (  # the shared Mosquitto / daemon / subscriber helpers
     Subscriber,
     clip,  # noqa: F401 - a fixture
     free_port,
+    journal_events,
     wait_until,
 )
 
@@ -180,20 +180,6 @@ def test_the_daemon_starts_on_a_damaged_journal_and_delivers_what_it_can_read(
 # -------------------------------------------------------------------------------- power cuts
 
 
-def _journal_events(state: Path) -> list[dict[str, Any]]:
-    """The events in the daemon's journal right now (committed = acknowledged as journalled)."""
-    path = state / "events.db"
-    if not path.exists():
-        return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        return [json.loads(b) for (b,) in db.execute("SELECT body FROM events")]
-    except sqlite3.Error:
-        return []  # being created
-    finally:
-        db.close()
-
-
 def test_sigkill_at_random_moments_with_a_flapping_broker_loses_no_event(
         tmp_path: Path, clip: Path) -> None:  # noqa: F811 - the fixture
     seed = int(os.environ.get("EDGE_POSE_POWERCUT_SEED", str(int(time.time()))))
@@ -225,12 +211,12 @@ def test_sigkill_at_random_moments_with_a_flapping_broker_loses_no_event(
             d.start()
             die_at = time.monotonic() + rng.uniform(1.0, 8.0)
             while time.monotonic() < die_at:
-                for e in _journal_events(d.state):
+                for e in journal_events(d.state):
                     journalled[(e["stream"], e["seq"])] = e
                 time.sleep(rng.uniform(0.05, 0.3))
             d.kill()  # SIGKILL: the process has no say
             kills += 1
-            for e in _journal_events(d.state):  # what survived the kill
+            for e in journal_events(d.state):  # what survived the kill
                 journalled[(e["stream"], e["seq"])] = e
         stop.set()
         flapper.join(10)
@@ -242,7 +228,7 @@ def test_sigkill_at_random_moments_with_a_flapping_broker_loses_no_event(
         d.start()
         wait_until(lambda: d.log.read_text(errors="replace").count("INFO edge.service: ready")
                    > ready_before and len(sub.on("stats")) > n_stats, 90, "the last run")
-        wait_until(lambda: not _journal_events(d.state), 90, "the journal drained")
+        wait_until(lambda: not journal_events(d.state), 90, "the journal drained")
         d.signal(signal.SIGTERM)
         assert d.wait(30) == 0, d.output()
         delivered: dict[tuple[str, int], dict[str, Any]] = {}

@@ -261,7 +261,8 @@ def toml_value(v: Any) -> str:
 
 
 def journal_events(state: Path) -> list[dict[str, Any]]:
-    """The events a daemon's journal holds unacknowledged (read-only; [] before it exists)."""
+    """The events in a daemon's journal right now, not yet acknowledged by the broker
+    (committed = journalled; read-only; [] while it is being created)."""
     path = state / "events.db"
     if not path.exists():
         return []
