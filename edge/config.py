@@ -400,17 +400,6 @@ class ConfigError(ValueError):
         super().__init__(f"config {path}: {len(errors)} error(s)\n{lines}")
 
 
-def _section(model: type[BaseModel], path: Sequence[str]) -> type[BaseModel] | None:
-    """The section model at ``path`` below ``model`` (None: not a section)."""
-    for name in path:
-        field = model.model_fields.get(name)
-        sub = None if field is None else field.annotation
-        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
-            return None
-        model = sub
-    return model
-
-
 def _keys(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Every key path of ``model``, sections and their keys, depth first."""
     out: list[tuple[str, ...]] = []
@@ -437,17 +426,12 @@ def unknown_key_hint(model: type[BaseModel], loc: Sequence[str]) -> str:
         ``"; did you mean tracking.min_presence?"``, or ``""`` when nothing is close.
     """
     *parent, key = loc
-    section = _section(model, parent)
-    if section is None:
-        return ""
-    close = difflib.get_close_matches(key, list(section.model_fields), n=1, cutoff=0.75)
-    if close:
-        return f"; did you mean {'.'.join([*parent, close[0]])}?"
-    others = [k for k in _keys(model) if list(k[:-1]) != parent]
-    alike = set(difflib.get_close_matches(key, {k[-1] for k in others}, n=1, cutoff=0.75))
-    elsewhere = [".".join(k) for k in others if k[-1] in alike]
-    if elsewhere:
-        return f"; did you mean {' or '.join(elsewhere)}?"
+    keys = _keys(model)
+    for near in ([k for k in keys if list(k[:-1]) == parent],   # its own section first
+                 [k for k in keys if list(k[:-1]) != parent]):
+        alike = set(difflib.get_close_matches(key, {k[-1] for k in near}, n=1, cutoff=0.75))
+        if alike:
+            return f"; did you mean {' or '.join('.'.join(k) for k in near if k[-1] in alike)}?"
     return ""
 
 
