@@ -462,6 +462,17 @@ LR_MAX_GAP_S = 1.0
 #: Cost, guard and lift of one person per frame at 1 thread: 186 -> 236 us (the stage lifts 2
 #: poses per person instead of 1, one batch, and keeps the guard's rows; the guard's facing
 #: comparisons 25 us).
+#: Also where the better labelling misfits (over ``LR_MISFIT``: a half-turned frame fits neither
+#: labelling of its reference, however far apart its two costs are), since session 14. On the
+#: development set and its 11 variants (``lifter.sides_variants``: mirrored, resized, blurred,
+#: dim, noisy and cropped views; 6,757 rows), the frames where the fused truth trades sides
+#: itself left out (``beyond``), 6 draws: real swapped frames at 60 / 30 fps 11 / 7 -> 6 / 5,
+#: injected flicker 131 / 46 -> 97 / 31, with half-turned frames 212 / 354 -> 151 / 312, no set
+#: worse in any figure; the demo clip right, turn 387. Over 0.15 instead of ``LR_MISFIT``: 7 / 7,
+#: 80 / 28, 122 / 223 (4 draws, against 6 / 5, 73 / 21, 116 / 218). A one-frame fixed-lag
+#: decision (the frame before smoothed by the new frame's evidence; it would delay every
+#: output by a frame) on top: 5 / 5, 89 / 30, 134 / 303, a few frames fewer for a frame's delay
+#: of every published pose: not taken.
 LR_FACING_SCALE = 0.15
 LR_TURN_RATE = 6.0
 LR_FACING_GATE = 0.2
@@ -566,8 +577,9 @@ class LeftRight:
 
     3D evidence (optional, ``sides_3d`` of each call: a lifter's 3D of both labellings). Where
     the 2D cannot tell the labellings apart (side-on, three-quarter and half-turned poses: the
-    two 2D costs within ``facing_gate`` of each other), the lifter can: the other labelling of
-    a three-quarter pose lifts to a body turned round by 150-180 deg. Each labelling's facing
+    two 2D costs within ``facing_gate`` of each other, or the better of them over ``misfit``,
+    a frame that fits neither labelling of its reference), the lifter can: the other labelling
+    of a three-quarter pose lifts to a body turned round by 150-180 deg. Each labelling's facing
     (the horizontal direction of its left-minus-right shoulders and hips) is compared with the
     reference frame's, both labellings against both: a von Mises likelihood in the angle less
     the turn ``turn_rate * dt`` a person makes freely, scale ``facing_scale``. Where the 2D is
@@ -597,7 +609,7 @@ class LeftRight:
         facing_scale: Scale of the 3D facing cost ``1 - cos(angle)`` (0..2).
         turn_rate: Turn (rad/s) about the vertical that costs nothing.
         facing_gate: The 3D evidence is used where the 2D costs of the two labellings differ
-            by less than this (RMS radii; 0: never).
+            by less than this (RMS radii; 0: only where the better one is over ``misfit``).
     """
 
     def __init__(self, sigma: float = LR_SIGMA, motion: float = LR_MOTION,
@@ -662,7 +674,8 @@ class LeftRight:
         """
         dt = t - ref.t_s
         scale = self.sigma + self.motion * dt
-        weak = bool(np.isnan(same)) or abs(same - swap) < self.facing_gate
+        weak = (bool(np.isnan(same)) or abs(same - swap) < self.facing_gate
+                or min(same, swap) > self.misfit)
         ev = (np.zeros((2, 2)) if np.isnan(same) else
               -np.array([[same, swap], [swap, same]]) / scale)
         if weak and facing is not None and ref.facing is not None:

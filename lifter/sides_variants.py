@@ -1,11 +1,12 @@
-"""More development data for the left/right guard: the development views mirrored and halved.
+"""More development data for the left/right guard: the development views mirrored, resized, etc.
 
 The development set of :mod:`lifter.sides_dev` (Pose2Sim ``Demo_MultiPerson``, 4 views, 2 people,
 100 frames at 60 fps) has few real label flips left that the guard could win. The 2D landmark
-model is not mirror-symmetric and not scale-invariant: the same frames mirrored, or at half
-size, make it err on other frames, in other ways. Their truth is exact: the fused 3D of the
-original frames, mirrored (x negated, left and right exchanged) for a mirrored view; unchanged
-for a halved one (root-relative metres do not depend on the image size).
+model is not mirror-symmetric, not scale-invariant and not blind to blur, light and noise: the
+same frames mirrored, at another size, blurred, dim, noisy or with a side cut off make it err
+on other frames, in other ways. Their truth is exact: the fused 3D of the original frames,
+mirrored (x negated, left and right exchanged) for a mirrored view; unchanged otherwise
+(root-relative metres do not depend on the image's size, light or crop).
 
 Each variant view is written once (lossless FFV1 would need FFmpeg's encoder in OpenCV; MJPEG at
 quality 95 is what OpenCV writes everywhere), run through ``edge-pose run --every-frame`` with the
@@ -15,6 +16,14 @@ person of the same frame (mean joint distance after mapping the variant's pixels
 :data:`MATCH_SHARE` of the person's height) and takes that row's truth.
 
 Never the test set (``Demo_SinglePerson``).
+
+Measured (session 14; the original and all 11 variants, 6,757 rows; the ``beyond`` figures of
+:func:`lifter.sides_dev.evaluate`, summed: swapped frames at 60 / 30 fps, injected flicker
+60 / 30, with half-turned frames 60 / 30, the frames where the fused truth trades sides itself
+left out): no guard 250 / 250, 4266 / 3702, 4578 / 4034; the 2D alone 27 / 14, 277 / 119,
+579 / 791; the default (the 3D's facing where the 2D is weak) 6 / 5, 97 / 31, 151 / 312, and
+with the 3D used only where the two 2D costs are close (before session 14) 11 / 7, 131 / 46,
+212 / 354.
 
 Measured (session 10; default guard, swapped frames per view at 60 / 30 fps, injected flicker
 60 / 30, with half-turned frames 60 / 30): the original views 0/3/0/5, 0/5/0/5, 56 / 61, 78 / 87;
@@ -38,11 +47,13 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from bench.fuse_data import CACHE, RUN_SETTINGS, _annotate, scene
 from edge.bench.lift import multi_tracks
@@ -53,29 +64,90 @@ from edge.runtime import sha256_file
 logger = logging.getLogger(__name__)
 
 FLIP = list(COCO17_FLIP)
-#: Variant name -> (mirrored, scale).
-VARIANTS: dict[str, tuple[bool, float]] = {"mirror": (True, 1.0), "half": (False, 0.5),
-                                           "mirror_half": (True, 0.5)}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How a variant view is made from a development view, in this order.
+
+    Attributes:
+        mirrored: Flipped left to right (last).
+        scale: Resized by this factor (INTER_AREA).
+        crop: Share of the frame's width cut off its left edge (first).
+        blur: Gaussian blur sigma (px of the variant frame; 0: none).
+        gain: Brightness factor (1: unchanged); a dim room.
+        noise: Sensor noise, standard deviation in grey levels (seeded per frame).
+    """
+
+    mirrored: bool = False
+    scale: float = 1.0
+    crop: float = 0.0
+    blur: float = 0.0
+    gain: float = 1.0
+    noise: float = 0.0
+
+    def make(self, frame: npt.NDArray[Any], index: int) -> npt.NDArray[Any]:
+        """The variant of one (h, w, 3) BGR frame (``index``: the frame's, seeds the noise)."""
+        if self.crop:
+            frame = frame[:, round(self.crop * frame.shape[1]):]
+        if self.scale != 1.0:
+            frame = cv2.resize(frame, None, fx=self.scale, fy=self.scale,
+                               interpolation=cv2.INTER_AREA)
+        if self.blur:
+            frame = cv2.GaussianBlur(frame, (0, 0), self.blur)
+        if self.gain != 1.0 or self.noise:
+            f = frame.astype(np.float32) * self.gain
+            if self.noise:
+                f += np.random.default_rng(index).normal(0.0, self.noise, f.shape)
+            frame = np.clip(f + 0.5, 0, 255).astype(np.uint8)
+        if self.mirrored:
+            frame = cv2.flip(frame, 1)
+        return np.ascontiguousarray(frame)
+
+    def to_original(self, kp: npt.NDArray[Any], size: tuple[int, int],
+                    width: int) -> npt.NDArray[Any]:
+        """A variant frame's (17, 2) px mapped to the original frame's px.
+
+        ``size``: the variant frame's (w, h); ``width``: the original frame's (px). A mirror's
+        left and right labels are exchanged.
+        """
+        kp = kp / self.scale
+        if self.mirrored:
+            kp = kp[FLIP].copy()
+            kp[:, 0] = size[0] / self.scale - 1 - kp[:, 0]
+        out: npt.NDArray[Any] = kp + np.array([round(self.crop * width), 0.0])
+        return out
+
+
+#: Variant name -> how it is made. Session 10's three (mirrored, halved, both), then session
+#: 14's: three-quarter size, blurred, dim, noisy, a side cut off, and three of them mirrored.
+VARIANTS: dict[str, Variant] = {
+    "mirror": Variant(mirrored=True), "half": Variant(scale=0.5),
+    "mirror_half": Variant(mirrored=True, scale=0.5),
+    "three_quarter": Variant(scale=0.75), "blur": Variant(blur=2.0),
+    "dim": Variant(gain=0.4), "noisy": Variant(noise=12.0), "cropped": Variant(crop=0.15),
+    "mirror_three_quarter": Variant(mirrored=True, scale=0.75),
+    "mirror_blur": Variant(mirrored=True, blur=2.0), "mirror_dim": Variant(mirrored=True, gain=0.4),
+}
 #: A variant's person matches an original person when their mean joint distance, in the
 #: original's pixels, is under this share of the original person's height.
 MATCH_SHARE = 0.15
 
 
-def _write_variant(video: Path, out: Path, mirrored: bool, scale: float) -> None:
-    """Writes ``video``'s frames mirrored and/or scaled to ``out`` (MJPEG q95, same rate)."""
+def _write_variant(video: Path, out: Path, variant: Variant) -> None:
+    """Writes ``video``'s frames as ``variant`` to ``out`` (MJPEG q95, same rate)."""
     cap = cv2.VideoCapture(str(video))
     fps = cap.get(cv2.CAP_PROP_FPS) or 60.0
     writer: cv2.VideoWriter | None = None
     tmp = out.with_suffix(".part.avi")
     try:
+        index = 0
         while True:
             ok, frame = cap.read()
             if not ok:
                 break
-            if scale != 1.0:
-                frame = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-            if mirrored:
-                frame = cv2.flip(frame, 1)
+            frame = variant.make(frame, index)
+            index += 1
             if writer is None:
                 writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"MJPG"), fps,
                                          (frame.shape[1], frame.shape[0]))
@@ -88,9 +160,18 @@ def _write_variant(video: Path, out: Path, mirrored: bool, scale: float) -> None
     tmp.replace(out)
 
 
+def _width(video: Path) -> int:
+    """The frame width (px) of ``video``."""
+    cap = cv2.VideoCapture(str(video))
+    try:
+        return int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+    finally:
+        cap.release()
+
+
 def variant_jsonls(name: str, cache: Path = CACHE) -> list[Path]:
     """Each view's ``annotations.jsonl`` of one variant (made once, then cached)."""
-    mirrored, scale = VARIANTS[name]
+    variant = VARIANTS[name]
     sc = scene("multi", cache)
     manifest = sha256_file(Path(__file__).resolve().parents[1] / "models" / "manifest.json")
     out = []
@@ -104,7 +185,7 @@ def variant_jsonls(name: str, cache: Path = CACHE) -> list[Path]:
             folder.mkdir(parents=True, exist_ok=True)
             stamp.unlink(missing_ok=True)
             src = folder / "source.avi"
-            _write_variant(video, src, mirrored, scale)
+            _write_variant(video, src, variant)
             logger.info("running edge-pose on %s", src)
             _annotate(src, device, folder)
             src.unlink()
@@ -121,18 +202,15 @@ def variant_tracks(name: str, cache: Path = CACHE) -> dict[str, Any]:
         metres in the variant's look-at frame, ``view`` (n,), ``frame`` (n,), ``track`` (n,)
         ``view * 1000 + track ID``; rows of a track contiguous and in time order.
     """
-    mirrored, scale = VARIANTS[name]
+    variant = VARIANTS[name]
     dev = multi_tracks(cache / "lifter")
     rows: dict[str, list[Any]] = {k: [] for k in ("kp", "conf", "gt", "view", "frame", "track")}
+    widths = [_width(video) for video in scene("multi", cache).videos]
     for v, jsonl in enumerate(variant_jsonls(name, cache)):
         for vf in read_view_frames(jsonl):
-            width = vf.size[0] / scale  # the original frame's width
             orig = np.flatnonzero((dev["view"] == v) & (dev["frame"] == vf.frame_id))
             for person in vf.persons:
-                kp = person.kp / scale
-                if mirrored:
-                    kp = kp[FLIP].copy()
-                    kp[:, 0] = width - 1 - kp[:, 0]
+                kp = variant.to_original(person.kp, vf.size, widths[v])
                 best, best_d = -1, np.inf
                 for r in orig:
                     ref = dev["kp"][r]
@@ -143,7 +221,7 @@ def variant_tracks(name: str, cache: Path = CACHE) -> dict[str, Any]:
                 if best < 0:
                     continue
                 gt = dev["gt"][best]
-                if mirrored:
+                if variant.mirrored:
                     gt = gt[FLIP] * np.array([-1.0, 1.0, 1.0])
                 rows["kp"].append(person.kp)
                 rows["conf"].append(person.conf)
@@ -157,17 +235,29 @@ def variant_tracks(name: str, cache: Path = CACHE) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Prints every development figure of no guard and of the default, on each variant."""
+    """Prints the development figures of no guard, the 2D alone and the default on each set.
+
+    The sets: the original views and every variant; then each guard's ``beyond`` figures
+    (:func:`lifter.sides_dev.evaluate`) summed over all of them.
+    """
+    from edge.bench.lift import multi_tracks
     from edge.lift3d import LeftRight, Lifter
     from lifter.sides_dev import evaluate
 
     logging.basicConfig(level=logging.INFO)
     lifter = Lifter.load("lifter_single_int8", 1)
-    for name in VARIANTS:
-        d = variant_tracks(name)
-        print(name, f"{len(d['kp'])} rows",
-              "none", evaluate(None, lifter, dev=d),
-              "default", evaluate(LeftRight, lifter, use_3d=True, dev=d), flush=True)
+    sets = {"original": multi_tracks(), **{name: variant_tracks(name) for name in VARIANTS}}
+    totals: dict[str, dict[str, int]] = {}
+    for name, d in sets.items():
+        for guard, make, use_3d in (("none", None, False), ("2D only", LeftRight, False),
+                                    ("default", LeftRight, True)):
+            fig = evaluate(make, lifter, use_3d=use_3d, dev=d)
+            print(name, f"{len(d['kp'])} rows", guard, fig, flush=True)
+            total = totals.setdefault(guard, {})
+            for key, value in fig["beyond"].items():
+                total[key] = total.get(key, 0) + value
+    for guard, total in totals.items():
+        print("all sets", guard, total)
 
 
 if __name__ == "__main__":

@@ -388,6 +388,37 @@ def test_a_flip_after_half_turned_frames_is_undone_with_the_3d(manifest: Manifes
     assert wrong["2d"] >= 4 * 4 and wrong["3d"] == 0, wrong
 
 
+def test_a_half_turned_frame_that_fits_neither_labelling_is_settled_by_the_3d(
+        manifest: Manifest) -> None:
+    """The 2D model's flicker often starts with a half-turned frame leaning to the other
+    labelling (here 0.7 of the way), then flips. Against the frame before, that frame's
+    better labelling is the exchanged one, but it misfits (over ``misfit``) and by a margin
+    the 2D evidence alone does not carry against the prior, while its two costs are too far
+    apart for ``facing_gate``: the 3D's facing must decide it too. The development set's
+    three-quarter view (view 3's track, 60 fps), seven such episodes."""
+    dev = multi_tracks()
+    lifter = Lifter.load("lifter_single_int8", 1, manifest)
+    sel = dev["track"] == 3001
+    kp, conf, t = dev["kp"][sel], dev["conf"][sel], dev["frame"][sel] / 60.0
+    wrong: dict[str, int] = {"2d": 0, "3d": 0}
+    for start in range(10, len(kp) - 10, 12):
+        lam = np.zeros(len(kp))
+        lam[start] = 0.7
+        lam[start + 1:start + 3] = 1.0
+        seq = ((1 - lam[:, None, None]) * kp + lam[:, None, None] * kp[:, COCO17_FLIP]
+               ).astype(np.float32)
+        cf = np.where(lam[:, None] > 0.5, conf[:, COCO17_FLIP], conf)
+        y = _sides_3d(lifter, seq, cf)
+        for name, guard in (("2d", LeftRight()), ("3d", LeftRight())):
+            out = np.array([guard(seq[i:i + 1], cf[i:i + 1], [3], t_s=float(t[i]),
+                                  sides_3d=y[i:i + 1] if name == "3d" else None)[0]
+                            for i in range(len(kp))])
+            wrong[name] += int((out != (lam > 0.5))[lam > 0].sum())
+    # measured: the 2D alone 3 frames wrong, the 3D where the 2D costs are close (the rule
+    # before session 14) 2, the 3D also where the better labelling misfits 0
+    assert wrong["2d"] >= 2 and wrong["3d"] == 0, wrong
+
+
 def test_the_stage_publishes_the_3d_the_guard_saw(manifest: Manifest,
                                                   demo: dict[str, Any]) -> None:
     """The 3D stage lifts both labellings in one batch for its guard and publishes the rows of

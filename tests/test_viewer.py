@@ -125,20 +125,33 @@ def _person_hue(track_id: int) -> float:
 
 def _assert_skeletons_in_boxes(overlay: npt.NDArray[np.uint8],
                                persons: list[dict[str, Any]]) -> None:
-    """Skeleton pixels of (H, W, 4) RGBA ``overlay`` in each person's colour inside its box."""
+    """Skeleton pixels of (H, W, 4) RGBA ``overlay`` in each person's colour inside its box.
+
+    The box is the extent of the person's drawn joints (the annotation's ``bbox``), widened by
+    the page's line and joint size; its label (``#id``, a photo's with its score) is drawn
+    above the box's top left corner in a font of ``8 + 6 * thick`` px, so its area is allowed
+    too (a far person's label is wider than the person).
+    """
     h, w = overlay.shape[:2]
+    thick = max(2, round(min(w, h) / 240))  # the page's line width (drawSkeletons)
+    pad = thick + 3
+    font = 8 + 6 * thick
     opaque = overlay[:, :, 3] > 200
     assert opaque.sum() > 100, "the 2D overlay is empty"
     inside = np.zeros_like(opaque)
     for p in persons:
         b = p["bbox"]
-        x1, x2 = int((b["x1"] - 0.02) * w), int((b["x2"] + 0.02) * w) + 1
-        y1, y2 = int((b["y1"] - 0.07) * h), int((b["y2"] + 0.02) * h) + 1
-        x1, y1 = max(x1, 0), max(y1, 0)
+        x1, x2 = max(int(b["x1"] * w) - pad, 0), int(b["x2"] * w) + pad + 1
+        y1, y2 = max(int(b["y1"] * h) - pad, 0), int(b["y2"] * h) + pad + 1
         inside[y1:y2, x1:x2] = True
         px = overlay[y1:y2, x1:x2][opaque[y1:y2, x1:x2]]
         d = np.abs((_hue(px) - _person_hue(int(p["id"])) + 180.0) % 360.0 - 180.0)
         assert (d < 12).sum() >= 40, f"person {p['id']}: {(d < 12).sum()} pixels of its colour"
+        chars = len(f"#{p['id']} 0.00")  # an upper bound: the score is on photos only
+        base = max(b["y1"] * h - 6, 14)
+        lx = int(b["x1"] * w)
+        inside[max(int(base - font) - 2, 0):int(base + 0.3 * font) + 1,
+               max(lx - 2, 0):lx + int(0.7 * font * chars) + 2] = True
     share = (opaque & inside).sum() / opaque.sum()
     assert share > 0.97, f"{1 - share:.1%} of the skeleton pixels lie outside every box"
 
