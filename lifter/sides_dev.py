@@ -108,11 +108,17 @@ def flicker(rng: np.random.Generator, t: npt.NDArray[Any], rate: float = 1.0,
     return lam
 
 
+def relabel(kp: npt.NDArray[Any], conf: npt.NDArray[Any], sw: npt.NDArray[Any]
+         ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """(n, 17, 2) keypoints and (n, 17) confidences with the rows of ``sw`` (n,) relabelled."""
+    return (np.where(sw[:, None, None], kp[:, FLIP], kp),
+            np.where(sw[:, None], conf[:, FLIP], conf))
+
+
 def count(lifter: Lifter, kp: npt.NDArray[Any], conf: npt.NDArray[Any], sw: npt.NDArray[Any],
           view: npt.NDArray[Any], gt: npt.NDArray[Any]) -> list[int]:
     """Swapped frames per view after undoing ``sw``."""
-    kp = np.where(sw[:, None, None], kp[:, FLIP], kp)
-    conf = np.where(sw[:, None], conf[:, FLIP], conf)
+    kp, conf = relabel(kp, conf, sw)
     acc = accuracy(lifter.lift(kp, conf).joints, _DevViews(view), gt)
     return [v["swapped_frames"] for v in acc["views"]]
 
@@ -120,8 +126,7 @@ def count(lifter: Lifter, kp: npt.NDArray[Any], conf: npt.NDArray[Any], sw: npt.
 def beyond_trades(lifter: Lifter, kp: npt.NDArray[Any], conf: npt.NDArray[Any],
                   sw: npt.NDArray[Any], frame: npt.NDArray[Any], gt: npt.NDArray[Any]) -> int:
     """Swapped frames after undoing ``sw``, those of :data:`TRUTH_TRADES` left out."""
-    kp = np.where(sw[:, None, None], kp[:, FLIP], kp)
-    conf = np.where(sw[:, None], conf[:, FLIP], conf)
+    kp, conf = relabel(kp, conf, sw)
     ok = np.isfinite(gt).all(axis=(1, 2)) & ~np.isin(frame, TRUTH_TRADES)
     return int(swapped(lifter.lift(kp[ok], conf[ok]).joints, gt[ok]).sum())
 
@@ -194,8 +199,7 @@ def turn_wrong(make: Guard | None, lifter: Lifter | None) -> int:
     for length in (1, 2, 3):
         for start in range(*DEMO_TURN):
             lam = (frame >= start) & (frame < start + length)
-            kpi = np.where(lam[:, None, None], kp[:, FLIP], kp)
-            cfi = np.where(lam[:, None], conf[:, FLIP], conf)
+            kpi, cfi = relabel(kp, conf, lam)
             sw = (np.zeros(len(kp), bool) if make is None
                   else run_guard(make, kpi, cfi, tr, frame / 30.0, lifter))
             wrong += int((sw != (lam ^ own)).sum())
