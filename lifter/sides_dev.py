@@ -116,19 +116,15 @@ def relabel(kp: npt.NDArray[Any], conf: npt.NDArray[Any], sw: npt.NDArray[Any]
 
 
 def count(lifter: Lifter, kp: npt.NDArray[Any], conf: npt.NDArray[Any], sw: npt.NDArray[Any],
-          view: npt.NDArray[Any], gt: npt.NDArray[Any]) -> list[int]:
-    """Swapped frames per view after undoing ``sw``."""
+          view: npt.NDArray[Any], gt: npt.NDArray[Any], frame: npt.NDArray[Any]
+          ) -> tuple[list[int], int]:
+    """Swapped frames after undoing ``sw``: per view, and in all, :data:`TRUTH_TRADES` left out."""
     kp, conf = relabel(kp, conf, sw)
-    acc = accuracy(lifter.lift(kp, conf).joints, _DevViews(view), gt)
-    return [v["swapped_frames"] for v in acc["views"]]
-
-
-def beyond_trades(lifter: Lifter, kp: npt.NDArray[Any], conf: npt.NDArray[Any],
-                  sw: npt.NDArray[Any], frame: npt.NDArray[Any], gt: npt.NDArray[Any]) -> int:
-    """Swapped frames after undoing ``sw``, those of :data:`TRUTH_TRADES` left out."""
-    kp, conf = relabel(kp, conf, sw)
+    joints = lifter.lift(kp, conf).joints
+    acc = accuracy(joints, _DevViews(view), gt)
     ok = np.isfinite(gt).all(axis=(1, 2)) & ~np.isin(frame, TRUTH_TRADES)
-    return int(swapped(lifter.lift(kp[ok], conf[ok]).joints, gt[ok]).sum())
+    return ([v["swapped_frames"] for v in acc["views"]],
+            int(swapped(joints[ok], gt[ok]).sum()))
 
 
 def inject(kp: npt.NDArray[Any], conf: npt.NDArray[Any], lam: npt.NDArray[Any]
@@ -159,8 +155,7 @@ def evaluate(make: Guard | None, lifter: Lifter, seeds: int = 6, use_3d: bool = 
         view, gt, frame = dev["view"][order], dev["gt"][order], dev["frame"][order]
         sw = (np.zeros(len(kp), bool) if make is None
               else run_guard(make, kp, conf, tr, t, guide))
-        out[f"dev{name}"] = count(lifter, kp, conf, sw, view, gt)
-        beyond[f"dev{name}"] = beyond_trades(lifter, kp, conf, sw, frame, gt)
+        out[f"dev{name}"], beyond[f"dev{name}"] = count(lifter, kp, conf, sw, view, gt, frame)
         for share in (0.0, 0.5):
             tot = own = 0
             for seed in range(seeds):
@@ -172,8 +167,8 @@ def evaluate(make: Guard | None, lifter: Lifter, seeds: int = 6, use_3d: bool = 
                 kpi, cfi = inject(kp, conf, lam)
                 sw = (np.zeros(len(kp), bool) if make is None
                       else run_guard(make, kpi, cfi, tr, t, guide))
-                tot += sum(count(lifter, kpi, cfi, sw, view, gt))
-                own += beyond_trades(lifter, kpi, cfi, sw, frame, gt)
+                per_view, beyond_all = count(lifter, kpi, cfi, sw, view, gt, frame)
+                tot, own = tot + sum(per_view), own + beyond_all
             out[f"inj{name}" + ("half" if share else "")] = tot
             beyond[f"inj{name}" + ("half" if share else "")] = own
     out["beyond"] = beyond

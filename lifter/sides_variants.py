@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -178,8 +178,8 @@ def variant_jsonls(name: str, cache: Path = CACHE) -> list[Path]:
     for i, video in enumerate(sc.videos):
         device = f"cam{i + 1:02d}"
         folder = cache / "build" / "fuse" / f"multi_{name}" / device
-        key = json.dumps({"video": sha256_file(video), "manifest": manifest, "variant": name,
-                          **RUN_SETTINGS}, sort_keys=True)
+        key = json.dumps({"video": sha256_file(video), "manifest": manifest,
+                          "variant": asdict(variant), **RUN_SETTINGS}, sort_keys=True)
         stamp, jsonl = folder / "key.json", folder / "annotations.jsonl"
         if not (stamp.is_file() and stamp.read_text(encoding="utf-8") == key and jsonl.is_file()):
             folder.mkdir(parents=True, exist_ok=True)
